@@ -1,0 +1,1 @@
+"""Leaf types shared by every layer: errors, tensor specs, stage contract, settings."""
