@@ -38,7 +38,9 @@ def generate(out: Path) -> list[Path]:
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     pkg = out / PACKAGE
-    (pkg / "__init__.py").write_text('"""Generated protobuf and gRPC stubs (scripts/gen_protos.py)."""\n')
+    (pkg / "__init__.py").write_text(
+        '"""Generated protobuf and gRPC stubs (scripts/gen_protos.py)."""\n'
+    )
     return sorted(p for p in pkg.iterdir() if p.suffix in {".py", ".pyi"})
 
 

@@ -81,3 +81,10 @@ class DeadlineExceeded(FpgaServeError):
     """The request's deadline passed before it could run."""
 
     status = Status.DEADLINE_EXCEEDED
+
+
+class ModelRetired(FpgaServeError):
+    """The model version was unloaded or replaced after the request picked it; retry resolves
+    the current version (the data plane does that once, so swaps fail no request)."""
+
+    status = Status.UNAVAILABLE

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fpga_serve.core.errors import InvalidInput
@@ -19,10 +19,16 @@ from fpga_serve.core.errors import InvalidInput
 class ServerSettings(BaseSettings):
     """Everything a server process is configured by (flags map 1:1, dashes for underscores)."""
 
-    model_config = SettingsConfigDict(env_prefix="FPGA_SERVE_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="FPGA_SERVE_", extra="forbid", use_attribute_docstrings=True
+    )
 
     models: list[Path] = Field(default_factory=list)
     """Pipeline zips to load at start (``fpga-serve serve MODEL.zip ...``)."""
+
+    model_repository: Path | None = None
+    """A directory laid out as NAME/VERSION/model.zip; every valid model in it is loaded at
+    start, and the KServe v2 repository API loads, reloads and unloads from it."""
 
     host: str = "127.0.0.1"
     """Address to bind. Loopback by default; use 0.0.0.0 in a container."""
@@ -45,11 +51,51 @@ class ServerSettings(BaseSettings):
     max_batch_size: int = Field(64, ge=1)
     """Largest batch one request may carry."""
 
+    batch_max_size: int = Field(8, ge=1)
+    """Dynamic batching: most items per device batch (1 turns batching off)."""
+
+    batch_max_queue_delay_us: int = Field(0, ge=0)
+    """Longest a request waits for others to join its batch. 0: batch only what queued up
+    while the device was busy, never delaying a lone request."""
+
+    batch_preferred_sizes: list[int] = Field(default_factory=list)
+    """Batch sizes dispatched as soon as they are reached."""
+
+    max_queue_size: int = Field(128, ge=1)
+    """Requests waiting per model; one more is answered RESOURCE_EXHAUSTED."""
+
     max_image_pixels: int = Field(64_000_000, ge=1)
     """Largest decoded image (width x height) accepted; larger ones are refused unread."""
 
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    """Accepted bearer keys (primary, secondary, ...); FPGA_SERVE_API_KEYS='["k1","k2"]'.
+    Empty together with api_keys_file: no authentication."""
+
+    api_keys_file: Path | None = None
+    """File with one key per line, re-read when it changes (rotation without restart)."""
+
+    metrics_auth: bool = True
+    """Require the same keys on /metrics when keys are configured."""
+
+    tls_cert: Path | None = None
+    """PEM certificate chain: serve gRPC (and /metrics) over TLS."""
+
+    tls_key: Path | None = None
+    """PEM private key for tls_cert."""
+
+    tls_client_ca: Path | None = None
+    """PEM CA bundle: require client certificates signed by it (mutual TLS)."""
+
     log_level: str = "INFO"
     """Python logging level name."""
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key")
+        return self
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: Any) -> ServerSettings:
@@ -63,6 +109,9 @@ class ServerSettings(BaseSettings):
             if not isinstance(data, dict):
                 raise InvalidInput(f"settings file {config_file} must hold a JSON object")
         env = cls()  # environment and defaults
-        merged = {**data, **{k: v for k, v in env.model_dump().items() if k in env.model_fields_set}}
+        merged = {
+            **data,
+            **{k: v for k, v in env.model_dump().items() if k in env.model_fields_set},
+        }
         merged.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(merged)

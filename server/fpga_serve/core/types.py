@@ -90,7 +90,7 @@ class TensorSpec:
         """True when a concrete (or -1 wildcard) shape fits this spec."""
         if len(shape) != len(self.shape):
             return False
-        return all(a == -1 or b == -1 or a == b for a, b in zip(self.shape, shape, strict=True))
+        return all(a == -1 or b in (-1, a) for a, b in zip(self.shape, shape, strict=True))
 
     def feeds(self, other: TensorSpec) -> bool:
         """True when a tensor described by ``self`` can be the input described by ``other``."""

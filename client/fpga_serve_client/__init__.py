@@ -1,0 +1,25 @@
+"""fpga-serve's thin client: grpcio, protobuf and numpy only."""
+
+from fpga_serve_client.client import PredictionClient
+from fpga_serve_client.convert import (
+    from_infer_input,
+    from_infer_output,
+    from_tensor_proto,
+    to_infer_input,
+    to_infer_output,
+    to_tensor_proto,
+)
+from fpga_serve_client.errors import ServiceError, TensorConversionError
+
+__all__ = [
+    "PredictionClient",
+    "ServiceError",
+    "TensorConversionError",
+    "from_infer_input",
+    "from_infer_output",
+    "from_tensor_proto",
+    "to_infer_input",
+    "to_infer_output",
+    "to_tensor_proto",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,288 @@
+"""numpy <-> wire tensors, in to_/from_ pairs, shared by the client and the server's adapters.
+
+TF Serving: ``TensorProto`` (tensor_content or typed ``*_val`` fields, TF's rule that one typed
+value fills the whole shape). KServe v2: ``InferInputTensor``/``InferOutputTensor`` with typed
+``contents`` or raw bytes (row-major little-endian; BYTES elements each prefixed by a 4-byte
+little-endian length, as Triton lays them out). Strings are numpy object arrays of ``bytes``.
+Every malformed message raises TensorConversionError naming the tensor and the problem.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+
+from fpga_serve_client.errors import TensorConversionError
+from fpga_serve_client.protos import grpc_predict_v2_pb2 as v2
+from fpga_serve_client.protos import tf_tensor_pb2
+
+MAX_ELEMENTS = 1 << 31
+"""Refuse shapes claiming more elements than this before allocating anything."""
+
+# numpy dtype name, TF DataType, KServe v2 datatype, TensorProto typed field, v2 contents field
+_TYPES: list[tuple[str, int, str, str, str]] = [
+    ("bool", tf_tensor_pb2.DT_BOOL, "BOOL", "bool_val", "bool_contents"),
+    ("uint8", tf_tensor_pb2.DT_UINT8, "UINT8", "int_val", "uint_contents"),
+    ("uint16", tf_tensor_pb2.DT_UINT16, "UINT16", "int_val", "uint_contents"),
+    ("uint32", tf_tensor_pb2.DT_UINT32, "UINT32", "uint32_val", "uint_contents"),
+    ("uint64", tf_tensor_pb2.DT_UINT64, "UINT64", "uint64_val", "uint64_contents"),
+    ("int8", tf_tensor_pb2.DT_INT8, "INT8", "int_val", "int_contents"),
+    ("int16", tf_tensor_pb2.DT_INT16, "INT16", "int_val", "int_contents"),
+    ("int32", tf_tensor_pb2.DT_INT32, "INT32", "int_val", "int_contents"),
+    ("int64", tf_tensor_pb2.DT_INT64, "INT64", "int64_val", "int64_contents"),
+    ("float16", tf_tensor_pb2.DT_HALF, "FP16", "half_val", ""),
+    ("float32", tf_tensor_pb2.DT_FLOAT, "FP32", "float_val", "fp32_contents"),
+    ("float64", tf_tensor_pb2.DT_DOUBLE, "FP64", "double_val", "fp64_contents"),
+    ("object", tf_tensor_pb2.DT_STRING, "BYTES", "string_val", "bytes_contents"),
+]
+_BY_NUMPY = {t[0]: t for t in _TYPES}
+_BY_TF = {t[1]: t for t in _TYPES}
+_BY_V2 = {t[2]: t for t in _TYPES}
+
+
+def _np_name(array: np.ndarray, name: str) -> str:
+    kind = array.dtype.kind
+    if kind in ("O", "S", "U"):
+        return "object"
+    key = array.dtype.name
+    if key not in _BY_NUMPY:
+        raise TensorConversionError(f"tensor {name!r}: dtype {array.dtype} cannot be sent")
+    return key
+
+
+def _as_bytes_array(array: np.ndarray) -> np.ndarray:
+    if array.dtype.kind == "O":
+        return array
+    if array.dtype.kind == "U":
+        return np.vectorize(lambda s: s.encode(), otypes=[object])(array)
+    return np.vectorize(bytes, otypes=[object])(array)
+
+
+def _checked_shape(dims: Any, name: str) -> tuple[int, ...]:
+    shape = tuple(int(d) for d in dims)
+    if any(d < 0 for d in shape):
+        raise TensorConversionError(f"tensor {name!r}: negative dimension in shape {list(shape)}")
+    count = 1
+    for d in shape:
+        count *= d
+        if count > MAX_ELEMENTS:
+            raise TensorConversionError(f"tensor {name!r}: shape {list(shape)} is too large")
+    return shape
+
+
+def numpy_dtype_of_v2(datatype: str) -> np.dtype[Any]:
+    """The numpy dtype for a KServe v2 datatype name."""
+    if datatype not in _BY_V2:
+        raise TensorConversionError(f"unknown datatype {datatype!r}")
+    return np.dtype(_BY_V2[datatype][0])
+
+
+def v2_datatype(array: np.ndarray) -> str:
+    """The KServe v2 datatype name of an array."""
+    return _BY_NUMPY[_np_name(array, "")][2]
+
+
+# TF Serving TensorProto ------------------------------------------------------------------
+
+
+def to_tensor_proto(array: Any, name: str = "") -> tf_tensor_pb2.TensorProto:
+    """An array as a TensorProto: strings in string_val, numbers in tensor_content."""
+    arr = np.asarray(array)
+    key = _np_name(arr, name)
+    proto = tf_tensor_pb2.TensorProto(dtype=_BY_NUMPY[key][1])  # type: ignore[arg-type]
+    for d in arr.shape:
+        proto.tensor_shape.dim.add(size=d)
+    if key == "object":
+        proto.string_val.extend(_as_bytes_array(arr).reshape(-1).tolist())
+    else:
+        proto.tensor_content = np.ascontiguousarray(
+            arr, dtype=arr.dtype.newbyteorder("<")
+        ).tobytes()
+    return proto
+
+
+def from_tensor_proto(proto: tf_tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
+    """A TensorProto as an array (read-only when it wraps tensor_content)."""
+    if proto.dtype not in _BY_TF:
+        dtype_name = (
+            tf_tensor_pb2.DataType.Name(proto.dtype)
+            if proto.dtype in (tf_tensor_pb2.DataType.values())
+            else str(proto.dtype)
+        )
+        raise TensorConversionError(f"tensor {name!r}: unsupported dtype {dtype_name}")
+    if proto.tensor_shape.unknown_rank:
+        raise TensorConversionError(f"tensor {name!r}: unknown rank")
+    shape = _checked_shape((d.size for d in proto.tensor_shape.dim), name)
+    count = int(np.prod(shape, dtype=np.int64))
+    np_name, _, _, field, _ = _BY_TF[proto.dtype]
+    if np_name == "object":
+        values = list(proto.string_val)
+        if proto.tensor_content:
+            raise TensorConversionError(f"tensor {name!r}: DT_STRING must use string_val")
+        return _fill(_object_array(values), shape, count, name)
+    dtype = np.dtype(np_name).newbyteorder("<")
+    if proto.tensor_content:
+        if len(proto.tensor_content) != count * dtype.itemsize:
+            raise TensorConversionError(
+                f"tensor {name!r}: tensor_content has {len(proto.tensor_content)} bytes, shape "
+                f"{list(shape)} of {np.dtype(np_name).name} needs {count * dtype.itemsize}"
+            )
+        return (
+            np.frombuffer(proto.tensor_content, dtype=dtype)
+            .reshape(shape)
+            .astype(np_name, copy=False)
+        )
+    typed = getattr(proto, field)
+    if np_name == "float16":
+        values = np.array(typed, dtype=np.uint16).view(np.float16)
+    else:
+        values = np.array(typed, dtype=np_name)
+    return _fill(values, shape, count, name)
+
+
+def _fill(values: np.ndarray, shape: tuple[int, ...], count: int, name: str) -> np.ndarray:
+    if values.size == count:
+        return values.reshape(shape)
+    if values.size == 1 and count > 1:  # TF: one value fills the whole tensor
+        return np.full(shape, values[0], dtype=values.dtype)
+    raise TensorConversionError(
+        f"tensor {name!r}: {values.size} values for shape {list(shape)} ({count} elements)"
+    )
+
+
+# KServe v2 ---------------------------------------------------------------------------------
+
+
+def _raw_bytes(array: np.ndarray, key: str) -> bytes:
+    if key == "object":
+        parts = []
+        for item in _as_bytes_array(array).reshape(-1):
+            parts.append(struct.pack("<I", len(item)))
+            parts.append(bytes(item))
+        return b"".join(parts)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+def _from_raw(raw: bytes, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+    np_name = _BY_V2[datatype][0]
+    count = int(np.prod(shape, dtype=np.int64))
+    if np_name == "object":
+        items: list[bytes] = []
+        view = memoryview(raw)
+        offset = 0
+        while offset < len(raw):
+            if offset + 4 > len(raw):
+                raise TensorConversionError(f"tensor {name!r}: truncated BYTES length prefix")
+            (length,) = struct.unpack_from("<I", view, offset)
+            offset += 4
+            if offset + length > len(raw):
+                raise TensorConversionError(
+                    f"tensor {name!r}: BYTES element {len(items)} claims {length} bytes, "
+                    f"{len(raw) - offset} left"
+                )
+            items.append(bytes(view[offset : offset + length]))
+            offset += length
+        if len(items) != count:
+            raise TensorConversionError(
+                f"tensor {name!r}: {len(items)} BYTES elements for shape {list(shape)}"
+            )
+        arr = np.empty(count, dtype=object)
+        arr[:] = items
+        return arr.reshape(shape)
+    dtype = np.dtype(np_name).newbyteorder("<")
+    if len(raw) != count * dtype.itemsize:
+        raise TensorConversionError(
+            f"tensor {name!r}: raw contents have {len(raw)} bytes, shape {list(shape)} of "
+            f"{datatype} needs {count * dtype.itemsize}"
+        )
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(np_name, copy=False)
+
+
+def _from_contents(
+    contents: v2.InferTensorContents, datatype: str, shape: tuple[int, ...], name: str
+) -> np.ndarray:
+    np_name, _, _, _, field = _BY_V2[datatype]
+    if not field:
+        raise TensorConversionError(f"tensor {name!r}: {datatype} needs raw contents")
+    values = list(getattr(contents, field))
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(values) != count:
+        raise TensorConversionError(
+            f"tensor {name!r}: {len(values)} values for shape {list(shape)} ({count} elements)"
+        )
+    if np_name == "object":
+        arr = np.empty(count, dtype=object)
+        arr[:] = values
+        return arr.reshape(shape)
+    return np.array(values, dtype=np_name).reshape(shape)
+
+
+def _v2_tensor_to_numpy(tensor: Any, raw: bytes | None) -> np.ndarray:
+    name = tensor.name
+    if tensor.datatype not in _BY_V2:
+        raise TensorConversionError(f"tensor {name!r}: unknown datatype {tensor.datatype!r}")
+    shape = _checked_shape(tensor.shape, name)
+    has_contents = tensor.HasField("contents") and tensor.contents.ByteSize() > 0
+    if raw is not None:
+        if has_contents:
+            raise TensorConversionError(f"tensor {name!r}: both raw and typed contents given")
+        return _from_raw(raw, tensor.datatype, shape, name)
+    return _from_contents(tensor.contents, tensor.datatype, shape, name)
+
+
+def to_infer_input(
+    name: str, array: Any, raw: bool = True
+) -> tuple[v2.ModelInferRequest.InferInputTensor, bytes | None]:
+    """An array as a v2 input tensor; with ``raw`` the data is returned separately, for
+    ``raw_input_contents`` (in the same order as the inputs)."""
+    arr = np.asarray(array)
+    key = _np_name(arr, name)
+    tensor = v2.ModelInferRequest.InferInputTensor(
+        name=name, datatype=_BY_NUMPY[key][2], shape=list(arr.shape)
+    )
+    if raw:
+        return tensor, _raw_bytes(arr, key)
+    _set_contents(tensor.contents, arr, key, name)
+    return tensor, None
+
+
+def from_infer_input(
+    tensor: v2.ModelInferRequest.InferInputTensor, raw: bytes | None = None
+) -> np.ndarray:
+    return _v2_tensor_to_numpy(tensor, raw)
+
+
+def to_infer_output(
+    name: str, array: Any, raw: bool = True
+) -> tuple[v2.ModelInferResponse.InferOutputTensor, bytes | None]:
+    arr = np.asarray(array)
+    key = _np_name(arr, name)
+    tensor = v2.ModelInferResponse.InferOutputTensor(
+        name=name, datatype=_BY_NUMPY[key][2], shape=list(arr.shape)
+    )
+    if raw:
+        return tensor, _raw_bytes(arr, key)
+    _set_contents(tensor.contents, arr, key, name)
+    return tensor, None
+
+
+def from_infer_output(
+    tensor: v2.ModelInferResponse.InferOutputTensor, raw: bytes | None = None
+) -> np.ndarray:
+    return _v2_tensor_to_numpy(tensor, raw)
+
+
+def _set_contents(contents: v2.InferTensorContents, arr: np.ndarray, key: str, name: str) -> None:
+    field = _BY_NUMPY[key][4]
+    if not field:
+        raise TensorConversionError(f"tensor {name!r}: {arr.dtype} can only be sent raw")
+    flat = _as_bytes_array(arr).reshape(-1) if key == "object" else arr.reshape(-1)
+    getattr(contents, field).extend(flat.tolist())
+
+
+def _object_array(values: list[bytes]) -> np.ndarray:
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr

@@ -1,0 +1,1 @@
+"""gRPC front ends: thin servicers that convert, call the data plane, convert back."""

@@ -1,0 +1,196 @@
+"""Assembles the gRPC server: servicers, health, reflection and the Prometheus endpoint."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+from fpga_serve_client.protos import (
+    grpc_predict_v2_pb2,
+    grpc_predict_v2_pb2_grpc,
+    prediction_service_pb2,
+    prediction_service_pb2_grpc,
+)
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from fpga_serve.adapters.auth import AuthInterceptor, KeyRing
+from fpga_serve.adapters.kserve import InferenceServicer
+from fpga_serve.adapters.metrics_http import MetricsHTTP
+from fpga_serve.adapters.tfserving import PredictionServicer
+from fpga_serve.core.errors import FpgaServeError
+from fpga_serve.core.settings import ServerSettings
+from fpga_serve.modelzip import LoadContext
+from fpga_serve.runtime.batching import BatchingConfig
+from fpga_serve.service import DataPlane, Metrics, ModelRepository
+from fpga_serve.service.lifecycle import ModelManager
+
+log = logging.getLogger(__name__)
+
+PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name[
+    "PredictionService"
+].full_name
+INFERENCE_SERVICE = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name[
+    "GRPCInferenceService"
+].full_name
+SERVING_SERVICES = (PREDICTION_SERVICE, INFERENCE_SERVICE)
+
+
+class Server:
+    """One fpga-serve process: gRPC on ``settings.port``, /metrics on ``settings.metrics_port``.
+
+    Stateless apart from its loaded models. Health (grpc.health.v1) answers for the whole server
+    (service ""), for each inference service, and for each model name: NOT_SERVING until the
+    models given at start are loaded, SERVING after.
+    """
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        context_factory: Callable[[], LoadContext] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.repository = ModelRepository(
+            context_factory or (lambda: LoadContext(device=None, workdir=None)),
+            self.metrics,
+            max_batch_size=settings.max_batch_size,
+            max_image_pixels=settings.max_image_pixels,
+            batching=BatchingConfig(
+                max_batch_size=settings.batch_max_size,
+                max_queue_delay_us=settings.batch_max_queue_delay_us,
+                preferred_batch_sizes=tuple(settings.batch_preferred_sizes),
+                max_queue_size=settings.max_queue_size,
+            ),
+        )
+        self.plane = DataPlane(self.repository, self.metrics)
+        self.manager = ModelManager(self.repository, settings.model_repository, self._sync_health)
+        self.health = health.HealthServicer()
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        self.keys = KeyRing(
+            [k.get_secret_value() for k in settings.api_keys], settings.api_keys_file
+        )
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
+            options=options,
+            interceptors=[AuthInterceptor(self.keys)] if self.keys.enabled else [],
+        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(self.plane), self._grpc
+        )
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(self.plane, self.manager), self._grpc
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        reflection.enable_server_reflection(
+            (
+                *SERVING_SERVICES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self._grpc,
+        )
+        self.grpc_port = 0
+        self.metrics_port: int | None = None
+        self._metrics_http: MetricsHTTP | None = None
+        self._stopped = threading.Event()
+        self._health_models: set[str] = set()
+        self._set_health(serving=False)
+
+    def start(self) -> None:
+        """Bind and start answering (health says NOT_SERVING until models are loaded)."""
+        cfg = self.settings
+        address = f"{cfg.host}:{cfg.port}"
+        tls = _tls_files(cfg)
+        if tls is None:
+            port = self._grpc.add_insecure_port(address)
+        else:
+            port = self._grpc.add_secure_port(address, _server_credentials(cfg))
+        if port == 0:
+            raise FpgaServeError(f"cannot bind gRPC to {address}")
+        self.grpc_port = port
+        self._grpc.start()
+        if cfg.metrics_port >= 0:
+            self._metrics_http = MetricsHTTP(
+                self.metrics.registry,
+                cfg.host,
+                cfg.metrics_port,
+                keys=self.keys if cfg.metrics_auth else None,
+                tls=tls,
+            )
+            self.metrics_port = self._metrics_http.port
+        log.info(
+            "gRPC on %s:%d, metrics on %s",
+            self.settings.host,
+            self.grpc_port,
+            self.metrics_port if self.metrics_port is not None else "off",
+        )
+
+    def load_models(self, paths: list[Path]) -> None:
+        """Load the given zips and the repository's models, then report SERVING."""
+        self.manager.load_startup(paths)
+
+    def _sync_health(self) -> None:
+        """Per-model statuses follow what is loaded; the server is SERVING with any model."""
+        loaded = {m.name for m in self.repository.list()}
+        for name in self._health_models - loaded:
+            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in loaded:
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._health_models |= loaded
+        self._set_health(serving=bool(loaded))
+
+    def _set_health(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVING_SERVICES):
+            self.health.set(name, status)
+
+    def stop(self, grace: float | None = 5.0) -> None:
+        """Stop accepting, let in-flight calls finish within ``grace`` seconds, free models."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        self._grpc.stop(grace).wait()
+        if self._metrics_http is not None:
+            self._metrics_http.close()
+        self.repository.close()
+
+    def wait(self) -> None:
+        self._grpc.wait_for_termination()
+
+
+def _tls_files(settings: ServerSettings) -> tuple[Path, Path] | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    return settings.tls_cert, settings.tls_key
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise FpgaServeError(f"cannot read the TLS {what} {path}: {exc.strerror}") from exc
+
+
+def _server_credentials(settings: ServerSettings) -> grpc.ServerCredentials:
+    cert, key = _tls_files(settings) or (Path(), Path())
+    client_ca = settings.tls_client_ca
+    return grpc.ssl_server_credentials(
+        [(_read(key, "key"), _read(cert, "certificate"))],
+        root_certificates=_read(client_ca, "client CA") if client_ca else None,
+        require_client_auth=client_ca is not None,
+    )

@@ -1,0 +1,152 @@
+"""tensorflow.serving.PredictionService: Predict and GetModelMetadata (Brainwave clients)."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+from fpga_serve_client.convert import from_tensor_proto, to_tensor_proto
+from fpga_serve_client.protos import (
+    get_model_metadata_pb2,
+    model_pb2,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    tf_tensor_pb2,
+)
+from google.protobuf import any_pb2
+
+from fpga_serve.adapters.status import RequestRecorder, deadline_of, handle_errors
+from fpga_serve.core.errors import InvalidInput
+from fpga_serve.core.types import DType, TensorSpec
+from fpga_serve.service.dataplane import DataPlane, InferenceRequest, ModelMetadata
+
+SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
+OUTPUT_ALIAS = "output_alias"
+"""The name the early Brainwave client read its result from (for single-output models)."""
+
+_TF_DTYPES: dict[DType, int] = {
+    DType.BOOL: tf_tensor_pb2.DT_BOOL,
+    DType.UINT8: tf_tensor_pb2.DT_UINT8,
+    DType.INT8: tf_tensor_pb2.DT_INT8,
+    DType.INT16: tf_tensor_pb2.DT_INT16,
+    DType.INT32: tf_tensor_pb2.DT_INT32,
+    DType.INT64: tf_tensor_pb2.DT_INT64,
+    DType.FP16: tf_tensor_pb2.DT_HALF,
+    DType.FP32: tf_tensor_pb2.DT_FLOAT,
+    DType.FP64: tf_tensor_pb2.DT_DOUBLE,
+    DType.BYTES: tf_tensor_pb2.DT_STRING,
+}
+
+
+def _model_spec(name: str, version: str) -> model_pb2.ModelSpec:
+    spec = model_pb2.ModelSpec(name=name, signature_name=SIGNATURE)
+    if version.isdigit():
+        spec.version.value = int(version)
+    else:
+        spec.version_label = version
+    return spec
+
+
+def _requested(spec: model_pb2.ModelSpec) -> tuple[str, str | None]:
+    """(model name, version or None) from a ModelSpec; the Brainwave clients sent none."""
+    if spec.signature_name not in ("", SIGNATURE):
+        raise InvalidInput(
+            f"unknown signature {spec.signature_name!r}; this server serves {SIGNATURE!r}"
+        )
+    which = spec.WhichOneof("version_choice")
+    if which == "version":
+        return spec.name, str(spec.version.value)
+    if which == "version_label":
+        return spec.name, spec.version_label
+    return spec.name, None
+
+
+def _tensor_info(spec: TensorSpec) -> tf_tensor_pb2.TensorInfo:
+    info = tf_tensor_pb2.TensorInfo(name=spec.name, dtype=_TF_DTYPES[spec.dtype])  # type: ignore[arg-type]
+    for size in spec.shape:
+        info.tensor_shape.dim.add(size=size)
+    return info
+
+
+def signature_def(meta: ModelMetadata) -> tf_tensor_pb2.SignatureDef:
+    """The model's one signature: inputs under their names and aliases, outputs likewise."""
+    sig = tf_tensor_pb2.SignatureDef(method_name=PREDICT_METHOD)
+    for spec in meta.inputs:
+        sig.inputs[spec.name].CopyFrom(_tensor_info(spec))
+    for alias, real in meta.input_aliases.items():
+        sig.inputs[alias].CopyFrom(_tensor_info(next(s for s in meta.inputs if s.name == real)))
+    for spec in meta.outputs:
+        sig.outputs[spec.name].CopyFrom(_tensor_info(spec))
+    if len(meta.outputs) == 1:
+        sig.outputs[OUTPUT_ALIAS].CopyFrom(_tensor_info(meta.outputs[0]))
+    return sig
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """Predict: inputs by name or alias (``images``), outputs by name and ``output_alias``."""
+
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+        self.recorder = RequestRecorder(plane.metrics, "tfserving")
+
+    @handle_errors
+    def Predict(
+        self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
+    ) -> predict_pb2.PredictResponse:
+        with self.recorder.track() as tracked:
+            name, version = _requested(request.model_spec)
+            served = self.plane.model(name, version)
+            tracked.model, tracked.version = served.name, served.version
+            if not request.inputs:
+                raise InvalidInput("the request has no inputs")
+            inputs = {key: from_tensor_proto(t, key) for key, t in request.inputs.items()}
+            names = [s.name for s in served.outputs]
+            alias_of = names[0] if len(names) == 1 and OUTPUT_ALIAS not in names else None
+            wanted = list(request.output_filter)
+            real = [alias_of if (n == OUTPUT_ALIAS and alias_of) else n for n in wanted]
+            result = self.plane.infer(
+                InferenceRequest(
+                    inputs=inputs,
+                    model=served.name,
+                    version=served.version,
+                    deadline=deadline_of(context),
+                    cancelled=lambda: not context.is_active(),
+                    outputs=real or None,
+                )
+            )
+            response = predict_pb2.PredictResponse(
+                model_spec=_model_spec(result.model, result.version)
+            )
+            keys = wanted or [*result.outputs, *([OUTPUT_ALIAS] if alias_of else [])]
+            for key in dict.fromkeys(keys):
+                source = alias_of if (key == OUTPUT_ALIAS and alias_of) else key
+                response.outputs[key].CopyFrom(to_tensor_proto(result.outputs[source], key))
+            return response
+
+    @handle_errors
+    def GetModelMetadata(
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        name, version = _requested(request.model_spec)
+        meta = self.plane.metadata(name, version)
+        fields = list(request.metadata_field) or ["signature_def"]
+        response = get_model_metadata_pb2.GetModelMetadataResponse(
+            model_spec=_model_spec(meta.name, meta.version)
+        )
+        for field in fields:
+            packed = any_pb2.Any()
+            if field == "signature_def":
+                sigs = get_model_metadata_pb2.SignatureDefMap()
+                sigs.signature_def[SIGNATURE].CopyFrom(signature_def(meta))
+                packed.Pack(sigs)
+            elif field == "labels":
+                if meta.labels is None:
+                    continue
+                names = np.array([label.encode() for label in meta.labels], dtype=object)
+                packed.Pack(to_tensor_proto(names, "labels"))
+            else:
+                raise InvalidInput(
+                    f"unknown metadata field {field!r}; supported: 'signature_def', 'labels'"
+                )
+            response.metadata[field].CopyFrom(packed)
+        return response

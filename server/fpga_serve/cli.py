@@ -1,0 +1,126 @@
+"""The ``fpga-serve`` command: serve pipeline zips (``build`` and ``inspect`` join in later)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from fpga_serve import __version__
+from fpga_serve.core.errors import FpgaServeError
+from fpga_serve.core.settings import ServerSettings
+
+log = logging.getLogger("fpga_serve")
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Flags are generated from ServerSettings, so every setting has one (dashes for _)."""
+    p = sub.add_parser(
+        "serve",
+        help="serve pipeline zips over gRPC",
+        description="Every flag can also be set as FPGA_SERVE_<NAME> or in the --config file.",
+    )
+    p.add_argument("models", nargs="*", type=Path, help="pipeline zips to load (FPGA_SERVE_MODELS)")
+    p.add_argument("--config", type=Path, help="JSON settings file (FPGA_SERVE_CONFIG)")
+    for name, info in ServerSettings.model_fields.items():
+        if name == "models":
+            continue
+        flag = "--" + name.replace("_", "-")
+        help_text = (info.description or "").replace("%", "%%")
+        annotation = str(info.annotation)
+        if info.annotation is bool:
+            p.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        elif annotation.startswith("list["):
+            item = int if "int" in annotation else str
+            p.add_argument(
+                flag, dest=name, action="append", type=item, help=help_text + " (repeat)"
+            )
+        elif annotation.startswith("typing.Literal"):
+            p.add_argument(flag, choices=list(info.annotation.__args__), help=help_text)  # type: ignore[union-attr]
+        else:
+            kind = int if info.annotation is int else (Path if "Path" in annotation else str)
+            p.add_argument(flag, type=kind, help=help_text)
+    p.set_defaults(func=_serve)
+
+
+def _serve(ns: argparse.Namespace) -> int:
+    import os
+
+    config = ns.config or (
+        Path(os.environ["FPGA_SERVE_CONFIG"]) if os.environ.get("FPGA_SERVE_CONFIG") else None
+    )
+    overrides = {k: getattr(ns, k, None) for k in ServerSettings.model_fields}
+    overrides["models"] = ns.models or None
+    settings = ServerSettings.load(config, **overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not settings.models and settings.model_repository is None:
+        log.error("no model given: fpga-serve serve MODEL.zip or --model-repository DIR")
+        return 2
+    from fpga_serve.adapters.server import Server
+    from fpga_serve.service.devices import load_context_factory
+
+    server = Server(settings, load_context_factory(settings.device))
+    server.start()
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: draining and stopping", signum)
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        server.load_models(list(settings.models))
+    except FpgaServeError as exc:
+        log.error("%s", exc)
+        server.stop(grace=0)
+        return 1
+    # One machine-readable line so scripts and tests learn the bound ports.
+    print(
+        json.dumps(
+            {
+                "event": "serving",
+                "grpc_port": server.grpc_port,
+                "metrics_port": server.metrics_port,
+                "host": settings.host,
+                "models": [f"{m.name}:{m.version}" for m in server.repository.list()],
+            }
+        ),
+        flush=True,
+    )
+    done.wait()
+    server.stop(grace=10.0)
+    log.info("stopped")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fpga-serve", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fpga-serve {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        return int(ns.func(ns))
+    except FpgaServeError as exc:
+        print(f"fpga-serve: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Stage kinds: how each kind of pipeline stage is saved into a zip and loaded back.
+
+A *kind* (registered with ``register_kind``) turns a stage's files into a ``StageRunner``:
+
+    class MyKind:
+        kind = "my_kind"
+        def load(self, record: StageRecord, stage_dir: Path, context: LoadContext) -> StageRunner
+
+An *SDK stage* (what users append to ``ModelDefinition.pipeline``) knows its kind and saves:
+
+    class MyStage:
+        kind = "my_kind"
+        name: str | None
+        def save(self, dest: Path) -> SavedStage   # writes files under dest
+
+Kinds here: "tensorflow" (SavedModel), "tensorflow_graphdef" (frozen GraphDef), "keras" (.keras);
+the FPGA stage kind registers itself the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from fpga_serve.core.errors import ModelLoadError
+from fpga_serve.core.stage import StageRunner
+from fpga_serve.core.types import TensorSpec
+from fpga_serve.modelzip.manifest import StageRecord
+
+
+@dataclass
+class LoadContext:
+    """What loading needs from the server: the device FPGA stages run on, a scratch folder."""
+
+    device: Any = None
+    workdir: Path | None = None
+
+
+@dataclass(frozen=True)
+class SavedStage:
+    """What saving a stage produced: its tensors and kind-specific options for the manifest."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class StageKind(Protocol):
+    kind: str
+
+    def load(self, record: StageRecord, stage_dir: Path, context: LoadContext) -> StageRunner: ...
+
+
+class SdkStage(Protocol):
+    kind: str
+    name: str | None
+
+    def save(self, dest: Path) -> SavedStage: ...
+
+
+_KINDS: dict[str, StageKind] = {}
+
+
+def register_kind(kind: StageKind) -> StageKind:
+    _KINDS[kind.kind] = kind
+    return kind
+
+
+def get_kind(name: str) -> StageKind:
+    _ensure_builtin()
+    if name not in _KINDS:
+        known = ", ".join(sorted(_KINDS))
+        raise ModelLoadError(f"unknown stage kind {name!r} (this server knows {known})")
+    return _KINDS[name]
+
+
+def _ensure_builtin() -> None:
+    # Imported lazily: these import TensorFlow, which reading a manifest must not need.
+    from fpga_serve.modelzip.stages import keras_stage, tf_stage  # noqa: F401

@@ -1,0 +1,225 @@
+"""Dynamic batching that wraps a pipeline (it does not live inside one).
+
+Requests from any protocol and any client queue per model; one worker thread forms a batch as soon
+as it reaches ``max_batch_size`` items, hits a preferred size, or the oldest request has waited
+``max_queue_delay_us``. Requests whose deadline has passed or whose client went away are dropped
+before they reach the device. A full queue answers ``Overloaded`` (RESOURCE_EXHAUSTED). One worker
+per model is also what keeps a model's device work strictly serialised.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fpga_serve.core.errors import (
+    DeadlineExceeded,
+    FpgaServeError,
+    InvalidInput,
+    Overloaded,
+    Status,
+)
+
+log = logging.getLogger(__name__)
+
+RunBatch = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """Per-model batching policy (Triton's names where they exist)."""
+
+    max_batch_size: int = 8
+    """Most items in one device batch; 1 turns batching off."""
+    max_queue_delay_us: int = 1000
+    """Longest a request waits for others to join its batch."""
+    preferred_batch_sizes: tuple[int, ...] = ()
+    """Sizes dispatched at once when reached (e.g. sizes the device is fastest at)."""
+    max_queue_size: int = 128
+    """Requests waiting at most; one more is refused with RESOURCE_EXHAUSTED."""
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1 or self.max_queue_delay_us < 0 or self.max_queue_size < 1:
+            raise InvalidInput(f"bad batching config {self}")
+
+
+@dataclass
+class _Pending:
+    inputs: list[np.ndarray]
+    size: int
+    deadline: float | None
+    cancelled: Callable[[], bool]
+    future: Future[list[np.ndarray]] = field(default_factory=Future)
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+class BatchObserver:
+    """Metrics hooks; the default does nothing."""
+
+    def queued(self, depth: int) -> None:
+        """Called with the queue depth after every change."""
+
+    def batch(self, size: int, requests: int, queue_seconds: Sequence[float]) -> None:
+        """Called when a batch is dispatched."""
+
+    def dropped(self, reason: str) -> None:
+        """Called for each request dropped before execution ("deadline" or "cancelled")."""
+
+
+class Batcher:
+    """Queues requests for one model and runs them in batches on one worker thread."""
+
+    def __init__(
+        self,
+        run: RunBatch,
+        config: BatchingConfig,
+        observer: BatchObserver | None = None,
+        name: str = "model",
+    ) -> None:
+        self._run = run
+        self.config = config
+        self._observer = observer or BatchObserver()
+        self._queue: deque[_Pending] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._worker = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
+        self._worker.start()
+
+    def submit(
+        self,
+        inputs: list[np.ndarray],
+        deadline: float | None = None,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> Future[list[np.ndarray]]:
+        """Queue one request (already validated); ``deadline`` is a time.monotonic() value."""
+        pending = _Pending(inputs, int(inputs[0].shape[0]), deadline, cancelled)
+        with self._cond:
+            if self._closing:
+                raise FpgaServeError("the model is being unloaded", Status.UNAVAILABLE)
+            if len(self._queue) >= self.config.max_queue_size:
+                raise Overloaded(
+                    f"queue full ({self.config.max_queue_size} requests waiting); retry later"
+                )
+            self._queue.append(pending)
+            self._observer.queued(len(self._queue))
+            self._cond.notify()
+        return pending.future
+
+    def depth(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def close(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop taking requests; with ``drain`` finish the queued ones, else fail them."""
+        with self._cond:
+            self._closing = True
+            if not drain:
+                while self._queue:
+                    self._queue.popleft().future.set_exception(
+                        FpgaServeError("the model was unloaded", Status.UNAVAILABLE)
+                    )
+            self._cond.notify_all()
+        self._worker.join(timeout)
+
+    # The worker ---------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            live = [p for p in batch if self._still_wanted(p)]
+            if live:
+                self._execute(live)
+
+    def _next_batch(self) -> list[_Pending] | None:
+        cfg = self.config
+        with self._cond:
+            while not self._queue:
+                if self._closing:
+                    return None
+                self._cond.wait()
+            flush_at = self._queue[0].enqueued + cfg.max_queue_delay_us / 1e6
+            while not self._closing:
+                size = sum(p.size for p in self._queue)
+                if size >= cfg.max_batch_size or size in cfg.preferred_batch_sizes:
+                    break
+                remaining = flush_at - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            batch: list[_Pending] = []
+            total = 0
+            while self._queue and (not batch or total + self._queue[0].size <= cfg.max_batch_size):
+                pending = self._queue.popleft()
+                batch.append(pending)
+                total += pending.size
+            self._observer.queued(len(self._queue))
+            return batch
+
+    def _still_wanted(self, pending: _Pending) -> bool:
+        if not pending.future.set_running_or_notify_cancel():
+            self._observer.dropped("cancelled")
+            return False
+        if pending.cancelled():
+            pending.future.set_exception(
+                FpgaServeError("cancelled by the client", Status.CANCELLED)
+            )
+            self._observer.dropped("cancelled")
+            return False
+        if pending.deadline is not None and time.monotonic() >= pending.deadline:
+            pending.future.set_exception(DeadlineExceeded("deadline passed while queued"))
+            self._observer.dropped("deadline")
+            return False
+        return True
+
+    def _execute(self, batch: list[_Pending]) -> None:
+        now = time.monotonic()
+        self._observer.batch(
+            sum(p.size for p in batch), len(batch), [now - p.enqueued for p in batch]
+        )
+        try:
+            if len(batch) == 1:
+                outputs_per = [self._run(batch[0].inputs)]
+            else:
+                columns = zip(*(p.inputs for p in batch), strict=True)
+                joined = [np.concatenate(parts) for parts in columns]
+                outputs = self._run(joined)
+                outputs_per = _split(outputs, [p.size for p in batch])
+        except InvalidInput as exc:
+            if len(batch) == 1:
+                self._fail(batch, exc)
+                return
+            # One request's bad data must not fail its neighbours: run each alone.
+            for pending in batch:
+                self._execute_one(pending)
+            return
+        except BaseException as exc:  # device faults etc. fail the whole batch, never hang it
+            self._fail(batch, exc)
+            return
+        for pending, outs in zip(batch, outputs_per, strict=True):
+            pending.future.set_result(outs)
+
+    def _execute_one(self, pending: _Pending) -> None:
+        try:
+            pending.future.set_result(self._run(pending.inputs))
+        except BaseException as exc:
+            pending.future.set_exception(exc)
+
+    @staticmethod
+    def _fail(batch: list[_Pending], exc: BaseException) -> None:
+        for pending in batch:
+            pending.future.set_exception(exc)
+
+
+def _split(outputs: list[np.ndarray], sizes: list[int]) -> list[list[np.ndarray]]:
+    bounds = np.cumsum(sizes)[:-1]
+    per_output = [np.split(out, bounds) for out in outputs]
+    return [list(parts) for parts in zip(*per_output, strict=True)]

@@ -1,0 +1,48 @@
+"""Decompression-bomb guard: image dimensions are read from headers before anything decodes.
+
+A 100 KB PNG can decode to gigabytes; TensorFlow would allocate it all. Pillow reads only the
+header here (``Image.open`` is lazy), and images over the pixel limit are refused unread.
+Bytes that are not an image Pillow knows pass through: the decoding stage judges them.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from fpga_serve.core.errors import InvalidInput
+
+# We apply our own (lower, configurable) limit; Pillow's global warning would only be noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
+
+
+def image_pixels(data: bytes) -> tuple[int, bool] | None:
+    """(width x height, exact) from the header, or None when the bytes are not a known image.
+
+    Beyond Pillow's own hard limit only a lower bound is known: (that bound, False).
+    """
+    try:
+        with Image.open(io.BytesIO(data), formats=_FORMATS) as image:
+            width, height = image.size
+    except Image.DecompressionBombError:
+        return 2 * int(Image.MAX_IMAGE_PIXELS or 0), False
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+    return int(width) * int(height), True
+
+
+def check_image_pixels(name: str, array: np.ndarray, max_pixels: int) -> None:
+    """Raise InvalidInput for the first item of a BYTES tensor whose image is too large."""
+    for index, item in enumerate(array.reshape(-1)):
+        size = image_pixels(bytes(item))
+        if size is not None and size[0] > max_pixels:
+            pixels = f"{size[0]:,}" if size[1] else f"more than {size[0]:,}"
+            raise InvalidInput(
+                f"input {name!r} item {index}: image of {pixels} pixels is over the limit of "
+                f"{max_pixels:,} (max_image_pixels); refused before decoding"
+            )

@@ -1,0 +1,118 @@
+"""Model lifecycle: what is loaded at start, and load / reload / unload while serving."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fpga_serve.core.errors import FpgaServeError, InvalidInput, ModelLoadError, ModelNotFound
+from fpga_serve.service.models import ModelRepository, version_key
+from fpga_serve.service.repodir import scan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    name: str
+    version: str
+    state: str
+    """READY or UNAVAILABLE."""
+    reason: str = ""
+
+
+class ModelManager:
+    """Keeps the loaded models in step with the model zips given at start and the repository.
+
+    ``on_change`` runs after every change (the server updates health statuses there).
+    """
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        repo_dir: Path | None = None,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.repository = repository
+        self.repo_dir = repo_dir
+        self._on_change = on_change
+        self._problems: dict[tuple[str, str], str] = {}
+        self._control = threading.Lock()  # one lifecycle operation at a time
+
+    def load_startup(self, zips: list[Path]) -> None:
+        """Load explicit zips (any failure refuses the start) and every valid repository model
+        (failures there are reported in the index and the log; the rest still loads)."""
+        with self._control:
+            for path in zips:
+                self.repository.load(path)
+            if self.repo_dir is not None:
+                if not self.repo_dir.is_dir():
+                    raise InvalidInput(f"model repository {self.repo_dir} is not a directory")
+                for entry in scan(self.repo_dir):
+                    self._load_entry(entry.name, entry.version, entry.path, entry.problem)
+        self._on_change()
+
+    def _load_entry(self, name: str, version: str, path: Path | None, problem: str | None) -> bool:
+        key = (name, version)
+        if path is None:
+            self._problems[key] = problem or "unusable"
+            log.warning("model repository: %s/%s skipped: %s", name, version, problem)
+            return False
+        try:
+            self.repository.load(path, name=name, version=version, replace=True)
+        except FpgaServeError as exc:
+            self._problems[key] = exc.message
+            log.error("model %s version %s failed to load: %s", name, version, exc.message)
+            return False
+        self._problems.pop(key, None)
+        return True
+
+    def load(self, name: str) -> None:
+        """(Re)load every version of ``name`` from the repository; versions gone from it are
+        unloaded. A version that fails keeps its previous copy serving; the error is raised."""
+        if self.repo_dir is None:
+            raise InvalidInput("no model repository is configured (--model-repository)")
+        with self._control:
+            entries = scan(self.repo_dir, only=name)
+            if not entries:
+                raise ModelNotFound(f"model {name!r} is not in the repository {self.repo_dir}")
+            failures = []
+            found = set()
+            for entry in entries:
+                found.add(entry.version)
+                if not self._load_entry(entry.name, entry.version, entry.path, entry.problem):
+                    failures.append(
+                        f"version {entry.version or '?'}: {self._problems[(name, entry.version)]}"
+                    )
+            for version in self.repository.versions(name):
+                if version not in found:
+                    self.repository.unload(name, version)
+        self._on_change()
+        if failures:
+            raise ModelLoadError(f"model {name!r}: " + "; ".join(failures))
+
+    def unload(self, name: str) -> None:
+        with self._control:
+            self.repository.unload(name)
+            for key in [k for k in self._problems if k[0] == name]:
+                del self._problems[key]
+        self._on_change()
+
+    def index(self, ready_only: bool = False) -> list[IndexEntry]:
+        entries = {
+            (m.name, m.version): IndexEntry(m.name, m.version, "READY")
+            for m in self.repository.list()
+        }
+        if not ready_only:
+            if self.repo_dir is not None and self.repo_dir.is_dir():
+                for found in scan(self.repo_dir):
+                    key = (found.name, found.version)
+                    if key not in entries:
+                        reason = found.problem or self._problems.get(key, "not loaded")
+                        entries[key] = IndexEntry(found.name, found.version, "UNAVAILABLE", reason)
+            for key, reason in self._problems.items():
+                entries.setdefault(key, IndexEntry(key[0], key[1], "UNAVAILABLE", reason))
+        return sorted(entries.values(), key=lambda e: (e.name, version_key(e.version)))

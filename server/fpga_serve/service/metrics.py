@@ -1,0 +1,139 @@
+"""Prometheus metrics, on a registry of our own (several servers may share one process in tests).
+
+Names follow Prometheus conventions (base units, ``_total`` counters); every series carries the
+model and its version so one scrape can tell models apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from fpga_serve.core.stage import StageRunner
+from fpga_serve.runtime import StageObserver
+from fpga_serve.runtime.batching import BatchObserver
+
+# Latency buckets from 0.5 ms to 10 s: FPGA inference lives in the millisecond range.
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+)
+
+
+class Metrics:
+    """Every metric the server exports."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "fpga_serve_requests",
+            "Inference requests answered, by model, version, protocol and gRPC status code.",
+            ["model", "version", "protocol", "code"],
+            registry=self.registry,
+        )
+        self.request_latency = Histogram(
+            "fpga_serve_request_duration_seconds",
+            "Time from receiving an inference request to answering it.",
+            ["model", "version", "protocol"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.stage_latency = Histogram(
+            "fpga_serve_stage_duration_seconds",
+            "Time spent in one pipeline stage for one batch.",
+            ["model", "version", "stage", "kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inflight = Gauge(
+            "fpga_serve_inflight_requests",
+            "Inference requests being executed now.",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.model_load_seconds = Gauge(
+            "fpga_serve_model_load_seconds",
+            "How long the model took to validate and load.",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.model_ready = Gauge(
+            "fpga_serve_model_ready",
+            "1 when the model version is loaded and ready, else 0.",
+            ["model", "version"],
+            registry=self.registry,
+        )
+
+        self.queue_latency = Histogram(
+            "fpga_serve_queue_duration_seconds",
+            "Time a request waited in the model's batching queue.",
+            ["model", "version"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "fpga_serve_batch_size",
+            "Items per batch sent to the pipeline.",
+            ["model", "version"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "fpga_serve_queue_depth",
+            "Requests waiting in the model's batching queue.",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.dropped = Counter(
+            "fpga_serve_dropped_requests",
+            "Requests dropped before execution: deadline passed or client cancelled.",
+            ["model", "version", "reason"],
+            registry=self.registry,
+        )
+
+    def batch_observer(self, model: str, version: str) -> BatchObserver:
+        """Batching hooks that feed this model's queue and batch metrics."""
+        metrics = self
+
+        class _Observer(BatchObserver):
+            def queued(self, depth: int) -> None:
+                metrics.queue_depth.labels(model, version).set(depth)
+
+            def batch(self, size: int, requests: int, queue_seconds: Sequence[float]) -> None:
+                metrics.batch_size.labels(model, version).observe(size)
+                hist = metrics.queue_latency.labels(model, version)
+                for seconds in queue_seconds:
+                    hist.observe(seconds)
+
+            def dropped(self, reason: str) -> None:
+                metrics.dropped.labels(model, version, reason).inc()
+
+        return _Observer()
+
+    def stage_observer(self, model: str, version: str) -> StageObserver:
+        """Stage timing hook for one model version."""
+
+        def observe(stage: StageRunner, seconds: float, batch: int) -> None:
+            self.stage_latency.labels(model, version, stage.name, stage.kind).observe(seconds)
+
+        return observe
+
+    def forget_model(self, model: str, version: str) -> None:
+        """Drop the per-model series of an unloaded model."""
+        for gauge in (self.inflight, self.model_load_seconds, self.model_ready, self.queue_depth):
+            with contextlib.suppress(KeyError):
+                gauge.remove(model, version)

@@ -1,0 +1,260 @@
+"""Loaded models by name and version: load, swap under traffic, unload."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fpga_serve.core.errors import (
+    DeadlineExceeded,
+    FpgaServeError,
+    ModelLoadError,
+    ModelNotFound,
+    ModelRetired,
+)
+from fpga_serve.core.types import TensorSpec
+from fpga_serve.modelzip import LoadContext, LoadedArchive, load_pipeline
+from fpga_serve.runtime import Pipeline, StageObserver
+from fpga_serve.runtime.batching import Batcher, BatchingConfig
+from fpga_serve.service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VERSION = "1"
+CLOSE_TIMEOUT_S = 60.0
+"""How long retiring a version waits for its in-flight requests."""
+
+
+@dataclass(eq=False)
+class ServedModel:
+    """One loaded model version. Counts its in-flight requests so that it is freed only after
+    the last one finishes."""
+
+    name: str
+    version: str
+    pipeline: Pipeline
+    archive: LoadedArchive
+    source: Path
+    load_seconds: float
+    observer: StageObserver
+    batcher: Batcher | None = None
+    loaded_at: float = field(default_factory=time.time)
+    _inflight: int = 0
+    _retired: bool = False
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def execute(
+        self,
+        bound: list[np.ndarray],
+        deadline: float | None = None,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> list[np.ndarray]:
+        """Run validated inputs, through the batching queue when batching is on.
+
+        Raises ModelRetired when this version was unloaded or replaced in the meantime.
+        """
+        with self._cond:
+            if self._retired:
+                raise ModelRetired(f"model {self.name!r} version {self.version} was retired")
+            self._inflight += 1
+        try:
+            if self.batcher is None:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise DeadlineExceeded("deadline passed before execution")
+                return self.pipeline.execute(bound, self.observer)
+            return self.batcher.submit(bound, deadline, cancelled).result()
+        finally:
+            with self._cond:
+                self._inflight -= 1
+                self._cond.notify_all()
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.archive.labels
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self.pipeline.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self.pipeline.outputs
+
+    def close(self, drain: bool = True, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Refuse new work, let in-flight requests finish (up to ``timeout``), free the stages."""
+        with self._cond:
+            self._retired = True
+            if drain:
+                self._cond.wait_for(lambda: self._inflight == 0, timeout)
+        if self.batcher is not None:
+            self.batcher.close(drain=drain, timeout=timeout)
+        self.archive.close()
+
+
+class ModelRepository:
+    """Models by name, each with one or more versions; the first loaded model is the default.
+
+    ``context_factory`` builds the LoadContext (which device FPGA stages run on) for each load.
+    Loading happens outside the lock: a slow load never blocks requests to other models, and a
+    replaced version keeps serving until its successor is ready.
+    """
+
+    def __init__(
+        self,
+        context_factory: Callable[[], LoadContext],
+        metrics: Metrics,
+        *,
+        max_batch_size: int = 64,
+        max_image_pixels: int | None = None,
+        batching: BatchingConfig | None = None,
+    ) -> None:
+        self._max_image_pixels = max_image_pixels
+        self._context_factory = context_factory
+        self._metrics = metrics
+        self._max_batch_size = max_batch_size
+        self._batching = batching
+        self._models: dict[str, dict[str, ServedModel]] = {}
+        self._default: str | None = None
+        self._lock = threading.Lock()
+
+    def _build(self, path: Path, name: str | None, version: str | None) -> ServedModel:
+        start = time.perf_counter()
+        archive = load_pipeline(Path(path), self._context_factory())
+        try:
+            model_name = name or archive.manifest.name
+            model_version = version or DEFAULT_VERSION
+            pipeline = Pipeline(
+                archive.stages,
+                input_aliases=archive.input_aliases,
+                max_batch_size=self._max_batch_size,
+                max_image_pixels=self._max_image_pixels,
+            )
+        except FpgaServeError as exc:
+            archive.close()
+            raise ModelLoadError(f"{path}: {exc}") from exc
+        except BaseException:
+            archive.close()
+            raise
+        observer = self._metrics.stage_observer(model_name, model_version)
+        batcher = None
+        if self._batching is not None and self._batching.max_batch_size > 1:
+            batcher = Batcher(
+                lambda arrays: pipeline.execute(arrays, observer),
+                self._batching,
+                self._metrics.batch_observer(model_name, model_version),
+                name=f"{model_name}:{model_version}",
+            )
+        return ServedModel(
+            name=model_name,
+            version=model_version,
+            pipeline=pipeline,
+            archive=archive,
+            source=Path(path),
+            load_seconds=time.perf_counter() - start,
+            observer=observer,
+            batcher=batcher,
+        )
+
+    def load(
+        self,
+        path: Path,
+        name: str | None = None,
+        version: str | None = None,
+        *,
+        replace: bool = False,
+    ) -> ServedModel:
+        """Validate and load a pipeline zip; raises ModelLoadError and leaves nothing behind.
+
+        With ``replace``, an already loaded version is swapped for the new one once the new one
+        is ready; requests in flight on the old one finish on it.
+        """
+        served = self._build(path, name, version)
+        with self._lock:
+            versions = self._models.setdefault(served.name, {})
+            old = versions.get(served.version)
+            if old is not None and not replace:
+                conflict = True
+            else:
+                conflict = False
+                versions[served.version] = served
+                if self._default is None:
+                    self._default = served.name
+        if conflict:
+            served.close(drain=False)
+            raise ModelLoadError(
+                f"model {served.name!r} version {served.version} is already loaded"
+            )
+        self._metrics.model_load_seconds.labels(served.name, served.version).set(
+            served.load_seconds
+        )
+        self._metrics.model_ready.labels(served.name, served.version).set(1)
+        log.info(
+            "%s model %s version %s from %s in %.2f s",
+            "replaced" if old else "loaded",
+            served.name,
+            served.version,
+            path,
+            served.load_seconds,
+        )
+        if old is not None:
+            old.close(drain=True)
+        return served
+
+    def get(self, name: str = "", version: str | None = None) -> ServedModel:
+        """The named model (the default one when ``name`` is empty), newest version unless given."""
+        with self._lock:
+            model_name = name or self._default
+            if model_name is None:
+                raise ModelNotFound("no model is loaded")
+            versions = self._models.get(model_name)
+            if not versions:
+                known = ", ".join(sorted(self._models)) or "none"
+                raise ModelNotFound(f"model {model_name!r} is not loaded (loaded: {known})")
+            if version:
+                if version not in versions:
+                    listed = ", ".join(sorted(versions, key=version_key))
+                    raise ModelNotFound(
+                        f"model {model_name!r} has no version {version!r} (versions: {listed})"
+                    )
+                return versions[version]
+            return versions[max(versions, key=version_key)]
+
+    def versions(self, name: str) -> list[str]:
+        with self._lock:
+            return sorted(self._models.get(name, {}), key=version_key)
+
+    def list(self) -> list[ServedModel]:
+        with self._lock:
+            return [m for versions in self._models.values() for m in versions.values()]
+
+    def unload(self, name: str, version: str | None = None) -> list[ServedModel]:
+        """Remove a model (or one version); in-flight requests finish, then its memory is freed."""
+        with self._lock:
+            versions = self._models.get(name)
+            if not versions or (version is not None and version not in versions):
+                raise ModelNotFound(f"model {name!r} version {version or 'any'} is not loaded")
+            removed = [versions.pop(version)] if version else list(versions.values())
+            if not versions:
+                self._models.pop(name, None)
+            if self._default == name and name not in self._models:
+                self._default = next(iter(self._models), None)
+        for model in removed:
+            model.close(drain=True)
+            self._metrics.forget_model(model.name, model.version)
+            log.info("unloaded model %s version %s", model.name, model.version)
+        return removed
+
+    def close(self) -> None:
+        for model in self.list():
+            self.unload(model.name, model.version)
+
+
+def version_key(version: str) -> tuple[int, int | str]:
+    """Numeric versions sort numerically, after any non-numeric labels."""
+    return (1, int(version)) if version.isdigit() else (0, version)
