@@ -72,7 +72,6 @@ def tiny_server(tiny_zip: Path) -> Iterator[object]:
 def build_slow_model_def(seconds_of_work: int = 40, name: str = "slow") -> object:
     """A TensorFlow stage that burns CPU (a loop of matmuls) so requests stay in flight."""
     import tensorflow as tf
-
     from fpga_serve.pipeline import ModelDefinition, TensorflowStage
 
     @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])

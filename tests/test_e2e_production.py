@@ -19,9 +19,6 @@ import grpc
 import numpy as np
 import pytest
 from conftest import build_slow_model_def, build_tiny_model_def
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from serving import run_server
-
 from fpga_serve_client import PredictionClient, ServiceError
 from fpga_serve_client.protos import (
     grpc_predict_v2_pb2 as v2,
@@ -32,15 +29,33 @@ from fpga_serve_client.protos import (
     prediction_service_pb2_grpc,
     tf_tensor_pb2,
 )
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from serving import run_server
 
 
 def make_cert(tmp: Path) -> tuple[Path, Path]:
     cert, key = tmp / "cert.pem", tmp / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
@@ -68,13 +83,20 @@ def test_tls_and_rotating_keys(tmp_path: Path, tiny_zip: Path, china_jpg: bytes)
     cert, key = make_cert(tmp_path)
     keys = tmp_path / "keys"
     keys.write_text("primary-7f3a\nsecondary-91bc\n")
-    with run_server([tiny_zip], "--tls-cert", str(cert), "--tls-key", str(key),
-                    "--api-keys-file", str(keys)) as server:
+    with run_server(
+        [tiny_zip], "--tls-cert", str(cert), "--tls-key", str(key), "--api-keys-file", str(keys)
+    ) as server:
         roots = cert.read_bytes()
 
         def client(token: str | None) -> PredictionClient:
-            return PredictionClient("localhost", server.grpc_port, use_ssl=True,
-                                    access_token=token, root_certificates=roots, retries=0)
+            return PredictionClient(
+                "localhost",
+                server.grpc_port,
+                use_ssl=True,
+                access_token=token,
+                root_certificates=roots,
+                retries=0,
+            )
 
         with client("primary-7f3a") as c:
             assert c.score_image(china_jpg).shape == (5,)
@@ -88,8 +110,11 @@ def test_tls_and_rotating_keys(tmp_path: Path, tiny_zip: Path, china_jpg: bytes)
         # Orchestrator probes need no key.
         creds = grpc.ssl_channel_credentials(roots)
         with grpc.secure_channel(f"localhost:{server.grpc_port}", creds) as ch:
-            status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
-                                                          timeout=10).status
+            status = (
+                health_pb2_grpc.HealthStub(ch)
+                .Check(health_pb2.HealthCheckRequest(), timeout=10)
+                .status
+            )
             assert status == health_pb2.HealthCheckResponse.SERVING
 
         # Plaintext to the TLS port fails; it does not reach the model.
@@ -137,8 +162,10 @@ def test_repository_lifecycle_swap_under_traffic(tmp_path: Path, china_jpg: byte
     (repo / "broken" / "1" / "model.zip").write_bytes(b"PK\x03\x04 truncated")
     (repo / "tiny" / "latest").mkdir()
 
-    with run_server([], "--model-repository", str(repo)) as server, \
-            grpc.insecure_channel(server.address) as ch:
+    with (
+        run_server([], "--model-repository", str(repo)) as server,
+        grpc.insecure_channel(server.address) as ch,
+    ):
         stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(ch)
         index = _index(stub)
         assert index[("tiny", "1")][0] == "READY"
@@ -206,15 +233,21 @@ def test_repository_lifecycle_swap_under_traffic(tmp_path: Path, china_jpg: byte
         health = health_pb2_grpc.HealthStub(ch)
         status = health.Check(health_pb2.HealthCheckRequest(service="tiny")).status
         assert status == health_pb2.HealthCheckResponse.NOT_SERVING
-        with PredictionClient(server.address, model_name="tiny", retries=0) as c, \
-                pytest.raises(ServiceError) as s_err:
+        with (
+            PredictionClient(server.address, model_name="tiny", retries=0) as c,
+            pytest.raises(ServiceError) as s_err,
+        ):
             c.score_image(china_jpg)
         assert s_err.value.code == grpc.StatusCode.NOT_FOUND
 
 
 def test_deadlines_queue_bound_and_graceful_shutdown(slow_zip: Path) -> None:
-    with run_server([slow_zip], "--max-queue-size", "2", "--batch-max-size", "4",
-                    "--workers", "16") as server, grpc.insecure_channel(server.address) as ch:
+    with (
+        run_server(
+            [slow_zip], "--max-queue-size", "2", "--batch-max-size", "4", "--workers", "16"
+        ) as server,
+        grpc.insecure_channel(server.address) as ch,
+    ):
         stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
         start = time.monotonic()
         stub.Predict(float_request([1, 2, 3, 4]), timeout=60)
@@ -223,8 +256,9 @@ def test_deadlines_queue_bound_and_graceful_shutdown(slow_zip: Path) -> None:
 
         # Flood: at most one running + two queued; the rest are refused at once.
         with ThreadPoolExecutor(12) as pool:
-            futures = [pool.submit(stub.Predict, float_request([i] * 4), timeout=60)
-                       for i in range(12)]
+            futures = [
+                pool.submit(stub.Predict, float_request([i] * 4), timeout=60) for i in range(12)
+            ]
             codes = []
             for f in futures:
                 try:
@@ -243,10 +277,16 @@ def test_deadlines_queue_bound_and_graceful_shutdown(slow_zip: Path) -> None:
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         busy.result()
         time.sleep(one)
-        metrics = urllib.request.urlopen(
-            f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).read().decode()
-        dropped = [ln for ln in metrics.splitlines()
-                   if ln.startswith("fpga_serve_dropped_requests_total") and "deadline" in ln]
+        metrics = (
+            urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10)
+            .read()
+            .decode()
+        )
+        dropped = [
+            ln
+            for ln in metrics.splitlines()
+            if ln.startswith("fpga_serve_dropped_requests_total") and "deadline" in ln
+        ]
         assert dropped and float(dropped[0].split()[-1]) >= 1
 
         # SIGTERM with work in flight: accepted requests finish, then exit 0 (checked on exit).

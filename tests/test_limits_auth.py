@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from fpga_serve.adapters.auth import KeyRing
 from fpga_serve.core.errors import InvalidInput
 from fpga_serve.runtime.images import check_image_pixels, image_pixels
+from PIL import Image
 
 
 def png_claiming(width: int, height: int) -> bytes:

@@ -41,8 +41,14 @@ def test_promtool_accepts_the_exposition(tiny_server: Any, china_jpg: bytes) -> 
     promtool = _tool("promtool")
     with PredictionClient(tiny_server.address) as client:
         client.score_image(china_jpg)
-    done = subprocess.run([promtool, "check", "metrics"], input=_scrape(tiny_server),
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=_scrape(tiny_server),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -58,9 +64,14 @@ def test_prometheus_scrapes_request_counts(
         f"      - targets: ['127.0.0.1:{tiny_server.metrics_port}']\n"
     )
     proc = subprocess.Popen(
-        [prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         with PredictionClient(tiny_server.address) as client:
@@ -97,5 +108,10 @@ def test_dashboard_queries_only_exported_metrics(tiny_server: Any, china_jpg: by
     used = {m for e in exprs for m in re.findall(r"fpga_serve_[a-z_]+", e)}
     with PredictionClient(tiny_server.address) as client:
         client.score_image(china_jpg)
-    exported = set(re.findall(r"^(fpga_serve_[a-z_]+)", _scrape(tiny_server), re.M))
+    from prometheus_client.parser import text_string_to_metric_families
+
+    exported = set()
+    for family in text_string_to_metric_families(_scrape(tiny_server)):
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
+        exported |= {family.name + s for s in ["", *suffixes.get(family.type, [])]}
     assert used and used <= exported, sorted(used - exported)

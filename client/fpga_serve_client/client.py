@@ -92,7 +92,7 @@ class PredictionClient:
 
     def score_image(self, data: bytes) -> np.ndarray:
         """Confidences for one encoded image (JPEG, PNG, ...), batch dimension stripped."""
-        return self.score_images([data])[0]
+        return np.asarray(self.score_images([data])[0])
 
     def score_images(self, images: Sequence[bytes]) -> np.ndarray:
         """Confidences [N, classes] for N encoded images."""

@@ -46,7 +46,7 @@ def _np_name(array: np.ndarray, name: str) -> str:
     kind = array.dtype.kind
     if kind in ("O", "S", "U"):
         return "object"
-    key = array.dtype.name
+    key = str(array.dtype.name)
     if key not in _BY_NUMPY:
         raise TensorConversionError(f"tensor {name!r}: dtype {array.dtype} cannot be sent")
     return key
@@ -56,8 +56,8 @@ def _as_bytes_array(array: np.ndarray) -> np.ndarray:
     if array.dtype.kind == "O":
         return array
     if array.dtype.kind == "U":
-        return np.vectorize(lambda s: s.encode(), otypes=[object])(array)
-    return np.vectorize(bytes, otypes=[object])(array)
+        return np.asarray(np.vectorize(lambda s: s.encode(), otypes=[object])(array))
+    return np.asarray(np.vectorize(bytes, otypes=[object])(array))
 
 
 def _checked_shape(dims: Any, name: str) -> tuple[int, ...]:
@@ -118,10 +118,9 @@ def from_tensor_proto(proto: tf_tensor_pb2.TensorProto, name: str = "") -> np.nd
     count = int(np.prod(shape, dtype=np.int64))
     np_name, _, _, field, _ = _BY_TF[proto.dtype]
     if np_name == "object":
-        values = list(proto.string_val)
         if proto.tensor_content:
             raise TensorConversionError(f"tensor {name!r}: DT_STRING must use string_val")
-        return _fill(_object_array(values), shape, count, name)
+        return _fill(_object_array(list(proto.string_val)), shape, count, name)
     dtype = np.dtype(np_name).newbyteorder("<")
     if proto.tensor_content:
         if len(proto.tensor_content) != count * dtype.itemsize:

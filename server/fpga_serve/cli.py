@@ -94,7 +94,7 @@ def _serve(ns: argparse.Namespace) -> int:
                 "grpc_port": server.grpc_port,
                 "metrics_port": server.metrics_port,
                 "host": settings.host,
-                "models": [f"{m.name}:{m.version}" for m in server.repository.list()],
+                "models": [f"{m.name}:{m.version}" for m in server.repository.loaded()],
             }
         ),
         flush=True,

@@ -1,11 +1,11 @@
 """The pipeline SDK, in the seed's shape.
 
-    from fpga_serve.pipeline import ModelDefinition, TensorflowStage, KerasStage
-    model_def = ModelDefinition(name="resnet50")
-    model_def.pipeline.append(image_preprocess_stage("resnet50"))
-    model_def.pipeline.append(FpgaStage(...))          # the quantized featurizer
-    model_def.pipeline.append(KerasStage(classifier))
-    model_def.save("model_def.zip")
+from fpga_serve.pipeline import ModelDefinition, TensorflowStage, KerasStage
+model_def = ModelDefinition(name="resnet50")
+model_def.pipeline.append(image_preprocess_stage("resnet50"))
+model_def.pipeline.append(FpgaStage(...))          # the quantized featurizer
+model_def.pipeline.append(KerasStage(classifier))
+model_def.save("model_def.zip")
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from fpga_serve.modelzip import Manifest, save_pipeline, validate_archive
 from fpga_serve.modelzip.stages.keras_stage import KerasStage
 from fpga_serve.modelzip.stages.tf_stage import TensorflowStage
 
-__all__ = ["FpgaStage", "KerasStage", "ModelDefinition", "TensorflowStage"]
+__all__ = ["KerasStage", "ModelDefinition", "TensorflowStage"]
 
 
 @dataclass
@@ -47,11 +47,3 @@ class ModelDefinition:
             with zipfile.ZipFile(path) as zf:
                 labels = zf.read(manifest.labels).decode("utf-8").splitlines()
         return cls(name=manifest.name, pipeline=[], labels=labels, manifest=manifest)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "FpgaStage":  # lives with the FPGA stage kind, which needs the compiler
-        from fpga_serve.modelzip.stages.fpga_stage import FpgaStage
-
-        return FpgaStage
-    raise AttributeError(name)

@@ -106,6 +106,9 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if handler is None or method.startswith(OPEN_METHOD_PREFIXES):
             return handler
         metadata = dict(handler_call_details.invocation_metadata or ())
-        if self.keys.check(metadata.get("authorization")):
+        presented = metadata.get("authorization")
+        if isinstance(presented, bytes):
+            presented = presented.decode("utf-8", "replace")
+        if self.keys.check(presented):
             return handler
         return _denied(handler)

@@ -141,7 +141,7 @@ class Server:
 
     def _sync_health(self) -> None:
         """Per-model statuses follow what is loaded; the server is SERVING with any model."""
-        loaded = {m.name for m in self.repository.list()}
+        loaded = {m.name for m in self.repository.loaded()}
         for name in self._health_models - loaded:
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         for name in loaded:

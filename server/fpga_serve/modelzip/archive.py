@@ -138,7 +138,9 @@ def validate_archive(zip_path: Path, limits: ArchiveLimits | None = None) -> Man
         try:
             raw = b"".join(_stream(zf, MANIFEST_NAME, limits.max_manifest_bytes))
         except ModelLoadError:
-            raise ModelLoadError(f"{MANIFEST_NAME} is over {limits.max_manifest_bytes} bytes") from None
+            raise ModelLoadError(
+                f"{MANIFEST_NAME} is over {limits.max_manifest_bytes} bytes"
+            ) from None
         manifest = parse_manifest(raw)
         members = seen - {MANIFEST_NAME}
         for name in sorted(manifest.files):

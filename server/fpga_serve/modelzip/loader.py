@@ -50,8 +50,9 @@ def save_pipeline(
             rel = f"stages/{index}"
             saved = stage.save(root / rel)
             records.append(
-                StageRecord(stage.kind, stage_name, rel, saved.inputs, saved.outputs,
-                            dict(saved.options))
+                StageRecord(
+                    stage.kind, stage_name, rel, saved.inputs, saved.outputs, dict(saved.options)
+                )
             )
         check_chain(records, InvalidInput)
         if labels is not None:

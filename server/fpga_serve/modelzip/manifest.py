@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -71,18 +72,22 @@ class Manifest:
             "input_aliases": dict(self.input_aliases),
             "labels": self.labels,
             "stages": [s.to_json() for s in self.stages],
-            "files": {k: {"sha256": v.sha256, "size": v.size} for k, v in sorted(self.files.items())},
+            "files": {
+                k: {"sha256": v.sha256, "size": v.size} for k, v in sorted(self.files.items())
+            },
         }
 
     def dumps(self) -> bytes:
         return json.dumps(self.to_json(), indent=2, sort_keys=False).encode()
 
 
-def check_chain(stages: tuple[StageRecord, ...] | list[StageRecord], error: type[Exception]) -> None:
+def check_chain(
+    stages: tuple[StageRecord, ...] | list[StageRecord], error: type[Exception]
+) -> None:
     """Each stage's outputs must feed the next stage's inputs: count, dtype and shape."""
     if not stages:
         raise error("the pipeline has no stages")
-    for before, after in zip(stages, stages[1:]):
+    for before, after in itertools.pairwise(stages):
         if len(before.outputs) != len(after.inputs):
             raise error(
                 f"stage {before.name!r} has {len(before.outputs)} outputs but the next stage "

@@ -168,15 +168,15 @@ class Batcher:
         if not pending.future.set_running_or_notify_cancel():
             self._observer.dropped("cancelled")
             return False
+        if pending.deadline is not None and time.monotonic() >= pending.deadline:
+            pending.future.set_exception(DeadlineExceeded("deadline passed while queued"))
+            self._observer.dropped("deadline")
+            return False
         if pending.cancelled():
             pending.future.set_exception(
                 FpgaServeError("cancelled by the client", Status.CANCELLED)
             )
             self._observer.dropped("cancelled")
-            return False
-        if pending.deadline is not None and time.monotonic() >= pending.deadline:
-            pending.future.set_exception(DeadlineExceeded("deadline passed while queued"))
-            self._observer.dropped("deadline")
             return False
         return True
 

@@ -99,7 +99,7 @@ class DataPlane:
 
     def ready(self) -> bool:
         """Ready when at least one model is loaded (every loaded model is ready once listed)."""
-        return bool(self.repository.list())
+        return bool(self.repository.loaded())
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         try:

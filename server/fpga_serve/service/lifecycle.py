@@ -82,11 +82,15 @@ class ModelManager:
             failures = []
             found = set()
             for entry in entries:
+                if entry.path is None:  # junk beside the model: reported in the index only
+                    self._load_entry(entry.name, entry.version, None, entry.problem)
+                    continue
                 found.add(entry.version)
-                if not self._load_entry(entry.name, entry.version, entry.path, entry.problem):
-                    failures.append(
-                        f"version {entry.version or '?'}: {self._problems[(name, entry.version)]}"
-                    )
+                if not self._load_entry(entry.name, entry.version, entry.path, None):
+                    problem = self._problems[(name, entry.version)]
+                    failures.append(f"version {entry.version}: {problem}")
+            if not found:
+                raise ModelNotFound(f"model {name!r} has no loadable version in {self.repo_dir}")
             for version in self.repository.versions(name):
                 if version not in found:
                     self.repository.unload(name, version)
@@ -104,7 +108,7 @@ class ModelManager:
     def index(self, ready_only: bool = False) -> list[IndexEntry]:
         entries = {
             (m.name, m.version): IndexEntry(m.name, m.version, "READY")
-            for m in self.repository.list()
+            for m in self.repository.loaded()
         }
         if not ready_only:
             if self.repo_dir is not None and self.repo_dir.is_dir():

@@ -98,6 +98,12 @@ class Metrics:
             ["model", "version"],
             registry=self.registry,
         )
+        self.device_busy = Counter(
+            "fpga_serve_device_busy_seconds",
+            "Seconds the accelerator (or its twin) spent executing; its rate is the busy fraction.",
+            ["device"],
+            registry=self.registry,
+        )
         self.dropped = Counter(
             "fpga_serve_dropped_requests",
             "Requests dropped before execution: deadline passed or client cancelled.",
@@ -129,6 +135,9 @@ class Metrics:
 
         def observe(stage: StageRunner, seconds: float, batch: int) -> None:
             self.stage_latency.labels(model, version, stage.name, stage.kind).observe(seconds)
+            device = getattr(stage, "device_name", None)
+            if device is not None:
+                self.device_busy.labels(device).inc(seconds)
 
         return observe
 

@@ -229,7 +229,7 @@ class ModelRepository:
         with self._lock:
             return sorted(self._models.get(name, {}), key=version_key)
 
-    def list(self) -> list[ServedModel]:
+    def loaded(self) -> list[ServedModel]:
         with self._lock:
             return [m for versions in self._models.values() for m in versions.values()]
 
@@ -239,7 +239,11 @@ class ModelRepository:
             versions = self._models.get(name)
             if not versions or (version is not None and version not in versions):
                 raise ModelNotFound(f"model {name!r} version {version or 'any'} is not loaded")
-            removed = [versions.pop(version)] if version else list(versions.values())
+            if version is None:
+                removed = list(versions.values())
+                versions.clear()
+            else:
+                removed = [versions.pop(version)]
             if not versions:
                 self._models.pop(name, None)
             if self._default == name and name not in self._models:
@@ -251,7 +255,7 @@ class ModelRepository:
         return removed
 
     def close(self) -> None:
-        for model in self.list():
+        for model in self.loaded():
             self.unload(model.name, model.version)
 
 

@@ -32,11 +32,15 @@ def keras_specs(model: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, .
         raise InvalidInput(f"KerasStage needs a built model with known inputs: {exc}") from exc
 
     def spec(t: Any, fallback: str) -> TensorSpec:
-        return spec_from_tf(_tensor_name(t, fallback), tf.as_dtype(t.dtype), tf.TensorShape(t.shape))
+        return spec_from_tf(
+            _tensor_name(t, fallback), tf.as_dtype(t.dtype), tf.TensorShape(t.shape)
+        )
 
     outputs = tuple(spec(t, f"output_{i}") for i, t in enumerate(outs))
     if len({s.name for s in outputs}) != len(outputs):
-        outputs = tuple(TensorSpec(f"{s.name}_{i}", s.dtype, s.shape) for i, s in enumerate(outputs))
+        outputs = tuple(
+            TensorSpec(f"{s.name}_{i}", s.dtype, s.shape) for i, s in enumerate(outputs)
+        )
     return tuple(spec(t, f"input_{i}") for i, t in enumerate(ins)), outputs
 
 

@@ -47,7 +47,7 @@ class TensorflowStage:
             return
         if tensors:
             raise InvalidInput("extra arguments are only for TensorflowStage(sess, in, out)")
-        call = fn.__call__ if isinstance(fn, tf.Module) and hasattr(fn, "__call__") else fn
+        call = fn.__call__ if isinstance(fn, tf.Module) and callable(fn) else fn
         if not hasattr(call, "get_concrete_function") or call.input_signature is None:
             raise InvalidInput(
                 "TensorflowStage needs a tf.function with an input_signature (or a tf.Module "
@@ -105,10 +105,14 @@ def _graph_specs(
     with graph.as_default():
         tf.compat.v1.import_graph_def(graph_def, name="")
     try:
-        ins = tuple(spec_from_tf(n, graph.get_tensor_by_name(n).dtype,
-                                 graph.get_tensor_by_name(n).shape) for n in inputs)
-        outs = tuple(spec_from_tf(n, graph.get_tensor_by_name(n).dtype,
-                                  graph.get_tensor_by_name(n).shape) for n in outputs)
+        ins = tuple(
+            spec_from_tf(n, graph.get_tensor_by_name(n).dtype, graph.get_tensor_by_name(n).shape)
+            for n in inputs
+        )
+        outs = tuple(
+            spec_from_tf(n, graph.get_tensor_by_name(n).dtype, graph.get_tensor_by_name(n).shape)
+            for n in outputs
+        )
     except (KeyError, ValueError) as exc:
         raise InvalidInput(f"GraphDef stage: {exc}") from exc
     return ins, outs

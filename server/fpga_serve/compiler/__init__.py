@@ -1,0 +1,1 @@
+"""Keras/TF graph -> overlay program: passes, quantizer, calibration."""
