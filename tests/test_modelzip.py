@@ -1,0 +1,263 @@
+"""The pipeline zip: round trips for every stage kind, and every refusal before extraction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fpga_serve.core.errors import InvalidInput, ModelLoadError
+from fpga_serve.modelzip import ArchiveLimits, LoadContext, load_pipeline, validate_archive
+from fpga_serve.pipeline import KerasStage, ModelDefinition, TensorflowStage
+
+
+@pytest.fixture(scope="module")
+def tf() -> object:
+    import tensorflow as tf
+
+    return tf
+
+
+def _double_fn(tf: object) -> object:
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+    def double(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": x * 2.0, "z": tf.reduce_sum(x, axis=1)}
+
+    return double
+
+
+@pytest.fixture(scope="module")
+def two_stage_zip(tmp_path_factory: pytest.TempPathFactory, tf: object) -> Path:
+    import keras
+
+    keras.utils.set_random_seed(1)
+    dense = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="out")])
+    path = tmp_path_factory.mktemp("zips") / "two.zip"
+    tf_mod = __import__("tensorflow")
+
+    @tf_mod.function(input_signature=[tf_mod.TensorSpec([None, 3], tf_mod.float32, name="x")])
+    def double(x: object) -> object:
+        return {"y": x * 2.0}
+
+    model_def = ModelDefinition(name="two")
+    model_def.pipeline += [TensorflowStage(double), KerasStage(dense)]
+    model_def.labels = ["left", "right"]
+    model_def.save(path)
+    return path
+
+
+def _load(path: Path, tmp: Path | None = None) -> object:
+    return load_pipeline(path, LoadContext(device=None, workdir=tmp))
+
+
+def _rewrite(
+    src: Path, dst: Path, edit: Callable[[dict[str, bytes]], None], fix_hashes: bool = False
+) -> Path:
+    """Copy an archive with members edited (and, optionally, the manifest's hashes redone)."""
+    with zipfile.ZipFile(src) as zf:
+        members = {i.filename: zf.read(i.filename) for i in zf.infolist()}
+    edit(members)
+    if fix_hashes:
+        manifest = json.loads(members["service_def.json"])
+        for name in manifest["files"]:
+            if name in members:
+                manifest["files"][name] = {
+                    "sha256": hashlib.sha256(members[name]).hexdigest(),
+                    "size": len(members[name]),
+                }
+        members["service_def.json"] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return dst
+
+
+def test_round_trip_runs_like_the_original(two_stage_zip: Path) -> None:
+    import keras
+
+    archive = _load(two_stage_zip)
+    try:
+        x = np.arange(6, dtype=np.float32).reshape(2, 3)
+        (y,) = archive.stages[0].run([x])  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(y, x * 2)
+        (out,) = archive.stages[1].run([y])  # type: ignore[attr-defined]
+        model = keras.saving.load_model(archive.directory / "stages/1/model.keras")  # type: ignore[attr-defined]
+        np.testing.assert_allclose(out, model(y).numpy(), rtol=1e-6)
+        assert archive.labels == ["left", "right"]  # type: ignore[attr-defined]
+        assert [s.describe() for s in archive.inputs] == ["x: FP32[?,3]"]  # type: ignore[attr-defined]
+        directory = archive.directory  # type: ignore[attr-defined]
+    finally:
+        archive.close()  # type: ignore[attr-defined]
+    assert not directory.exists()
+
+
+def test_model_definition_load_describes_without_extracting(two_stage_zip: Path) -> None:
+    loaded = ModelDefinition.load(two_stage_zip)
+    assert loaded.name == "two" and loaded.labels == ["left", "right"]
+    assert loaded.manifest is not None
+    assert [s.kind for s in loaded.manifest.stages] == ["tensorflow", "keras"]
+
+
+def test_graph_def_stage_with_tensor_names(tmp_path: Path, tf: object) -> None:
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 2], name="Placeholder")
+        w = tf.Variable([[1.0, -1.0], [0.5, 2.0]], name="w")
+        tf.nn.softmax(tf.matmul(x, w), name="classifier/Softmax")
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            stage = TensorflowStage(sess, x, graph.get_tensor_by_name("classifier/Softmax:0"))
+            want = sess.run("classifier/Softmax:0", {x: [[1.0, 2.0]]})
+    model_def = ModelDefinition(name="graph")
+    model_def.pipeline.append(stage)
+    model_def.save(tmp_path / "g.zip")
+    archive = _load(tmp_path / "g.zip")
+    try:
+        assert [s.name for s in archive.inputs] == ["Placeholder:0"]  # type: ignore[attr-defined]
+        (got,) = archive.stages[0].run([np.array([[1.0, 2.0]], np.float32)])  # type: ignore[attr-defined]
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    finally:
+        archive.close()  # type: ignore[attr-defined]
+
+
+def test_stages_that_do_not_chain_are_refused_at_save(tmp_path: Path, tf: object) -> None:
+    import keras
+
+    model_def = ModelDefinition()
+    model_def.pipeline.append(TensorflowStage(_double_fn(tf)))
+    model_def.pipeline.append(
+        KerasStage(keras.Sequential([keras.Input((5,)), keras.layers.Dense(1)]))
+    )
+    with pytest.raises(InvalidInput, match="outputs but the next stage"):
+        model_def.save(tmp_path / "bad.zip")
+    assert not (tmp_path / "bad.zip").exists()
+
+
+def _tamper(members: dict[str, bytes]) -> None:
+    name = next(n for n in members if n.endswith("model.keras"))
+    members[name] = members[name][:-1] + bytes([members[name][-1] ^ 1])
+
+
+CASES: list[tuple[str, Callable[[dict[str, bytes]], None], bool, str]] = [
+    ("tampered member", _tamper, False, "model.keras' does not match its sha256"),
+    ("missing member", lambda m: m.pop("labels.txt"), False, "'labels.txt' is listed"),
+    (
+        "extra member",
+        lambda m: m.update({"stages/0/extra.bin": b"x"}),
+        False,
+        "'stages/0/extra.bin' is not listed",
+    ),
+    (
+        "escaping path",
+        lambda m: m.update({"../evil.py": b"x"}),
+        False,
+        "'../evil.py' has an unsafe",
+    ),
+    ("absolute path", lambda m: m.update({"/etc/evil": b"x"}), False, "'/etc/evil' has an unsafe"),
+    ("bad json", lambda m: m.update({"service_def.json": b"{nope"}), False, "not valid JSON"),
+    (
+        "future version",
+        lambda m: m.update(
+            {
+                "service_def.json": m["service_def.json"].replace(
+                    b'"format_version": 1', b'"format_version": 99'
+                )
+            }
+        ),
+        False,
+        "format_version 99",
+    ),
+    (
+        "missing field",
+        lambda m: m.update(
+            {"service_def.json": m["service_def.json"].replace(b'"created_by"', b'"made_by"')}
+        ),
+        False,
+        "missing 'created_by'",
+    ),
+    ("no manifest", lambda m: m.pop("service_def.json"), False, "missing service_def.json"),
+]
+
+
+def _chain_break(members: dict[str, bytes]) -> None:
+    manifest = json.loads(members["service_def.json"])
+    manifest["stages"][1]["inputs"][0]["shape"] = [-1, 7]
+    members["service_def.json"] = json.dumps(manifest).encode()
+
+
+@pytest.mark.parametrize(("case", "edit", "fix", "needle"), CASES, ids=[c[0] for c in CASES])
+def test_bad_archives_are_refused_before_extraction(
+    two_stage_zip: Path,
+    tmp_path: Path,
+    case: str,
+    edit: Callable[[dict[str, bytes]], None],
+    fix: bool,
+    needle: str,
+) -> None:
+    bad = _rewrite(two_stage_zip, tmp_path / "bad.zip", edit, fix)
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(ModelLoadError) as err:
+        _load(bad, work)
+    assert needle in str(err.value)
+    assert list(work.iterdir()) == []  # nothing was extracted
+
+
+def test_chain_mismatch_in_manifest_is_refused_at_load(two_stage_zip: Path, tmp_path: Path) -> None:
+    bad = _rewrite(two_stage_zip, tmp_path / "chain.zip", _chain_break, fix_hashes=True)
+    with pytest.raises(ModelLoadError, match="does not fit stage"):
+        validate_archive(bad)
+
+
+def test_symlink_entries_and_duplicates_are_refused(two_stage_zip: Path, tmp_path: Path) -> None:
+    link = tmp_path / "link.zip"
+    with zipfile.ZipFile(two_stage_zip) as src, zipfile.ZipFile(link, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info.filename))
+        evil = zipfile.ZipInfo("stages/0/link")
+        evil.external_attr = (stat.S_IFLNK | 0o777) << 16
+        dst.writestr(evil, "/etc/passwd")
+    with pytest.raises(ModelLoadError, match="'stages/0/link' is not a regular file"):
+        validate_archive(link)
+    dup = tmp_path / "dup.zip"
+    with zipfile.ZipFile(two_stage_zip) as src, zipfile.ZipFile(dup, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info.filename))
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dst.writestr("labels.txt", b"other\n")
+    with pytest.raises(ModelLoadError, match="'labels.txt' appears twice"):
+        validate_archive(dup)
+
+
+def test_zip_bombs_are_refused_by_ratio_and_size(two_stage_zip: Path, tmp_path: Path) -> None:
+    bomb = _rewrite(
+        two_stage_zip,
+        tmp_path / "bomb.zip",
+        lambda m: m.update({"stages/0/zeros.bin": bytes(50_000_000)}),
+        fix_hashes=True,
+    )
+    with pytest.raises(ModelLoadError, match="ratio limit"):
+        validate_archive(bomb)
+    with pytest.raises(ModelLoadError, match="over the limit"):
+        validate_archive(two_stage_zip, ArchiveLimits(max_total_bytes=100))
+
+
+def test_not_a_zip_and_missing_file(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ModelLoadError, match="not a readable zip"):
+        validate_archive(junk)
+    with pytest.raises(ModelLoadError, match="no such file"):
+        validate_archive(tmp_path / "absent.zip")
