@@ -1,0 +1,291 @@
+"""The overlay's instruction set: the program every device (twin, board) executes.
+
+Numerics (bitstreams/README.md states them in full; ``spec.json`` carries the constants):
+- activations int8, NHWC, one symmetric scale per tensor, zero point 0;
+- weights int8, symmetric, one scale per output channel; bias int32 (scale s_in * s_w);
+- accumulation in int32 (int64 in the requantiser's product);
+- requantisation: y = sat8(round_shift(acc * M, S)) with M a Q31 multiplier in [2^30, 2^31),
+  round_shift(v, S) = floor((v + 2^(S-1)) / 2^S) (round half up), sat8 clamps to [-128, 127],
+  then ReLU (when fused) clamps below at 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fpga_serve.core.errors import ModelLoadError
+
+SPEC_FILE = Path(__file__).with_name("overlay_spec.json")
+
+
+def load_spec() -> dict[str, Any]:
+    """The machine-readable overlay spec (bitstreams/fpga_cnn/spec.json, packaged here)."""
+    return dict(json.loads(SPEC_FILE.read_text()))
+
+
+SPEC = load_spec()
+SPEC_VERSION: str = SPEC["spec_version"]
+INT8_MIN, INT8_MAX = -128, 127
+
+
+class Opcode(IntEnum):
+    CONV = 1
+    MAXPOOL = 2
+    AVGPOOL = 3
+    GLOBAL_AVGPOOL = 4
+    ADD = 5
+    SCALE_SHIFT = 6
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """An int8 NHWC activation buffer in device memory (per image: height x width x channels)."""
+
+    id: int
+    height: int
+    width: int
+    channels: int
+    scale: float
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """A channel slice [offset, offset + channels) of a buffer: concatenation by addressing."""
+
+    buffer: int
+    offset: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class Instr:
+    """One overlay instruction. Fields unused by an opcode keep their defaults.
+
+    CONV: inputs[0], weight[kh,kw,cin,cout] int8, bias[cout] int32, multiplier/shift per cout.
+    MAXPOOL/AVGPOOL: window (kh, kw), stride, pad; AVGPOOL divides by the window size
+    (padding counted) through multiplier[0]/shift[0]; MAXPOOL pads with ``pad_value``.
+    GLOBAL_AVGPOOL: sum over H x W, requantised with multiplier[0]/shift[0].
+    ADD: inputs[0] * multiplier[0] + inputs[1] * multiplier[1], one shift[0].
+    SCALE_SHIFT: x * multiplier[c] + bias[c], one shift[0] (per-channel affine, e.g. a BN).
+    """
+
+    op: Opcode
+    inputs: tuple[TensorRef, ...]
+    output: TensorRef
+    name: str = ""
+    kernel: tuple[int, int] = (1, 1)
+    stride: int = 1
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)
+    """top, bottom, left, right"""
+    relu: bool = False
+    pad_value: int = 0
+    weight: int = -1
+    """Index into Program.weights of the int8 weights (CONV), else -1."""
+    bias: int = -1
+    """Index into Program.weights of the int32 bias (CONV, SCALE_SHIFT), else -1."""
+    multiplier: int = -1
+    """Index into Program.weights of the int32 multipliers."""
+    shift: int = -1
+    """Index into Program.weights of the int32 shifts."""
+
+
+@dataclass
+class Program:
+    """A compiled featurizer: buffers, instructions in execution order, and their constants."""
+
+    buffers: list[Buffer]
+    instrs: list[Instr]
+    input: TensorRef
+    output: TensorRef
+    weights: list[np.ndarray]
+    spec_version: str = SPEC_VERSION
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_scale(self) -> float:
+        return self.buffers[self.input.buffer].scale
+
+    @property
+    def output_scale(self) -> float:
+        return self.buffers[self.output.buffer].scale
+
+    def buffer(self, ref: TensorRef) -> Buffer:
+        return self.buffers[ref.buffer]
+
+    def output_shape(self) -> tuple[int, int, int]:
+        b = self.buffer(self.output)
+        return (b.height, b.width, self.output.channels)
+
+    def input_shape(self) -> tuple[int, int, int]:
+        b = self.buffer(self.input)
+        return (b.height, b.width, self.input.channels)
+
+    def macs(self, instr: Instr) -> int:
+        """Multiply-accumulates one instruction performs per image."""
+        out = self.buffer(instr.output)
+        pixels = out.height * out.width
+        if instr.op is Opcode.CONV:
+            kh, kw, cin, cout = self.weights[instr.weight].shape
+            return pixels * kh * kw * cin * cout
+        if instr.op in (Opcode.MAXPOOL, Opcode.AVGPOOL):
+            return pixels * instr.output.channels * instr.kernel[0] * instr.kernel[1]
+        if instr.op is Opcode.GLOBAL_AVGPOOL:
+            src = self.buffer(instr.inputs[0])
+            return src.height * src.width * instr.output.channels
+        return pixels * instr.output.channels
+
+    def weight_bytes(self, instr: Instr) -> int:
+        return sum(
+            int(self.weights[i].nbytes)
+            for i in (instr.weight, instr.bias, instr.multiplier, instr.shift)
+            if i >= 0
+        )
+
+    # Serialisation ---------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "spec_version": self.spec_version,
+            "buffers": [asdict(b) for b in self.buffers],
+            "instrs": [_instr_json(i) for i in self.instrs],
+            "input": asdict(self.input),
+            "output": asdict(self.output),
+            "weights": [{"dtype": w.dtype.name, "shape": list(w.shape)} for w in self.weights],
+            "meta": self.meta,
+        }
+
+    def save(self, directory: Path) -> None:
+        """program.json + weights.npz (plain arrays, no pickles)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "program.json").write_text(json.dumps(self.to_json(), indent=1))
+        np.savez(directory / "weights.npz", **{f"w{i}": w for i, w in enumerate(self.weights)})
+
+    @classmethod
+    def load(cls, directory: Path) -> Program:
+        """Read and validate a saved program; refuses another spec version."""
+        try:
+            data = json.loads((directory / "program.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot read program.json: {exc}") from exc
+        version = data.get("spec_version")
+        if version != SPEC_VERSION:
+            raise ModelLoadError(
+                f"the FPGA stage was compiled for overlay spec {version!r}; this server runs "
+                f"spec {SPEC_VERSION!r} (rebuild the model with this version's fpga-serve build)"
+            )
+        try:
+            with np.load(directory / "weights.npz", allow_pickle=False) as npz:
+                weights = [npz[f"w{i}"] for i in range(len(data["weights"]))]
+            program = cls(
+                buffers=[Buffer(**b) for b in data["buffers"]],
+                instrs=[_instr_from_json(i) for i in data["instrs"]],
+                input=TensorRef(**data["input"]),
+                output=TensorRef(**data["output"]),
+                weights=weights,
+                spec_version=version,
+                meta=dict(data.get("meta", {})),
+            )
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"malformed FPGA program: {exc}") from exc
+        for declared, w in zip(data["weights"], weights, strict=True):
+            if declared["dtype"] != w.dtype.name or list(declared["shape"]) != list(w.shape):
+                raise ModelLoadError("FPGA program weights do not match program.json")
+        validate(program)
+        return program
+
+
+def _instr_json(instr: Instr) -> dict[str, Any]:
+    data = asdict(instr)
+    data["op"] = instr.op.name
+    return data
+
+
+def _instr_from_json(data: Mapping[str, Any]) -> Instr:
+    data = dict(data)
+    data["op"] = Opcode[data["op"]]
+    data["inputs"] = tuple(TensorRef(**r) for r in data["inputs"])
+    data["output"] = TensorRef(**data["output"])
+    for key in ("kernel", "pad"):
+        data[key] = tuple(data[key])
+    return Instr(**data)
+
+
+_ARITY = {Opcode.ADD: 2}
+_WEIGHT_DTYPES = {"weight": "int8", "bias": "int32", "multiplier": "int32", "shift": "int32"}
+
+
+def validate(program: Program) -> None:
+    """Structural checks a device relies on: references in range, shapes consistent."""
+
+    def check_ref(ref: TensorRef, what: str) -> None:
+        if not 0 <= ref.buffer < len(program.buffers):
+            raise ModelLoadError(f"{what}: buffer {ref.buffer} does not exist")
+        buf = program.buffers[ref.buffer]
+        if ref.offset < 0 or ref.channels < 1 or ref.offset + ref.channels > buf.channels:
+            raise ModelLoadError(f"{what}: channel slice out of buffer {ref.buffer}")
+
+    check_ref(program.input, "program input")
+    check_ref(program.output, "program output")
+    for index, instr in enumerate(program.instrs):
+        what = f"instruction {index} ({instr.op.name} {instr.name})"
+        if len(instr.inputs) != _ARITY.get(instr.op, 1):
+            raise ModelLoadError(f"{what}: wrong number of inputs")
+        for ref in (*instr.inputs, instr.output):
+            check_ref(ref, what)
+        for attr, dtype in _WEIGHT_DTYPES.items():
+            idx = getattr(instr, attr)
+            if idx >= len(program.weights) or (idx >= 0 and program.weights[idx].dtype != dtype):
+                raise ModelLoadError(f"{what}: bad {attr} constant")
+        if instr.op is Opcode.CONV:
+            if instr.weight < 0 or program.weights[instr.weight].ndim != 4:
+                raise ModelLoadError(f"{what}: needs 4-D weights")
+            kh, kw, cin, cout = program.weights[instr.weight].shape
+            if cin != instr.inputs[0].channels or cout != instr.output.channels:
+                raise ModelLoadError(f"{what}: weights do not match its tensors")
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """A positive real factor as (M, S): real ~= M * 2^-S with M in [2^30, 2^31) and S in
+    [1, 62]. Raises ValueError when the factor is not representable."""
+    if not math.isfinite(real) or real <= 0:
+        raise ValueError(f"requantisation factor {real} must be positive and finite")
+    mantissa, exponent = math.frexp(real)  # real = mantissa * 2^exponent, mantissa in [0.5, 1)
+    m = round(mantissa * (1 << 31))
+    if m == 1 << 31:
+        m //= 2
+        exponent += 1
+    shift = 31 - exponent
+    if not 1 <= shift <= 62:
+        raise ValueError(f"requantisation factor {real} is out of range")
+    return int(m), int(shift)
+
+
+def round_shift(values: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
+    """floor((v + 2^(S-1)) / 2^S) on int64: the overlay's rounding (round half up)."""
+    s = np.asarray(shift, dtype=np.int64)
+    return (values + (np.int64(1) << (s - 1))) >> s
+
+
+def saturate(values: np.ndarray, relu: bool) -> np.ndarray:
+    return np.clip(values, 0 if relu else INT8_MIN, INT8_MAX).astype(np.int8)
+
+
+def quantize_input(x: np.ndarray, scale: float) -> np.ndarray:
+    """Host side: float -> int8 with round half to even (np.rint) and saturation."""
+    return np.clip(np.rint(np.asarray(x, np.float32) / np.float32(scale)), INT8_MIN, INT8_MAX).astype(np.int8)
+
+
+def dequantize_output(q: np.ndarray, scale: float) -> np.ndarray:
+    return q.astype(np.float32) * np.float32(scale)
+
+
+def refs_of(program: Program) -> Sequence[TensorRef]:
+    return [r for i in program.instrs for r in (*i.inputs, i.output)]

@@ -1,0 +1,83 @@
+"""Devices that execute overlay programs. Validation lives here; backends implement primitives.
+
+A device class declares ``name``, ``priority`` and ``probe()``; ``registry.select_device`` picks
+one. ``load(program)`` uploads a program once (weights into device memory) and returns a
+``LoadedProgram`` whose ``run`` executes a batch. Faults raise ``DeviceError``.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+
+from fpga_serve.core.errors import DeviceError, InvalidInput
+from fpga_serve.core.isa import SPEC_VERSION, Program, validate
+
+
+class LoadedProgram(ABC):
+    """A program resident on a device."""
+
+    def __init__(self, device: Device, program: Program) -> None:
+        self.device = device
+        self.program = program
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """int8 [N, H, W, C] in, int8 [N, h, w, c] out (the program's output slice)."""
+        expected = self.program.input_shape()
+        if x.dtype != np.int8 or x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise InvalidInput(
+                f"device input must be int8 [N, {', '.join(map(str, expected))}], "
+                f"got {x.dtype} {list(x.shape)}"
+            )
+        if not self.device.healthy:
+            raise DeviceError(f"device {self.device.name} is not healthy (reset pending)")
+        with self.device.lock:  # one owner: programs never interleave on the device
+            return self._run(np.ascontiguousarray(x))
+
+    @abstractmethod
+    def _run(self, x: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None:
+        """Free device memory held by the program."""
+
+
+class Device(ABC):
+    name: ClassVar[str]
+    priority: ClassVar[int] = 0
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._healthy = True
+
+    @classmethod
+    def probe(cls) -> bool:
+        """True when this device can be used on this machine."""
+        return True
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    def mark_failed(self) -> None:
+        self._healthy = False
+
+    def load(self, program: Program) -> LoadedProgram:
+        if program.spec_version != SPEC_VERSION:
+            raise DeviceError(
+                f"program for overlay spec {program.spec_version}, device runs {SPEC_VERSION}"
+            )
+        validate(program)
+        return self._load(program)
+
+    @abstractmethod
+    def _load(self, program: Program) -> LoadedProgram: ...
+
+    def reset(self) -> None:
+        """Bring the device back to a known state and mark it healthy."""
+        self._healthy = True
+
+    def close(self) -> None:
+        """Release the device."""

@@ -1,0 +1,51 @@
+"""Device selection: ``auto`` takes the highest-priority device whose probe succeeds."""
+
+from __future__ import annotations
+
+import logging
+
+from fpga_serve.core.errors import DeviceError
+from fpga_serve.hw.base import Device
+
+log = logging.getLogger(__name__)
+
+_DEVICES: dict[str, type[Device]] = {}
+
+
+def register_device(cls: type[Device]) -> type[Device]:
+    _DEVICES[cls.name] = cls
+    return cls
+
+
+def _builtin() -> None:
+    from fpga_serve.hw.twin.device import TwinDevice
+
+    register_device(TwinDevice)
+    try:
+        from fpga_serve.hw.pynq_device import PynqDevice
+    except ImportError:  # the PYNQ driver module is optional at import time
+        return
+    register_device(PynqDevice)
+
+
+def available() -> list[str]:
+    _builtin()
+    return sorted(_DEVICES, key=lambda n: -_DEVICES[n].priority)
+
+
+def select_device(name: str = "auto") -> Device:
+    """A device by name, or for ``auto`` the best one present (the twin when no board is)."""
+    _builtin()
+    if name == "auto":
+        for cls in sorted(_DEVICES.values(), key=lambda c: -c.priority):
+            if cls.probe():
+                log.info("device auto-selected: %s", cls.name)
+                return cls()
+        raise DeviceError("no device available")
+    if name not in _DEVICES:
+        raise DeviceError(f"unknown device {name!r}; known: {', '.join(available())}")
+    cls = _DEVICES[name]
+    if not cls.probe():
+        raise DeviceError(f"device {name!r} is not present on this machine")
+    log.info("device selected: %s", name)
+    return cls()

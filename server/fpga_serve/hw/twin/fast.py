@@ -1,0 +1,141 @@
+"""Fast, bit-exact implementations of the overlay ops for serving on the CPU.
+
+int8 x int8 products are summed exactly in float32 as long as every partial sum stays below
+2^24: with |x| <= 128 and |w| <= 127 that holds for K <= 1024 terms, so GEMMs run through
+float32 BLAS over K chunks of at most 1024 and the chunks are summed in int32. Requantisation
+is done in row blocks that stay in cache. tests/test_twin.py checks every function against
+twin/reference.py for exact equality.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from fpga_serve.core.isa import INT8_MAX, INT8_MIN
+
+K_CHUNK = 1024
+ROW_BLOCK = 8192
+
+
+def _pad(x: np.ndarray, pad: tuple[int, int, int, int], value: int) -> np.ndarray:
+    top, bottom, left, right = pad
+    if not (top or bottom or left or right):
+        return x
+    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=value)
+
+
+def _windows(x: np.ndarray, kh: int, kw: int, stride: int) -> np.ndarray:
+    """[N,Ho,Wo,C,kh,kw] strided view of x (no copy)."""
+    view = sliding_window_view(x, (kh, kw), axis=(1, 2))
+    return view[:, ::stride, ::stride]
+
+
+def requantize_rows(
+    acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, relu: bool
+) -> np.ndarray:
+    """int32 [M, C] -> int8 [M, C], in cache-sized row blocks (same result as the reference)."""
+    out = np.empty(acc.shape, dtype=np.int8)
+    m64 = multiplier.astype(np.int64)
+    s64 = shift.astype(np.int64)
+    half = np.int64(1) << (s64 - 1)
+    low = 0 if relu else INT8_MIN
+    for start in range(0, acc.shape[0], ROW_BLOCK):
+        block = acc[start : start + ROW_BLOCK].astype(np.int64)
+        block *= m64
+        block += half
+        block >>= s64
+        np.clip(block, low, INT8_MAX, out=block)
+        out[start : start + ROW_BLOCK] = block
+    return out
+
+
+def gemm_int8(cols: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Exact int32 [M, Cout] = int8 cols [M, K] @ int8 weight [K, Cout] via float32 BLAS."""
+    k = cols.shape[1]
+    w32 = weight.astype(np.float32)
+    if k <= K_CHUNK:
+        return (cols.astype(np.float32) @ w32).astype(np.int32)
+    acc = np.zeros((cols.shape[0], weight.shape[1]), dtype=np.int32)
+    for start in range(0, k, K_CHUNK):
+        part = cols[:, start : start + K_CHUNK].astype(np.float32) @ w32[start : start + K_CHUNK]
+        acc += part.astype(np.int32)
+    return acc
+
+
+def conv(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    multiplier: np.ndarray,
+    shift: np.ndarray,
+    stride: int,
+    pad: tuple[int, int, int, int],
+    relu: bool,
+) -> np.ndarray:
+    kh, kw, cin, cout = weight.shape
+    xp = _pad(x, pad, 0)
+    n = xp.shape[0]
+    if kh == 1 and kw == 1:
+        src = xp[:, ::stride, ::stride] if stride > 1 else xp
+        ho, wo = src.shape[1], src.shape[2]
+        cols = src.reshape(n * ho * wo, cin)
+    else:
+        win = _windows(xp, kh, kw, stride)  # [N,Ho,Wo,C,kh,kw]
+        ho, wo = win.shape[1], win.shape[2]
+        # K ordered (kh, kw, cin) to match the weight layout.
+        cols = np.ascontiguousarray(win.transpose(0, 1, 2, 4, 5, 3)).reshape(n * ho * wo, kh * kw * cin)
+    acc = gemm_int8(cols, weight.reshape(kh * kw * cin, cout))
+    acc += bias
+    return requantize_rows(acc, multiplier, shift, relu).reshape(n, ho, wo, cout)
+
+
+def maxpool(
+    x: np.ndarray, kernel: tuple[int, int], stride: int, pad: tuple[int, int, int, int],
+    pad_value: int,
+) -> np.ndarray:
+    win = _windows(_pad(x, pad, pad_value), kernel[0], kernel[1], stride)
+    return np.asarray(win.max(axis=(4, 5)), dtype=np.int8)
+
+
+def avgpool(
+    x: np.ndarray, kernel: tuple[int, int], stride: int, pad: tuple[int, int, int, int],
+    multiplier: np.ndarray, shift: np.ndarray,
+) -> np.ndarray:
+    win = _windows(_pad(x, pad, 0), kernel[0], kernel[1], stride)
+    acc = win.sum(axis=(4, 5), dtype=np.int32)
+    n, ho, wo, c = acc.shape
+    return requantize_rows(acc.reshape(-1, c), multiplier, shift, False).reshape(n, ho, wo, c)
+
+
+def global_avgpool(x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    acc = x.sum(axis=(1, 2), dtype=np.int32)
+    n, c = acc.shape
+    return requantize_rows(acc, multiplier, shift, False).reshape(n, 1, 1, c)
+
+
+def add(
+    a: np.ndarray, b: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, relu: bool
+) -> np.ndarray:
+    shape = a.shape
+    acc = a.reshape(-1).astype(np.int64) * np.int64(multiplier[0])
+    acc += b.reshape(-1).astype(np.int64) * np.int64(multiplier[1])
+    s = np.int64(shift[0])
+    acc += np.int64(1) << (s - 1)
+    acc >>= s
+    np.clip(acc, 0 if relu else INT8_MIN, INT8_MAX, out=acc)
+    return acc.astype(np.int8).reshape(shape)
+
+
+def scale_shift(
+    x: np.ndarray, multiplier: np.ndarray, bias: np.ndarray, shift: np.ndarray, relu: bool
+) -> np.ndarray:
+    c = x.shape[-1]
+    rows = x.reshape(-1, c).astype(np.int64)
+    rows *= multiplier.astype(np.int64)
+    rows += bias.astype(np.int64)
+    s = np.int64(shift[0])
+    rows += np.int64(1) << (s - 1)
+    rows >>= s
+    np.clip(rows, 0 if relu else INT8_MIN, INT8_MAX, out=rows)
+    return rows.astype(np.int8).reshape(x.shape)
