@@ -1,4 +1,4 @@
-"""The ``fpga-serve`` command: serve pipeline zips (``build`` and ``inspect`` join in later)."""
+"""The ``fpga-serve`` command: ``serve`` pipeline zips, ``build`` zoo models, ``inspect`` zips."""
 
 from __future__ import annotations
 
@@ -105,15 +105,39 @@ def _serve(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from fpga_serve import build
+
+    p = sub.add_parser("build", help="build a zoo pipeline zip (preprocess -> FPGA -> classifier)")
+    p.add_argument("model", choices=["resnet50", "resnet152", "densenet121", "vgg16"])
+    p.add_argument("-o", "--output", type=Path, required=True, help="the zip to write")
+    p.add_argument("--weights", type=Path, help="Keras weight file (*_notop.h5) for the featurizer")
+    p.add_argument("--model-path", type=Path, help="folder searched for Keras weight files")
+    p.add_argument("--calibration", type=Path, help="folder of representative images")
+    p.add_argument("--calibration-count", type=int, default=32, help="images used (default 32)")
+    p.add_argument("--method", choices=["percentile", "max"], default="percentile",
+                   help="activation range estimate (default: 99.99th percentile of |x|)")
+    p.add_argument("--size", type=int, default=224, help="input image size (default 224)")
+    p.add_argument("--name", help="model name (default: the architecture)")
+    p.set_defaults(func=build.build)
+    q = sub.add_parser("inspect", help="describe a pipeline zip: stages, layers, MACs, ranges")
+    q.add_argument("zip", type=Path)
+    q.set_defaults(func=build.inspect)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fpga-serve", description=__doc__)
     parser.add_argument("--version", action="version", version=f"fpga-serve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
+    _add_build(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     ns = build_parser().parse_args(argv)
     try:
         return int(ns.func(ns))

@@ -18,7 +18,7 @@ from fpga_serve.modelzip import Manifest, save_pipeline, validate_archive
 from fpga_serve.modelzip.stages.keras_stage import KerasStage
 from fpga_serve.modelzip.stages.tf_stage import TensorflowStage
 
-__all__ = ["KerasStage", "ModelDefinition", "TensorflowStage"]
+__all__ = ["FpgaStage", "KerasStage", "ModelDefinition", "TensorflowStage"]
 
 
 @dataclass
@@ -47,3 +47,11 @@ class ModelDefinition:
             with zipfile.ZipFile(path) as zf:
                 labels = zf.read(manifest.labels).decode("utf-8").splitlines()
         return cls(name=manifest.name, pipeline=[], labels=labels, manifest=manifest)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FpgaStage":  # imported on use: it pulls in the compiler
+        from fpga_serve.modelzip.stages.fpga_stage import FpgaStage
+
+        return FpgaStage
+    raise AttributeError(name)

@@ -19,7 +19,7 @@ the FPGA stage kind registers itself the same way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,10 +32,20 @@ from fpga_serve.modelzip.manifest import StageRecord
 
 @dataclass
 class LoadContext:
-    """What loading needs from the server: the device FPGA stages run on, a scratch folder."""
+    """What loading needs from the server: the device FPGA stages run on, a scratch folder.
+
+    ``device_factory`` is called only when a stage needs a device (CPU-only pipelines never
+    probe for a board); without either, FPGA stages run on a private twin.
+    """
 
     device: Any = None
     workdir: Path | None = None
+    device_factory: Callable[[], Any] | None = None
+
+    def resolve_device(self) -> Any:
+        if self.device is None and self.device_factory is not None:
+            self.device = self.device_factory()
+        return self.device
 
 
 @dataclass(frozen=True)
@@ -78,4 +88,4 @@ def get_kind(name: str) -> StageKind:
 
 def _ensure_builtin() -> None:
     # Imported lazily: these import TensorFlow, which reading a manifest must not need.
-    from fpga_serve.modelzip.stages import keras_stage, tf_stage  # noqa: F401
+    from fpga_serve.modelzip.stages import fpga_stage, keras_stage, tf_stage  # noqa: F401
