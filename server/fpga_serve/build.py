@@ -32,7 +32,7 @@ def calibration_batch(paths: list[Path], family: str, size: int, limit: int) -> 
 
     from fpga_serve.preprocessing import preprocess_array
 
-    images = []
+    images: list[np.ndarray] = []
     for path in paths:
         if len(images) >= limit:
             break
@@ -67,8 +67,11 @@ def build(ns: Any) -> int:
         paths = sample_photos()
         if not paths:
             raise InvalidInput("give --calibration DIR (a folder of representative images)")
-        print(f"calibrating on {len(paths)} sample photos; pass --calibration DIR with ~100 "
-              "images from your own data for production", file=sys.stderr)
+        print(
+            f"calibrating on {len(paths)} sample photos; pass --calibration DIR with ~100 "
+            "images from your own data for production",
+            file=sys.stderr,
+        )
     start = time.perf_counter()
     zoo = ZOO[family](ns.model_path, weights=ns.weights, input_size=ns.size)
     print(f"{zoo.keras_name}: weights {zoo.weights_source}", file=sys.stderr)
@@ -104,18 +107,26 @@ def inspect(ns: Any) -> int:
             summary = json.loads(zf.read(f"{stage.dir}/summary.json"))
             calib = json.loads(zf.read(f"{stage.dir}/calibration.json"))
             program = json.loads(zf.read(f"{stage.dir}/program.json"))
-            print(f"  overlay spec {program['spec_version']}; calibration: {calib['method']}"
-                  f"{' p' + str(calib['percentile']) if calib.get('percentile') else ''} on "
-                  f"{calib['samples']} images")
-            print(f"  {'layer':34} {'op':12} {'output':>14} {'MACs':>13} {'weights B':>10} "
-                  f"{'range':>9}")
+            print(
+                f"  overlay spec {program['spec_version']}; calibration: {calib['method']}"
+                f"{' p' + str(calib['percentile']) if calib.get('percentile') else ''} on "
+                f"{calib['samples']} images"
+            )
+            print(
+                f"  {'layer':34} {'op':12} {'output':>14} {'MACs':>13} {'weights B':>10} "
+                f"{'range':>9}"
+            )
             for row in summary:
                 shape = "x".join(map(str, row["shape"]))
                 rng = row["scale"] * 127
-                print(f"  {row['name'][:34]:34} {row['op']:12} {shape:>14} {row['macs']:>13,} "
-                      f"{row['weight_bytes']:>10,} {rng:>9.3g}")
+                print(
+                    f"  {row['name'][:34]:34} {row['op']:12} {shape:>14} {row['macs']:>13,} "
+                    f"{row['weight_bytes']:>10,} {rng:>9.3g}"
+                )
             macs = sum(r["macs"] for r in summary)
             wbytes = sum(r["weight_bytes"] for r in summary)
-            print(f"  total: {len(program['instrs'])} instructions, {macs / 1e9:.2f} GMAC, "
-                  f"{wbytes / 1e6:.1f} MB of weights")
+            print(
+                f"  total: {len(program['instrs'])} instructions, {macs / 1e9:.2f} GMAC, "
+                f"{wbytes / 1e6:.1f} MB of weights"
+            )
     return 0

@@ -115,8 +115,12 @@ def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--model-path", type=Path, help="folder searched for Keras weight files")
     p.add_argument("--calibration", type=Path, help="folder of representative images")
     p.add_argument("--calibration-count", type=int, default=32, help="images used (default 32)")
-    p.add_argument("--method", choices=["percentile", "max"], default="percentile",
-                   help="activation range estimate (default: 99.99th percentile of |x|)")
+    p.add_argument(
+        "--method",
+        choices=["percentile", "max"],
+        default="percentile",
+        help="activation range estimate (default: 99.99th percentile of |x|)",
+    )
     p.add_argument("--size", type=int, default=224, help="input image size (default 224)")
     p.add_argument("--name", help="model name (default: the architecture)")
     p.set_defaults(func=build.build)

@@ -18,7 +18,7 @@ from fpga_serve.modelzip import Manifest, save_pipeline, validate_archive
 from fpga_serve.modelzip.stages.keras_stage import KerasStage
 from fpga_serve.modelzip.stages.tf_stage import TensorflowStage
 
-__all__ = ["FpgaStage", "KerasStage", "ModelDefinition", "TensorflowStage"]
+__all__ = ["FpgaStage", "KerasStage", "ModelDefinition", "TensorflowStage"]  # noqa: F822
 
 
 @dataclass

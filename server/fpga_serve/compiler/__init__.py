@@ -25,7 +25,8 @@ class CompileOptions:
     """How a model was compiled; saved beside every compiled artefact."""
 
     calibration_method: Literal["max", "percentile"] = "percentile"
-    """max: the largest |x| seen; percentile: that percentile of |x| per batch (max over batches)."""
+    """max: the largest |x| seen; percentile: that percentile of |x| per batch, max over
+    batches."""
     percentile: float = 99.99
     output_layer: str | None = None
     """Compile up to this Keras layer (default: the model's last layer)."""
@@ -49,8 +50,12 @@ class CompiledModel:
         return float_exec.run(self.graph, x)
 
 
-def calibrate(graph: Graph, batches: Iterable[np.ndarray], options: CompileOptions,
-              progress: Progress | None = None) -> tuple[dict[str, float], int]:
+def calibrate(
+    graph: Graph,
+    batches: Iterable[np.ndarray],
+    options: CompileOptions,
+    progress: Progress | None = None,
+) -> tuple[dict[str, float], int]:
     ranges: dict[str, float] = {n.name: 0.0 for n in graph}
     count = 0
     batch_list = list(batches)
@@ -73,13 +78,19 @@ def calibrate(graph: Graph, batches: Iterable[np.ndarray], options: CompileOptio
     return ranges, count
 
 
-def compile_model(model: Any, calibration_data: np.ndarray, options: CompileOptions | None = None,
-                  progress: Progress | None = None) -> CompiledModel:
+def compile_model(
+    model: Any,
+    calibration_data: np.ndarray,
+    options: CompileOptions | None = None,
+    progress: Progress | None = None,
+) -> CompiledModel:
     """Compile a Keras model (up to options.output_layer) for the overlay."""
     options = options or CompileOptions()
     data = np.asarray(calibration_data, np.float32)
     if data.ndim != 4 or data.shape[0] == 0:
-        raise CompileError(f"calibration data must be a non-empty [N, H, W, C] batch, not {data.shape}")
+        raise CompileError(
+            f"calibration data must be a non-empty [N, H, W, C] batch, not {data.shape}"
+        )
     graph = import_keras(model, options.output_layer)
     if progress:
         progress("import", 1, 1)
@@ -88,10 +99,13 @@ def compile_model(model: Any, calibration_data: np.ndarray, options: CompileOpti
         progress("optimize", 1, 1)
     expected = graph.node(graph.input).shape
     if tuple(data.shape[1:]) != expected:
-        raise CompileError(f"calibration inputs are {list(data.shape[1:])}, the model takes {list(expected)}")
+        raise CompileError(
+            f"calibration inputs are {list(data.shape[1:])}, the model takes {list(expected)}"
+        )
     step = max(1, options.calibration_batch)
-    ranges, count = calibrate(graph, (data[i : i + step] for i in range(0, len(data), step)),
-                              options, progress)
+    ranges, count = calibrate(
+        graph, (data[i : i + step] for i in range(0, len(data), step)), options, progress
+    )
     scales = assign_scales(graph, ranges)
     program, summary = lower(graph, scales)
     calibration = {

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from fpga_serve.core.errors import CompileError
 from fpga_serve.compiler.ir import Graph, Node
+from fpga_serve.core.errors import CompileError
 
 
 def _pad(x: np.ndarray, pad: tuple[int, int, int, int], value: float) -> np.ndarray:
@@ -19,12 +19,18 @@ def _pad(x: np.ndarray, pad: tuple[int, int, int, int], value: float) -> np.ndar
     return np.pad(x, ((0, 0), (t, b), (left, r), (0, 0)), constant_values=value)
 
 
+def _windows(x: np.ndarray, kh: int, kw: int, stride: int) -> np.ndarray:
+    """[N, Ho, Wo, C, kh, kw] strided view (no copy)."""
+    view = sliding_window_view(x, (kh, kw), axis=(1, 2))  # type: ignore[call-overload]
+    return view[:, ::stride, ::stride]
+
+
 def _conv(x: np.ndarray, node: Node) -> np.ndarray:
     w, b = node.params["w"], node.params["b"]
-    kh, kw, cin, cout = w.shape
+    kh, kw, _, cout = w.shape
     s = node.attrs["stride"]
     xp = _pad(x, node.attrs["pad"], 0.0)
-    win = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::s, ::s]
+    win = _windows(xp, kh, kw, s)
     n, ho, wo = win.shape[:3]
     cols = np.ascontiguousarray(win.transpose(0, 1, 2, 4, 5, 3)).reshape(n * ho * wo, -1)
     out = cols @ w.reshape(-1, cout) + b
@@ -37,8 +43,10 @@ def _pool(x: np.ndarray, node: Node) -> np.ndarray:
     kh, kw = node.attrs["kernel"]
     s = node.attrs["stride"]
     fill = -np.inf if node.op == "maxpool" and node.attrs.get("pad_value", 0) != 0 else 0.0
-    win = sliding_window_view(_pad(x, node.attrs["pad"], fill), (kh, kw), axis=(1, 2))[:, ::s, ::s]
-    return (win.max(axis=(4, 5)) if node.op == "maxpool" else win.mean(axis=(4, 5))).astype(np.float32)
+    win = _windows(_pad(x, node.attrs["pad"], fill), kh, kw, s)
+    return (win.max(axis=(4, 5)) if node.op == "maxpool" else win.mean(axis=(4, 5))).astype(
+        np.float32
+    )
 
 
 def _relu(x: np.ndarray, node: Node) -> np.ndarray:
@@ -47,11 +55,14 @@ def _relu(x: np.ndarray, node: Node) -> np.ndarray:
 
 def _bn(x: np.ndarray, node: Node) -> np.ndarray:
     p = node.params
-    return ((x - p["mean"]) / np.sqrt(p["var"] + node.attrs["eps"]) * p["gamma"] + p["beta"]).astype(np.float32)
+    return (
+        (x - p["mean"]) / np.sqrt(p["var"] + node.attrs["eps"]) * p["gamma"] + p["beta"]
+    ).astype(np.float32)
 
 
-def run(graph: Graph, x: np.ndarray, record: Callable[[str, np.ndarray], None] | None = None
-        ) -> np.ndarray:
+def run(
+    graph: Graph, x: np.ndarray, record: Callable[[str, np.ndarray], None] | None = None
+) -> np.ndarray:
     """Evaluate the graph on a float batch [N, H, W, C]; ``record`` sees every node's output."""
     values: dict[str, np.ndarray] = {}
     for node in graph:

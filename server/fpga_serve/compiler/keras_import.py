@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from fpga_serve.core.errors import CompileError
 from fpga_serve.compiler.ir import Graph, Node
+from fpga_serve.core.errors import CompileError
 
 
 def _same_pad(size: int, k: int, s: int) -> tuple[int, int]:
@@ -99,22 +99,42 @@ def import_keras(model: Any, output_layer: str | None = None) -> Graph:
             else:
                 pad = (0, 0, 0, 0)
             kernel = np.asarray(layer.kernel.numpy(), np.float32)
-            bias = (np.asarray(layer.bias.numpy(), np.float32) if layer.use_bias
-                    else np.zeros(kernel.shape[-1], np.float32))
+            bias = (
+                np.asarray(layer.bias.numpy(), np.float32)
+                if layer.use_bias
+                else np.zeros(kernel.shape[-1], np.float32)
+            )
             ho = (h + pad[0] + pad[1] - kh) // sh + 1
             wo = (w + pad[2] + pad[3] - kw) // sw + 1
-            node = Node(name, "conv", srcs, (ho, wo, kernel.shape[-1]),
-                        {"stride": sh, "pad": pad}, {"w": kernel, "b": bias}, source)
+            node = Node(
+                name,
+                "conv",
+                srcs,
+                (ho, wo, kernel.shape[-1]),
+                {"stride": sh, "pad": pad},
+                {"w": kernel, "b": bias},
+                source,
+            )
             nodes.append(node)
             final = _activation(layer, node, nodes)
         elif kind == "Dense":
             if (h, w) != (1, 1):
                 raise CompileError(f"layer {source}: Dense needs a 1x1 map (use global pooling)")
             kernel = np.asarray(layer.kernel.numpy(), np.float32)[None, None]
-            bias = (np.asarray(layer.bias.numpy(), np.float32) if layer.use_bias
-                    else np.zeros(kernel.shape[-1], np.float32))
-            node = Node(name, "conv", srcs, (1, 1, kernel.shape[-1]),
-                        {"stride": 1, "pad": (0, 0, 0, 0)}, {"w": kernel, "b": bias}, source)
+            bias = (
+                np.asarray(layer.bias.numpy(), np.float32)
+                if layer.use_bias
+                else np.zeros(kernel.shape[-1], np.float32)
+            )
+            node = Node(
+                name,
+                "conv",
+                srcs,
+                (1, 1, kernel.shape[-1]),
+                {"stride": 1, "pad": (0, 0, 0, 0)},
+                {"w": kernel, "b": bias},
+                source,
+            )
             nodes.append(node)
             final = _activation(layer, node, nodes)
         elif kind == "BatchNormalization":
@@ -123,17 +143,31 @@ def import_keras(model: Any, output_layer: str | None = None) -> Graph:
                 raise CompileError(f"layer {source}: batch norm over axis {axis}")
             gamma = layer.gamma.numpy() if layer.scale else np.ones(c, np.float32)
             beta = layer.beta.numpy() if layer.center else np.zeros(c, np.float32)
-            params = {"gamma": gamma, "beta": beta, "mean": layer.moving_mean.numpy(),
-                      "var": layer.moving_variance.numpy()}
-            node = Node(name, "bn", srcs, (h, w, c), {"eps": float(layer.epsilon)},
-                        {k: np.asarray(v, np.float32) for k, v in params.items()}, source)
+            params = {
+                "gamma": gamma,
+                "beta": beta,
+                "mean": layer.moving_mean.numpy(),
+                "var": layer.moving_variance.numpy(),
+            }
+            node = Node(
+                name,
+                "bn",
+                srcs,
+                (h, w, c),
+                {"eps": float(layer.epsilon)},
+                {k: np.asarray(v, np.float32) for k, v in params.items()},
+                source,
+            )
             nodes.append(node)
             final = name
         elif kind in ("Activation", "ReLU"):
             act = getattr(layer, "activation", None)
             act_name = getattr(act, "__name__", "relu" if kind == "ReLU" else "?")
-            if kind == "ReLU" and (layer.max_value is not None or float(layer.negative_slope) != 0
-                                   or float(layer.threshold) != 0):
+            if kind == "ReLU" and (
+                layer.max_value is not None
+                or float(layer.negative_slope) != 0
+                or float(layer.threshold) != 0
+            ):
                 raise CompileError(f"layer {source}: only plain ReLU is supported")
             if act_name == "linear":
                 nodes.append(Node(name, "identity", srcs, (h, w, c), source=source))
@@ -144,8 +178,16 @@ def import_keras(model: Any, output_layer: str | None = None) -> Graph:
             final = name
         elif kind == "ZeroPadding2D":
             (t, b), (left, r) = layer.padding
-            nodes.append(Node(name, "pad", srcs, (h + t + b, w + left + r, c),
-                              {"pad": (int(t), int(b), int(left), int(r))}, source=source))
+            nodes.append(
+                Node(
+                    name,
+                    "pad",
+                    srcs,
+                    (h + t + b, w + left + r, c),
+                    {"pad": (int(t), int(b), int(left), int(r))},
+                    source=source,
+                )
+            )
             final = name
         elif kind in ("MaxPooling2D", "AveragePooling2D"):
             kh, kw = _pair(layer.pool_size)
@@ -162,9 +204,16 @@ def import_keras(model: Any, output_layer: str | None = None) -> Graph:
             ho = (h + pad[0] + pad[1] - kh) // sh + 1
             wo = (w + pad[2] + pad[3] - kw) // sw + 1
             op = "maxpool" if kind == "MaxPooling2D" else "avgpool"
-            nodes.append(Node(name, op, srcs, (ho, wo, c),
-                              {"kernel": (kh, kw), "stride": sh, "pad": pad,
-                               "pad_value": pad_value}, source=source))
+            nodes.append(
+                Node(
+                    name,
+                    op,
+                    srcs,
+                    (ho, wo, c),
+                    {"kernel": (kh, kw), "stride": sh, "pad": pad, "pad_value": pad_value},
+                    source=source,
+                )
+            )
             final = name
         elif kind == "GlobalAveragePooling2D":
             nodes.append(Node(name, "gap", srcs, (1, 1, c), source=source))

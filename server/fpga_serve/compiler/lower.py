@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from fpga_serve.compiler.ir import Graph, Node
 from fpga_serve.core.errors import CompileError
 from fpga_serve.core.isa import Buffer, Instr, Opcode, Program, TensorRef, quantize_multiplier
-from fpga_serve.compiler.ir import Graph, Node
 
 INT32_MAX = 2**31 - 1
 
@@ -51,7 +51,9 @@ def assign_scales(graph: Graph, ranges: dict[str, float]) -> dict[str, float]:
     return {n.name: max(group_range[groups.find(n.name)], 1e-6) / 127.0 for n in graph}
 
 
-def assign_buffers(graph: Graph, scales: dict[str, float]) -> tuple[list[Buffer], dict[str, TensorRef]]:
+def assign_buffers(
+    graph: Graph, scales: dict[str, float]
+) -> tuple[list[Buffer], dict[str, TensorRef]]:
     buffers: list[Buffer] = []
     refs: dict[str, TensorRef] = {}
 
@@ -84,7 +86,7 @@ def assign_buffers(graph: Graph, scales: dict[str, float]) -> tuple[list[Buffer]
 class _Emitter:
     weights: list[np.ndarray]
 
-    def const(self, array: np.ndarray, dtype: str) -> int:
+    def const(self, array: Any, dtype: str) -> int:
         self.weights.append(np.ascontiguousarray(array, dtype=dtype))
         return len(self.weights) - 1
 
@@ -120,41 +122,72 @@ def lower(graph: Graph, scales: dict[str, float]) -> tuple[Program, list[dict[st
             wq = np.clip(np.rint(w / w_scale), -127, 127).astype(np.int8)
             bq = np.clip(np.rint(b / (s_in[0] * w_scale)), -INT32_MAX, INT32_MAX).astype(np.int32)
             pairs = [quantize_multiplier(float(s_in[0] * ws / s_out)) for ws in w_scale]
-            instr = Instr(Opcode.CONV, kernel=(w.shape[0], w.shape[1]), stride=node.attrs["stride"],
-                          pad=tuple(node.attrs["pad"]), relu=relu, weight=emit.const(wq, "int8"),
-                          bias=emit.const(bq, "int32"),
-                          multiplier=emit.const([m for m, _ in pairs], "int32"),
-                          shift=emit.const([s for _, s in pairs], "int32"), **common)
+            instr = Instr(
+                Opcode.CONV,
+                kernel=(w.shape[0], w.shape[1]),
+                stride=node.attrs["stride"],
+                pad=tuple(node.attrs["pad"]),
+                relu=relu,
+                weight=emit.const(wq, "int8"),
+                bias=emit.const(bq, "int32"),
+                multiplier=emit.const([m for m, _ in pairs], "int32"),
+                shift=emit.const([s for _, s in pairs], "int32"),
+                **common,
+            )
         elif node.op in ("maxpool", "avgpool"):
             if node.op == "maxpool":
-                instr = Instr(Opcode.MAXPOOL, kernel=node.attrs["kernel"], stride=node.attrs["stride"],
-                              pad=tuple(node.attrs["pad"]), pad_value=int(node.attrs["pad_value"]),
-                              **common)
+                instr = Instr(
+                    Opcode.MAXPOOL,
+                    kernel=node.attrs["kernel"],
+                    stride=node.attrs["stride"],
+                    pad=tuple(node.attrs["pad"]),
+                    pad_value=int(node.attrs["pad_value"]),
+                    **common,
+                )
             else:
                 kh, kw = node.attrs["kernel"]
                 m, s = quantize_multiplier(s_in[0] / (s_out * kh * kw))
-                instr = Instr(Opcode.AVGPOOL, kernel=(kh, kw), stride=node.attrs["stride"],
-                              pad=tuple(node.attrs["pad"]), multiplier=emit.const([m], "int32"),
-                              shift=emit.const([s], "int32"), **common)
+                instr = Instr(
+                    Opcode.AVGPOOL,
+                    kernel=(kh, kw),
+                    stride=node.attrs["stride"],
+                    pad=tuple(node.attrs["pad"]),
+                    multiplier=emit.const([m], "int32"),
+                    shift=emit.const([s], "int32"),
+                    **common,
+                )
         elif node.op == "gap":
             src = graph.node(node.inputs[0])
             m, s = quantize_multiplier(s_in[0] / (s_out * src.shape[0] * src.shape[1]))
-            instr = Instr(Opcode.GLOBAL_AVGPOOL, multiplier=emit.const([m], "int32"),
-                          shift=emit.const([s], "int32"), **common)
+            instr = Instr(
+                Opcode.GLOBAL_AVGPOOL,
+                multiplier=emit.const([m], "int32"),
+                shift=emit.const([s], "int32"),
+                **common,
+            )
         elif node.op == "add":
             reals = np.array([s_in[0] / s_out, s_in[1] / s_out])
             shift = _shared_shift(reals)
             mults = np.rint(reals * 2.0**shift)
-            instr = Instr(Opcode.ADD, relu=relu, multiplier=emit.const(mults, "int32"),
-                          shift=emit.const([shift], "int32"), **common)
+            instr = Instr(
+                Opcode.ADD,
+                relu=relu,
+                multiplier=emit.const(mults, "int32"),
+                shift=emit.const([shift], "int32"),
+                **common,
+            )
         elif node.op == "scale_shift":
             reals = node.params["scale"] * s_in[0] / s_out
             offsets = node.params["shift"] / s_out
             shift = _shared_shift(reals, offsets)
-            instr = Instr(Opcode.SCALE_SHIFT, relu=relu,
-                          multiplier=emit.const(np.rint(reals * 2.0**shift), "int32"),
-                          bias=emit.const(np.rint(offsets * 2.0**shift), "int32"),
-                          shift=emit.const([shift], "int32"), **common)
+            instr = Instr(
+                Opcode.SCALE_SHIFT,
+                relu=relu,
+                multiplier=emit.const(np.rint(reals * 2.0**shift), "int32"),
+                bias=emit.const(np.rint(offsets * 2.0**shift), "int32"),
+                shift=emit.const([shift], "int32"),
+                **common,
+            )
         else:
             raise CompileError(f"cannot lower {node.op!r} ({node.source})")
         instrs.append(instr)
@@ -162,11 +195,16 @@ def lower(graph: Graph, scales: dict[str, float]) -> tuple[Program, list[dict[st
     summary = []
     by_name = {i.name: i for i in instrs}
     for node in graph:
-        instr = by_name.get(node.name)
-        summary.append({
-            "name": node.name, "op": node.op, "source": node.source,
-            "shape": list(node.shape), "scale": scales[node.name],
-            "macs": program.macs(instr) if instr else 0,
-            "weight_bytes": program.weight_bytes(instr) if instr else 0,
-        })
+        found = by_name.get(node.name)
+        summary.append(
+            {
+                "name": node.name,
+                "op": node.op,
+                "source": node.source,
+                "shape": list(node.shape),
+                "scale": scales[node.name],
+                "macs": program.macs(found) if found else 0,
+                "weight_bytes": program.weight_bytes(found) if found else 0,
+            }
+        )
     return program, summary

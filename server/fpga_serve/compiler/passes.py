@@ -36,7 +36,9 @@ def fold_pad(graph: Graph) -> tuple[Graph, bool]:
         user = users[0]
         if user.op == "maxpool" and any(user.attrs["pad"]) and user.attrs["pad_value"] != 0:
             continue  # -inf padding cannot merge with zero padding
-        user.attrs["pad"] = tuple(a + b for a, b in zip(user.attrs["pad"], node.attrs["pad"], strict=True))
+        user.attrs["pad"] = tuple(
+            a + b for a, b in zip(user.attrs["pad"], node.attrs["pad"], strict=True)
+        )
         if user.op == "maxpool":
             user.attrs["pad_value"] = 0
         graph.remove(node.name)
@@ -88,8 +90,12 @@ def fuse_relu(graph: Graph) -> tuple[Graph, bool]:
         if node.op != "relu":
             continue
         src = graph.node(node.inputs[0])
-        if (src.op in ("conv", "add", "scale_shift") and not src.attrs.get("relu")
-                and len(graph.consumers(src.name)) == 1 and src.name != graph.output):
+        if (
+            src.op in ("conv", "add", "scale_shift")
+            and not src.attrs.get("relu")
+            and len(graph.consumers(src.name)) == 1
+            and src.name != graph.output
+        ):
             src.attrs["relu"] = True
             graph.remove(node.name)
             changed = True

@@ -247,7 +247,7 @@ def validate(program: Program) -> None:
         if instr.op is Opcode.CONV:
             if instr.weight < 0 or program.weights[instr.weight].ndim != 4:
                 raise ModelLoadError(f"{what}: needs 4-D weights")
-            kh, kw, cin, cout = program.weights[instr.weight].shape
+            _, _, cin, cout = program.weights[instr.weight].shape
             if cin != instr.inputs[0].channels or cout != instr.output.channels:
                 raise ModelLoadError(f"{what}: weights do not match its tensors")
 
@@ -268,7 +268,7 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     return int(m), int(shift)
 
 
-def round_shift(values: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
+def round_shift(values: np.ndarray, shift: Any) -> np.ndarray:
     """floor((v + 2^(S-1)) / 2^S) on int64: the overlay's rounding (round half up)."""
     s = np.asarray(shift, dtype=np.int64)
     return (values + (np.int64(1) << (s - 1))) >> s
@@ -280,7 +280,9 @@ def saturate(values: np.ndarray, relu: bool) -> np.ndarray:
 
 def quantize_input(x: np.ndarray, scale: float) -> np.ndarray:
     """Host side: float -> int8 with round half to even (np.rint) and saturation."""
-    return np.clip(np.rint(np.asarray(x, np.float32) / np.float32(scale)), INT8_MIN, INT8_MAX).astype(np.int8)
+    return np.clip(
+        np.rint(np.asarray(x, np.float32) / np.float32(scale)), INT8_MIN, INT8_MAX
+    ).astype(np.int8)
 
 
 def dequantize_output(q: np.ndarray, scale: float) -> np.ndarray:

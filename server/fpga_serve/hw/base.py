@@ -40,7 +40,7 @@ class LoadedProgram(ABC):
     @abstractmethod
     def _run(self, x: np.ndarray) -> np.ndarray: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Free device memory held by the program."""
 
 
@@ -79,5 +79,5 @@ class Device(ABC):
         """Bring the device back to a known state and mark it healthy."""
         self._healthy = True
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release the device."""

@@ -21,11 +21,11 @@ def _builtin() -> None:
     from fpga_serve.hw.twin.device import TwinDevice
 
     register_device(TwinDevice)
-    try:
-        from fpga_serve.hw.pynq_device import PynqDevice
-    except ImportError:  # the PYNQ driver module is optional at import time
-        return
-    register_device(PynqDevice)
+    import importlib.util
+
+    if importlib.util.find_spec("fpga_serve.hw.pynq_device") is not None:
+        module = importlib.import_module("fpga_serve.hw.pynq_device")
+        register_device(module.PynqDevice)
 
 
 def available() -> list[str]:

@@ -13,8 +13,8 @@ from fpga_serve.models.zoo import (
 __all__ = [
     "ZOO",
     "Densenet121",
-    "QuantizedResnet152",
     "QuantizedResnet50",
+    "QuantizedResnet152",
     "RandomWeightsWarning",
     "Vgg16",
     "imagenet_labels",

@@ -56,7 +56,7 @@ def check_h5_weights(model: Any, path: Path) -> None:
     except OSError as exc:
         raise CompileError(f"{path}: not a readable Keras weight file ({exc})") from exc
     with handle as f:
-        root = f["model_weights"] if "model_weights" in f else f
+        root = f.get("model_weights", f)
         for layer in model.layers:
             if not layer.weights:
                 continue
@@ -95,8 +95,9 @@ class _ZooModel:
         self.input_size = input_size
         self.model_path = Path(model_path).expanduser() if model_path else None
         builder = getattr(keras.applications, self.keras_name)
-        self.model = builder(include_top=False, weights=None, pooling="avg",
-                             input_shape=(input_size, input_size, 3))
+        self.model = builder(
+            include_top=False, weights=None, pooling="avg", input_shape=(input_size, input_size, 3)
+        )
         self.weights_file = self._find(weights, top=False)
         if self.weights_file is not None:
             check_h5_weights(self.model, self.weights_file)
@@ -140,8 +141,12 @@ class _ZooModel:
     def preprocess_stage(self) -> TensorflowStage:
         return image_preprocess_stage(self.family, self.input_size)
 
-    def compile(self, calibration: np.ndarray, options: CompileOptions | None = None,
-                progress: Progress | None = None) -> FpgaStage:
+    def compile(
+        self,
+        calibration: np.ndarray,
+        options: CompileOptions | None = None,
+        progress: Progress | None = None,
+    ) -> FpgaStage:
         """Quantise and compile the featurizer, calibrated on preprocessed images."""
         return FpgaStage(compile_model(self.model, calibration, options, progress))
 
@@ -159,11 +164,13 @@ class _ZooModel:
             import h5py
 
             with h5py.File(top, "r") as f:
-                root = f["model_weights"] if "model_weights" in f else f
+                root = f.get("model_weights", f)
                 if "predictions" in root:
                     group = root["predictions"]
-                    names = [n.decode() if isinstance(n, bytes) else n
-                             for n in group.attrs["weight_names"]]
+                    names = [
+                        n.decode() if isinstance(n, bytes) else n
+                        for n in group.attrs["weight_names"]
+                    ]
                     values = [np.asarray(group[n]) for n in names]
                     if [v.shape for v in values] == [tuple(w.shape) for w in dense.weights]:
                         dense.set_weights(values)

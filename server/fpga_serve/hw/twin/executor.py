@@ -39,18 +39,28 @@ def execute(program: Program, x: np.ndarray, ops: ModuleType) -> np.ndarray:
 def _step(instr: Instr, args: list[np.ndarray], w: list[np.ndarray], ops: ModuleType) -> np.ndarray:
     op = instr.op
     if op is Opcode.CONV:
-        return ops.conv(args[0], w[instr.weight], w[instr.bias], w[instr.multiplier],
-                        w[instr.shift], instr.stride, instr.pad, instr.relu)
+        return ops.conv(
+            args[0],
+            w[instr.weight],
+            w[instr.bias],
+            w[instr.multiplier],
+            w[instr.shift],
+            instr.stride,
+            instr.pad,
+            instr.relu,
+        )
     if op is Opcode.MAXPOOL:
         return ops.maxpool(args[0], instr.kernel, instr.stride, instr.pad, instr.pad_value)
     if op is Opcode.AVGPOOL:
-        return ops.avgpool(args[0], instr.kernel, instr.stride, instr.pad,
-                           w[instr.multiplier], w[instr.shift])
+        return ops.avgpool(
+            args[0], instr.kernel, instr.stride, instr.pad, w[instr.multiplier], w[instr.shift]
+        )
     if op is Opcode.GLOBAL_AVGPOOL:
         return ops.global_avgpool(args[0], w[instr.multiplier], w[instr.shift])
     if op is Opcode.ADD:
         return ops.add(args[0], args[1], w[instr.multiplier], w[instr.shift], instr.relu)
     if op is Opcode.SCALE_SHIFT:
-        return ops.scale_shift(args[0], w[instr.multiplier], w[instr.bias], w[instr.shift],
-                               instr.relu)
+        return ops.scale_shift(
+            args[0], w[instr.multiplier], w[instr.bias], w[instr.shift], instr.relu
+        )
     raise ValueError(f"unknown opcode {op}")

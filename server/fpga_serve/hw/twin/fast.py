@@ -27,7 +27,7 @@ def _pad(x: np.ndarray, pad: tuple[int, int, int, int], value: int) -> np.ndarra
 
 def _windows(x: np.ndarray, kh: int, kw: int, stride: int) -> np.ndarray:
     """[N,Ho,Wo,C,kh,kw] strided view of x (no copy)."""
-    view = sliding_window_view(x, (kh, kw), axis=(1, 2))
+    view = sliding_window_view(x, (kh, kw), axis=(1, 2))  # type: ignore[call-overload]
     return view[:, ::stride, ::stride]
 
 
@@ -84,14 +84,19 @@ def conv(
         win = _windows(xp, kh, kw, stride)  # [N,Ho,Wo,C,kh,kw]
         ho, wo = win.shape[1], win.shape[2]
         # K ordered (kh, kw, cin) to match the weight layout.
-        cols = np.ascontiguousarray(win.transpose(0, 1, 2, 4, 5, 3)).reshape(n * ho * wo, kh * kw * cin)
+        cols = np.ascontiguousarray(win.transpose(0, 1, 2, 4, 5, 3)).reshape(
+            n * ho * wo, kh * kw * cin
+        )
     acc = gemm_int8(cols, weight.reshape(kh * kw * cin, cout))
     acc += bias
     return requantize_rows(acc, multiplier, shift, relu).reshape(n, ho, wo, cout)
 
 
 def maxpool(
-    x: np.ndarray, kernel: tuple[int, int], stride: int, pad: tuple[int, int, int, int],
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    stride: int,
+    pad: tuple[int, int, int, int],
     pad_value: int,
 ) -> np.ndarray:
     win = _windows(_pad(x, pad, pad_value), kernel[0], kernel[1], stride)
@@ -99,8 +104,12 @@ def maxpool(
 
 
 def avgpool(
-    x: np.ndarray, kernel: tuple[int, int], stride: int, pad: tuple[int, int, int, int],
-    multiplier: np.ndarray, shift: np.ndarray,
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    stride: int,
+    pad: tuple[int, int, int, int],
+    multiplier: np.ndarray,
+    shift: np.ndarray,
 ) -> np.ndarray:
     win = _windows(_pad(x, pad, 0), kernel[0], kernel[1], stride)
     acc = win.sum(axis=(4, 5), dtype=np.int32)

@@ -20,7 +20,9 @@ def _out_size(size: int, k: int, stride: int, before: int, after: int) -> int:
     return (size + before + after - k) // stride + 1
 
 
-def requantize(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, relu: bool) -> np.ndarray:
+def requantize(
+    acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, relu: bool
+) -> np.ndarray:
     """int32 accumulators -> int8: sat8(round_shift(acc * M, S)), then ReLU if fused."""
     product = acc.astype(np.int64) * multiplier.astype(np.int64)
     return saturate(round_shift(product, shift.astype(np.int64)), relu)
@@ -36,7 +38,7 @@ def conv(
     pad: tuple[int, int, int, int],
     relu: bool,
 ) -> np.ndarray:
-    """x int8 [N,H,W,Cin], weight int8 [kh,kw,Cin,Cout], bias int32 [Cout] -> int8 [N,Ho,Wo,Cout]."""
+    """x int8 [N,H,W,Cin], weight int8 [kh,kw,Cin,Cout], bias int32 [Cout] -> int8 output."""
     kh, kw, _, cout = weight.shape
     xp = _pad(x, pad, 0).astype(np.int64)
     n, hp, wp, _ = xp.shape
@@ -45,7 +47,9 @@ def conv(
     acc = np.zeros((n, ho, wo, cout), dtype=np.int64)
     for i in range(kh):
         for j in range(kw):
-            patch = xp[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
+            patch = xp[
+                :, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride
+            ]
             acc += np.einsum("nhwc,cd->nhwd", patch, weight[i, j].astype(np.int64))
     acc += bias.astype(np.int64)
     if np.abs(acc).max(initial=0) >= 2**31:
@@ -54,7 +58,10 @@ def conv(
 
 
 def maxpool(
-    x: np.ndarray, kernel: tuple[int, int], stride: int, pad: tuple[int, int, int, int],
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    stride: int,
+    pad: tuple[int, int, int, int],
     pad_value: int,
 ) -> np.ndarray:
     kh, kw = kernel
@@ -64,14 +71,20 @@ def maxpool(
     out = np.full((n, ho, wo, c), -128, dtype=np.int8)
     for i in range(kh):
         for j in range(kw):
-            patch = xp[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
+            patch = xp[
+                :, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride
+            ]
             out = np.maximum(out, patch)
     return out
 
 
 def avgpool(
-    x: np.ndarray, kernel: tuple[int, int], stride: int, pad: tuple[int, int, int, int],
-    multiplier: np.ndarray, shift: np.ndarray,
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    stride: int,
+    pad: tuple[int, int, int, int],
+    multiplier: np.ndarray,
+    shift: np.ndarray,
 ) -> np.ndarray:
     """Window sum (zero padding counted), requantised by M/S (which include 1/window)."""
     kh, kw = kernel
@@ -81,7 +94,9 @@ def avgpool(
     acc = np.zeros((n, ho, wo, c), dtype=np.int64)
     for i in range(kh):
         for j in range(kw):
-            acc += xp[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
+            acc += xp[
+                :, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride
+            ]
     return requantize(acc, multiplier, shift, False)
 
 
@@ -94,7 +109,9 @@ def add(
     a: np.ndarray, b: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, relu: bool
 ) -> np.ndarray:
     """sat8(round_shift(a * M0 + b * M1, S)): two scales brought to one."""
-    acc = a.astype(np.int64) * np.int64(multiplier[0]) + b.astype(np.int64) * np.int64(multiplier[1])
+    acc = a.astype(np.int64) * np.int64(multiplier[0]) + b.astype(np.int64) * np.int64(
+        multiplier[1]
+    )
     return saturate(round_shift(acc, np.int64(shift[0])), relu)
 
 
