@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum
@@ -193,7 +194,7 @@ class Program:
                 spec_version=version,
                 meta=dict(data.get("meta", {})),
             )
-        except (OSError, KeyError, TypeError, ValueError) as exc:
+        except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise ModelLoadError(f"malformed FPGA program: {exc}") from exc
         for declared, w in zip(data["weights"], weights, strict=True):
             if declared["dtype"] != w.dtype.name or list(declared["shape"]) != list(w.shape):
