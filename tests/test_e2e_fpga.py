@@ -79,7 +79,7 @@ def test_fpga_stage_for_another_spec_version_is_refused(digits_zip: Path, tmp_pa
         return json.dumps(program).encode()
 
     bad = _rewrite(digits_zip, tmp_path / "v2.zip", "program.json", other_version)
-    with pytest.raises(ModelLoadError, match="compiled for overlay spec '2.0'"):
+    with pytest.raises(ModelLoadError, match=r"compiled for overlay spec '2\.0'"):
         load_pipeline(bad, LoadContext())
     stderr = run_server_expect_failure([bad])
     assert "compiled for overlay spec '2.0'" in stderr

@@ -196,7 +196,7 @@ def test_program_round_trip_and_refusals(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "program.json").read_text())
     data["spec_version"] = "0.9"
     (tmp_path / "program.json").write_text(json.dumps(data))
-    with pytest.raises(ModelLoadError, match="compiled for overlay spec '0.9'"):
+    with pytest.raises(ModelLoadError, match=r"compiled for overlay spec '0\.9'"):
         Program.load(tmp_path)
     data["spec_version"] = SPEC_VERSION
     data["instrs"][0]["output"]["channels"] = 7
