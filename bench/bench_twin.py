@@ -18,7 +18,7 @@ import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def median_ms(fn, reps: int) -> float:  # type: ignore[no-untyped-def]
@@ -40,7 +40,6 @@ def main() -> None:
     ns = parser.parse_args()
 
     import tensorflow as tf
-
     from fpga_serve.core.isa import quantize_input
     from fpga_serve.hw.twin.device import TwinDevice
     from fpga_serve.models import ZOO
@@ -54,10 +53,10 @@ def main() -> None:
         compiled = zoo.compile(calib).compiled
         x = rng.normal(0, 50, (1, ns.size, ns.size, 3)).astype(np.float32)
         forward = tf.function(lambda t, m=zoo.model: m(t, training=False))
-        tf_ms = median_ms(lambda: forward(tf.constant(x)).numpy(), ns.reps)
+        tf_ms = median_ms(lambda f=forward, t=x: f(tf.constant(t)).numpy(), ns.reps)
         loaded = TwinDevice().load(compiled.program)
         q = quantize_input(x, compiled.program.input_scale)
-        twin_ms = median_ms(lambda: loaded.run(q), ns.reps)
+        twin_ms = median_ms(lambda p=loaded, t=q: p.run(t), ns.reps)
         small = ZOO[family](None, input_size=ns.exact_size)
         small_prog = small.compile(calib[:, : ns.exact_size, : ns.exact_size]).compiled.program
         xq = quantize_input(x[:, : ns.exact_size, : ns.exact_size], small_prog.input_scale)
