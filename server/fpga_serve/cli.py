@@ -46,7 +46,15 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         elif annotation.startswith("typing.Literal"):
             p.add_argument(flag, choices=list(info.annotation.__args__), help=help_text)  # type: ignore[union-attr]
         else:
-            kind = int if info.annotation is int else (Path if "Path" in annotation else str)
+            kind = (
+                int
+                if info.annotation is int
+                else float
+                if info.annotation is float
+                else Path
+                if "Path" in annotation
+                else str
+            )
             p.add_argument(flag, type=kind, help=help_text)
     p.set_defaults(func=_serve)
 
@@ -68,9 +76,8 @@ def _serve(ns: argparse.Namespace) -> int:
         log.error("no model given: fpga-serve serve MODEL.zip or --model-repository DIR")
         return 2
     from fpga_serve.adapters.server import Server
-    from fpga_serve.service.devices import load_context_factory
 
-    server = Server(settings, load_context_factory(settings.device))
+    server = Server(settings)
     server.start()
     done = threading.Event()
 

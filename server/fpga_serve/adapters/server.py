@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,9 @@ from fpga_serve.adapters.metrics_http import MetricsHTTP
 from fpga_serve.adapters.tfserving import PredictionServicer
 from fpga_serve.core.errors import FpgaServeError
 from fpga_serve.core.settings import ServerSettings
-from fpga_serve.modelzip import LoadContext
 from fpga_serve.runtime.batching import BatchingConfig
 from fpga_serve.service import DataPlane, Metrics, ModelRepository
+from fpga_serve.service.devices import DeviceHolder
 from fpga_serve.service.lifecycle import ModelManager
 
 log = logging.getLogger(__name__)
@@ -49,15 +48,12 @@ class Server:
     models given at start are loaded, SERVING after.
     """
 
-    def __init__(
-        self,
-        settings: ServerSettings,
-        context_factory: Callable[[], LoadContext] | None = None,
-    ) -> None:
+    def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.devices = DeviceHolder(settings.device)
         self.repository = ModelRepository(
-            context_factory or (lambda: LoadContext(device=None, workdir=None)),
+            self.devices.context,
             self.metrics,
             max_batch_size=settings.max_batch_size,
             max_image_pixels=settings.max_image_pixels,
@@ -103,6 +99,9 @@ class Server:
         self.metrics_port: int | None = None
         self._metrics_http: MetricsHTTP | None = None
         self._stopped = threading.Event()
+        self._supervisor = threading.Thread(
+            target=self._supervise, name="device-supervisor", daemon=True
+        )
         self._health_models: set[str] = set()
         self._set_health(serving=False)
 
@@ -119,6 +118,7 @@ class Server:
             raise FpgaServeError(f"cannot bind gRPC to {address}")
         self.grpc_port = port
         self._grpc.start()
+        self._supervisor.start()
         if cfg.metrics_port >= 0:
             self._metrics_http = MetricsHTTP(
                 self.metrics.registry,
@@ -139,8 +139,22 @@ class Server:
         """Load the given zips and the repository's models, then report SERVING."""
         self.manager.load_startup(paths)
 
+    def _supervise(self) -> None:
+        """After a device fault: NOT_SERVING, reset and re-verify the device, SERVING again."""
+        while not self._stopped.wait(self.settings.device_check_interval_s):
+            if self.devices.healthy():
+                continue
+            self._sync_health()  # reports NOT_SERVING while the device is down
+            if self.devices.try_reset():
+                self._sync_health()
+
     def _sync_health(self) -> None:
-        """Per-model statuses follow what is loaded; the server is SERVING with any model."""
+        """Per-model statuses follow what is loaded; the server is SERVING with any model and a
+        healthy device."""
+        if not self.devices.healthy():
+            for name in ("", *SERVING_SERVICES, *self._health_models):
+                self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            return
         loaded = {m.name for m in self.repository.loaded()}
         for name in self._health_models - loaded:
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)

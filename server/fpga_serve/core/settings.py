@@ -42,6 +42,9 @@ class ServerSettings(BaseSettings):
     device: Literal["auto", "twin", "pynq"] = "auto"
     """Where FPGA stages run: a board through PYNQ, the bit-exact twin, or auto (board if found)."""
 
+    device_check_interval_s: float = Field(0.5, gt=0)
+    """How often a failed device is reset and re-verified (health is NOT_SERVING meanwhile)."""
+
     workers: int = Field(8, ge=1, le=256)
     """Threads answering RPCs."""
 

@@ -1,28 +1,53 @@
-"""Which device FPGA stages run on: chosen once per server from the ``device`` setting."""
+"""The server's one device: selected once from the ``device`` setting, shared by every FPGA
+stage, and nursed back to health after faults."""
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable
 
+from fpga_serve.core.errors import FpgaServeError
 from fpga_serve.hw.base import Device
 from fpga_serve.hw.registry import select_device
 from fpga_serve.modelzip import LoadContext
 
+log = logging.getLogger(__name__)
 
-def load_context_factory(device: str) -> Callable[[], LoadContext]:
-    """LoadContexts sharing one device, selected (and logged) the first time a stage needs
-    one, so a server with only CPU stages never probes for a board."""
-    chosen: list[Device] = []
-    lock = threading.Lock()
 
-    def get() -> Device:
-        with lock:
-            if not chosen:
-                chosen.append(select_device(device))
-            return chosen[0]
+class DeviceHolder:
+    """Selects the device the first time a stage needs one (CPU-only pipelines never probe
+    for a board) and resets it after a fault."""
 
-    def factory() -> LoadContext:
-        return LoadContext(device=None, workdir=None, device_factory=get)
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._device: Device | None = None
+        self._lock = threading.Lock()
 
-    return factory
+    @property
+    def device(self) -> Device | None:
+        return self._device
+
+    def get(self) -> Device:
+        with self._lock:
+            if self._device is None:
+                self._device = select_device(self.name)
+            return self._device
+
+    def context(self) -> LoadContext:
+        return LoadContext(device=None, workdir=None, device_factory=self.get)
+
+    def healthy(self) -> bool:
+        return self._device is None or self._device.healthy
+
+    def try_reset(self) -> bool:
+        """Reset and re-verify a failed device; True when it is healthy again."""
+        device = self._device
+        if device is None or device.healthy:
+            return True
+        try:
+            device.reset()
+        except FpgaServeError as exc:
+            log.error("device %s reset failed: %s", device.name, exc)
+            return False
+        log.warning("device %s was reset and verified; serving again", device.name)
+        return device.healthy
