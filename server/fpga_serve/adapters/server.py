@@ -141,10 +141,14 @@ class Server:
 
     def _supervise(self) -> None:
         """After a device fault: NOT_SERVING, reset and re-verify the device, SERVING again."""
-        while not self._stopped.wait(self.settings.device_check_interval_s):
+        interval = self.settings.device_check_interval_s
+        while not self._stopped.wait(interval):
             if self.devices.healthy():
                 continue
-            self._sync_health()  # reports NOT_SERVING while the device is down
+            self._sync_health()  # NOT_SERVING: orchestrators route around this replica
+            # One interval to let in-flight work fail fast and probes notice, then reset.
+            if self._stopped.wait(interval):
+                return
             if self.devices.try_reset():
                 self._sync_health()
 

@@ -1,0 +1,231 @@
+"""pynq's own MMIO and buffer code driving the simulated board: exact against the twin on every
+op class and whole networks, register traffic per the spec, faults, and the server recovering."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pynq
+import pytest
+from fpga_serve.compiler import CompileOptions, compile_model
+from fpga_serve.core.errors import DeviceError
+from fpga_serve.core.isa import SPEC, quantize_input
+from fpga_serve.hw.pynq_device import PynqDevice
+from fpga_serve.hw.pynq_sim import SimulatedPynqDevice
+from fpga_serve.hw.registry import select_device
+from fpga_serve.hw.twin.device import TwinDevice
+from fpga_serve_client import PredictionClient, ServiceError
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pynq.buffer import PynqBuffer
+from serving import run_server
+
+REG = {k: int(v) for k, v in SPEC["registers"].items()}
+RNG = np.random.default_rng(5)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def simulated_board() -> Iterator[None]:
+    """The simulated board is visible to pynq for this module only."""
+    os.environ["FPGA_SERVE_PYNQ_SIMULATE"] = "1"
+    yield
+    del os.environ["FPGA_SERVE_PYNQ_SIMULATE"]
+
+
+@pytest.fixture(scope="module")
+def device(simulated_board: None) -> PynqDevice:
+    return PynqDevice()
+
+
+def small_network() -> Any:
+    import keras
+
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.ZeroPadding2D(3)(inp)
+    x = keras.layers.Conv2D(16, 7, strides=2)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.ZeroPadding2D(1)(x)
+    x = keras.layers.MaxPooling2D(3, strides=2)(x)
+    y = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Add()([x, y])
+    z = keras.layers.Conv2D(8, 1)(x)
+    x = keras.layers.Concatenate()([x, z])
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(16, 1, strides=2)(x)
+    x = keras.layers.AveragePooling2D(2)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(10)(x)
+    return keras.Model(inp, out)
+
+
+@pytest.fixture(scope="module")
+def compiled() -> Any:
+    model = small_network()
+    return compile_model(
+        model,
+        RNG.normal(0, 1, (8, 16, 16, 3)).astype(np.float32),
+        CompileOptions(calibration_method="max"),
+    )
+
+
+def test_pynq_finds_the_simulated_board_and_the_registry_selects_it() -> None:
+    assert any(isinstance(d, SimulatedPynqDevice) for d in pynq.Device.devices)
+    assert PynqDevice.probe()
+    assert select_device("auto").name == "pynq"
+
+
+def test_whole_network_is_exact_against_the_twin(device: PynqDevice, compiled: Any) -> None:
+    ops = {i.op.name for i in compiled.program.instrs}
+    assert ops == {"CONV", "MAXPOOL", "ADD", "SCALE_SHIFT", "AVGPOOL", "GLOBAL_AVGPOOL"}
+    x = quantize_input(RNG.normal(0, 1, (5, 16, 16, 3)), compiled.program.input_scale)
+    loaded = device.load(compiled.program)
+    assert isinstance(loaded.weights, PynqBuffer) and isinstance(loaded.activations, type(None))
+    for batch in (5, 1, 3):  # grows, then reuses its buffers
+        got = loaded.run(x[:batch])
+        assert np.array_equal(got, TwinDevice().load(compiled.program).run(x[:batch]))
+    assert isinstance(loaded.activations, PynqBuffer)
+
+
+def test_each_op_class_alone_is_exact(device: PynqDevice) -> None:
+    import keras
+
+    layers = {
+        "conv 3x3/2": keras.layers.Conv2D(8, 3, strides=2, padding="same"),
+        "maxpool same": keras.layers.MaxPooling2D(3, strides=2, padding="same"),
+        "avgpool": keras.layers.AveragePooling2D(2),
+    }
+    for name, layer in layers.items():
+        inp = keras.Input((9, 9, 4) if "avg" not in name else (8, 8, 4))
+        model = keras.Model(inp, layer(inp))
+        shape = model.inputs[0].shape[1:]
+        data = RNG.normal(0, 1, (4, *shape)).astype(np.float32)
+        program = compile_model(model, data).program
+        x = quantize_input(data, program.input_scale)
+        assert np.array_equal(device.load(program).run(x), TwinDevice().load(program).run(x)), name
+
+
+def test_register_traffic_follows_the_spec(device: PynqDevice, compiled: Any) -> None:
+    sim = device.pdev.accelerator
+    sim.writes.clear()
+    loaded = device.load(compiled.program)
+    x = quantize_input(RNG.normal(0, 1, (2, 16, 16, 3)), compiled.program.input_scale)
+    loaded.run(x)
+    offsets = [off for off, _ in sim.writes]
+    expected = [
+        "DESC_ADDR_LO",
+        "DESC_ADDR_HI",
+        "DESC_COUNT",
+        "ACT_ADDR_LO",
+        "ACT_ADDR_HI",
+        "WGT_ADDR_LO",
+        "WGT_ADDR_HI",
+        "BATCH",
+        "CTRL",
+    ]
+    assert offsets == [REG[name] for name in expected]
+    values = dict(sim.writes)
+    assert values[REG["DESC_COUNT"]] == len(compiled.program.instrs)
+    assert values[REG["BATCH"]] >= 2 and values[REG["CTRL"]] == 1
+    assert values[REG["DESC_ADDR_LO"]] == loaded.descs.device_address & 0xFFFFFFFF
+
+
+def test_dma_error_and_hang_become_device_errors_then_reset_recovers(
+    device: PynqDevice, compiled: Any
+) -> None:
+    loaded = device.load(compiled.program)
+    x = quantize_input(RNG.normal(0, 1, (1, 16, 16, 3)), compiled.program.input_scale)
+    want = TwinDevice().load(compiled.program).run(x)
+    device.pdev.accelerator.fault = "error"
+    with pytest.raises(DeviceError, match=r"error 2 \(BAD_ADDRESS\)"):
+        loaded.run(x)
+    assert not device.healthy
+    with pytest.raises(DeviceError, match="not healthy"):
+        loaded.run(x)
+    device.reset()
+    assert np.array_equal(loaded.run(x), want)
+
+    device.pdev.accelerator.fault = "hang"
+    device.timeout_s = 0.2
+    start = time.monotonic()
+    with pytest.raises(DeviceError, match=r"did not finish within 0\.2 s"):
+        loaded.run(x)
+    assert time.monotonic() - start < 2
+    device.reset()
+    device.timeout_s = 10.0
+    assert np.array_equal(loaded.run(x), want)
+
+
+def test_a_wrong_accelerator_version_is_refused(device: PynqDevice) -> None:
+    sim = device.pdev.accelerator
+    sim.regs[REG["VERSION"] // 4] = 0x00020000
+    try:
+        with pytest.raises(DeviceError, match="reports spec version 0x00020000"):
+            PynqDevice()
+    finally:
+        sim.regs[REG["VERSION"] // 4] = 0x00010000
+
+
+@pytest.fixture(scope="module")
+def fpga_zip(compiled: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fpga_serve.pipeline import FpgaStage, ModelDefinition
+
+    model_def = ModelDefinition(name="net")
+    model_def.pipeline.append(FpgaStage(compiled))
+    path = tmp_path_factory.mktemp("pynq") / "net.zip"
+    model_def.save(path)
+    return path
+
+
+def test_server_on_the_board_faults_then_serves_again(fpga_zip: Path, tmp_path: Path) -> None:
+    faults = tmp_path / "fault"
+    x = RNG.normal(0, 1, (2, 16, 16, 3)).astype(np.float32)
+    with (
+        run_server([fpga_zip], "--device", "twin") as twin,
+        PredictionClient(twin.address, input_name="images") as client,
+    ):
+        want = client.score_numpy(x)
+    env = {"FPGA_SERVE_PYNQ_SIMULATE": "1", "FPGA_SERVE_PYNQ_SIM_FAULTS": str(faults)}
+    with (
+        run_server(
+            [fpga_zip], "--device", "pynq", "--device-check-interval-s", "0.3", env=env
+        ) as server,
+        grpc.insecure_channel(server.address) as ch,
+        PredictionClient(server.address, input_name="images", retries=0) as client,
+    ):
+        np.testing.assert_array_equal(client.score_numpy(x), want)
+        health = health_pb2_grpc.HealthStub(ch)
+        faults.write_text("error")
+        with pytest.raises(ServiceError) as err:
+            client.score_numpy(x)
+        assert err.value.code == grpc.StatusCode.UNAVAILABLE and "BAD_ADDRESS" in err.value.details
+        saw_not_serving, deadline = False, time.monotonic() + 20
+        while time.monotonic() < deadline:
+            status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            if status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                saw_not_serving = True
+            elif saw_not_serving and status == health_pb2.HealthCheckResponse.SERVING:
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("health did not go NOT_SERVING and back to SERVING")
+        np.testing.assert_array_equal(client.score_numpy(x), want)
+    assert "reset and verified" in "".join(server.log)
+
+
+def test_pynq_without_a_board_is_a_clear_error(fpga_zip: Path) -> None:
+    from serving import run_server_expect_failure
+
+    env_backup = os.environ.pop("FPGA_SERVE_PYNQ_SIMULATE")
+    try:
+        stderr = run_server_expect_failure([fpga_zip], "--device", "pynq")
+    finally:
+        os.environ["FPGA_SERVE_PYNQ_SIMULATE"] = env_backup
+    assert "device 'pynq' is not present" in stderr
