@@ -1,0 +1,92 @@
+"""The PYNQ driver path against the twin, on the simulated board (pynq's own MMIO and buffers).
+
+    python bench/bench_pynq.py [--size 224] [--reps 5]
+
+Table 1, per ResNet-50 layer: bytes the accelerator moves through DDR for one image
+(activations read and written, weights read) — what a board's memory system must carry.
+Table 2: time per inference through the driver (descriptor and register programming, buffer
+copies, the simulated datapath) against the twin, and the host<->device bytes per inference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["FPGA_SERVE_PYNQ_SIMULATE"] = "1"
+
+import numpy as np
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--layers", type=int, default=12, help="rows of table 1 (0 = all)")
+    ns = parser.parse_args()
+    warnings.simplefilter("ignore")
+
+    from fpga_serve.core.isa import Opcode, quantize_input
+    from fpga_serve.hw.pynq_device import PynqDevice
+    from fpga_serve.hw.twin.device import TwinDevice
+    from fpga_serve.models import QuantizedResnet50
+
+    rng = np.random.default_rng(0)
+    zoo = QuantizedResnet50(None, input_size=ns.size)
+    program = zoo.compile(
+        rng.normal(0, 50, (2, ns.size, ns.size, 3)).astype(np.float32)
+    ).compiled.program
+
+    rows = []
+    for instr in program.instrs:
+        read = sum(
+            program.buffer(r).height * program.buffer(r).width * r.channels for r in instr.inputs
+        )
+        out = program.buffer(instr.output)
+        written = out.height * out.width * instr.output.channels
+        weights = program.weight_bytes(instr) if instr.op is Opcode.CONV else 0
+        rows.append((instr.name, instr.op.name, read, written, weights))
+    print(f"\nTable 1: DDR traffic per image, ResNet-50 {ns.size}x{ns.size}")
+    print(f"{'layer':28} {'op':14} {'act read':>10} {'act write':>10} {'weights':>10}")
+    shown = rows if ns.layers == 0 else rows[: ns.layers]
+    for name, op, read, written, weights in shown:
+        print(f"{name[:28]:28} {op:14} {read:10,} {written:10,} {weights:10,}")
+    if len(shown) < len(rows):
+        print(f"... {len(rows) - len(shown)} more layers")
+    total = [sum(r[i] for r in rows) for i in (2, 3, 4)]
+    print(f"{'total':28} {'':14} {total[0]:10,} {total[1]:10,} {total[2]:10,}")
+
+    x = quantize_input(rng.normal(0, 50, (1, ns.size, ns.size, 3)), program.input_scale)
+    twin = TwinDevice().load(program)
+    board = PynqDevice().load(program)
+    assert np.array_equal(twin.run(x), board.run(x)), "driver path differs from the twin"
+
+    def median_ms(fn) -> float:  # type: ignore[no-untyped-def]
+        fn()
+        times = []
+        for _ in range(ns.reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1000)
+        return statistics.median(times)
+
+    t_twin = median_ms(lambda: twin.run(x))
+    t_board = median_ms(lambda: board.run(x))
+    out = program.buffer(program.output)
+    io_bytes = x.nbytes + out.height * out.width * program.output.channels
+    print("\nTable 2: per inference, batch 1 (simulated board: its datapath is the twin's)")
+    print(f"{'path':22} {'ms':>8} {'host<->device bytes':>20}")
+    print(f"{'twin':22} {t_twin:8.1f} {0:>20,}")
+    print(f"{'pynq driver (sim)':22} {t_board:8.1f} {io_bytes:>20,}")
+    print(
+        f"driver overhead: {t_board - t_twin:+.1f} ms ({t_board / t_twin:.2f}x); weights "
+        f"uploaded once: {sum(w.nbytes for w in program.weights):,} bytes"
+    )
+
+
+if __name__ == "__main__":
+    main()
