@@ -178,3 +178,29 @@ def test_close_drains_queued_work_and_then_refuses() -> None:
     assert [f.result(0)[0].tolist() for f in queued] == [[2], [4], [6]]
     with pytest.raises(FpgaServeError, match="unloaded"):
         batcher.submit(item(1))
+
+
+def test_idle_model_runs_a_lone_request_inline_and_batches_under_load() -> None:
+    threads: list[str] = []
+    model = GatedModel()
+
+    def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        threads.append(threading.current_thread().name)
+        return model(arrays)
+
+    batcher = Batcher(run, BatchingConfig(max_batch_size=8, max_queue_delay_us=0))
+    assert batcher.submit(item(1)).result(5)[0].tolist() == [2]
+    assert threads == [threading.current_thread().name]  # no hand-off to the worker
+
+    model.gate.clear()
+    model.started.clear()
+    holder = threading.Thread(target=lambda: batcher.submit(item(0)), name="holder")
+    holder.start()
+    assert model.started.wait(5)
+    queued = [batcher.submit(item(i)) for i in (2, 3, 4)]  # the model is busy: they queue
+    model.gate.set()
+    holder.join(5)
+    assert [f.result(5)[0].tolist() for f in queued] == [[4], [6], [8]]
+    assert model.batches[-1] == [2, 3, 4]
+    assert threads[1] == "holder" and threads[-1].startswith("batcher-")
+    batcher.close()

@@ -60,6 +60,100 @@ def make_cert(tmp: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+def make_client_ca(tmp: Path) -> tuple[Path, Path, Path]:
+    """A client CA and a client certificate it signed (for mutual TLS)."""
+    ca_key, ca, key, csr, cert = (
+        tmp / n for n in ("ca.key", "ca.pem", "client.key", "client.csr", "client.pem")
+    )
+    run = [
+        (
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=fpga-serve test client CA",
+            "-keyout",
+            str(ca_key),
+            "-out",
+            str(ca),
+        ),
+        (
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=app",
+            "-keyout",
+            str(key),
+            "-out",
+            str(csr),
+        ),
+        (
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(ca),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            str(cert),
+        ),
+    ]
+    for args in run:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    return ca, key, cert
+
+
+def test_mutual_tls_requires_a_client_certificate(
+    tmp_path: Path, tiny_zip: Path, china_jpg: bytes
+) -> None:
+    cert, key = make_cert(tmp_path)
+    client_ca, client_key, client_cert = make_client_ca(tmp_path)
+    with run_server(
+        [tiny_zip],
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+        "--tls-client-ca",
+        str(client_ca),
+    ) as server:
+        roots = cert.read_bytes()
+        with PredictionClient(
+            "localhost",
+            server.grpc_port,
+            use_ssl=True,
+            retries=0,
+            root_certificates=roots,
+            private_key=client_key.read_bytes(),
+            certificate_chain=client_cert.read_bytes(),
+        ) as c:
+            assert c.score_image(china_jpg).shape == (5,)
+        with (
+            PredictionClient(
+                "localhost",
+                server.grpc_port,
+                use_ssl=True,
+                retries=0,
+                root_certificates=roots,
+                timeout=5,
+            ) as c,
+            pytest.raises(ServiceError) as err,
+        ):
+            c.score_image(china_jpg)
+        assert err.value.code == grpc.StatusCode.UNAVAILABLE
+
+
 def float_request(values: list[float], model: str = "") -> predict_pb2.PredictRequest:
     request = predict_pb2.PredictRequest()
     if model:

@@ -23,6 +23,7 @@ from fpga_serve_client.protos import (
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
+from test_limits_auth import png_claiming
 
 
 @pytest.fixture(scope="module")
@@ -254,6 +255,12 @@ BAD_INPUTS += [
     ("unknown model", _unknown_model, "NOT_FOUND", "no-such-model"),
     ("unknown version", _unknown_version, "NOT_FOUND", "42"),
     ("content size", _bad_content_size, "INVALID_ARGUMENT", "images"),
+    (
+        "decompression bomb",
+        lambda jpg: brainwave_request(png_claiming(10_000, 9_000)),
+        "INVALID_ARGUMENT",
+        "max_image_pixels",
+    ),
 ]
 
 

@@ -40,9 +40,10 @@ class PredictionClient:
     """A client for one model on one server.
 
     ``address`` is a host name (with ``port``) or ``host:port``. ``access_token`` is sent as
-    ``authorization: Bearer <token>``. Image calls time out after ``timeout`` seconds, numpy
-    calls after ``numpy_timeout``; UNAVAILABLE and RESOURCE_EXHAUSTED are retried ``retries``
-    times with doubling back-off (plus jitter).
+    ``authorization: Bearer <token>``; ``private_key``/``certificate_chain`` (PEM) present a
+    client certificate to servers that require mutual TLS. Image calls time out after
+    ``timeout`` seconds, numpy calls after ``numpy_timeout``; UNAVAILABLE and
+    RESOURCE_EXHAUSTED are retried ``retries`` times with doubling back-off (plus jitter).
     """
 
     def __init__(
@@ -60,6 +61,8 @@ class PredictionClient:
         retries: int = 3,
         backoff: float = 0.1,
         root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
         protocol: Literal["tfserving", "v2"] = "tfserving",
         max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
@@ -69,7 +72,11 @@ class PredictionClient:
             ("grpc.max_receive_message_length", max_message_bytes),
         ]
         if use_ssl:
-            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=root_certificates,
+                private_key=private_key,
+                certificate_chain=certificate_chain,
+            )
             self._channel = grpc.secure_channel(target, creds, options=options)
         else:
             self._channel = grpc.insecure_channel(target, options=options)

@@ -89,6 +89,7 @@ class Batcher:
         self._queue: deque[_Pending] = deque()
         self._cond = threading.Condition()
         self._closing = False
+        self._busy = False  # a batch is executing (on the worker or inline)
         self._worker = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self._worker.start()
 
@@ -107,9 +108,23 @@ class Batcher:
                 raise Overloaded(
                     f"queue full ({self.config.max_queue_size} requests waiting); retry later"
                 )
-            self._queue.append(pending)
-            self._observer.queued(len(self._queue))
-            self._cond.notify()
+            inline = not self._busy and not self._queue and self.config.max_queue_delay_us == 0
+            if inline:
+                self._busy = True
+            else:
+                self._queue.append(pending)
+                self._observer.queued(len(self._queue))
+                self._cond.notify()
+        if inline:
+            # An idle model and no delay to wait for: run in the caller's thread, sparing the
+            # hand-off to the worker (the lone-request latency). Still one batch at a time.
+            try:
+                if self._still_wanted(pending):
+                    self._execute([pending])
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
         return pending.future
 
     def depth(self) -> int:
@@ -135,15 +150,20 @@ class Batcher:
             batch = self._next_batch()
             if batch is None:
                 return
-            live = [p for p in batch if self._still_wanted(p)]
-            if live:
-                self._execute(live)
+            try:
+                live = [p for p in batch if self._still_wanted(p)]
+                if live:
+                    self._execute(live)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
 
     def _next_batch(self) -> list[_Pending] | None:
         cfg = self.config
         with self._cond:
-            while not self._queue:
-                if self._closing:
+            while not self._queue or self._busy:
+                if self._closing and not self._queue:
                     return None
                 self._cond.wait()
             flush_at = self._queue[0].enqueued + cfg.max_queue_delay_us / 1e6
@@ -162,6 +182,7 @@ class Batcher:
                 batch.append(pending)
                 total += pending.size
             self._observer.queued(len(self._queue))
+            self._busy = True
             return batch
 
     def _still_wanted(self, pending: _Pending) -> bool:
