@@ -84,3 +84,11 @@ def test_key_file_rotation_takes_effect_without_restart(tmp_path: Path) -> None:
     assert not ring.check("Bearer old-secondary")
     keys.unlink()  # a Secret being swapped: keep the last good keys
     assert ring.check("Bearer new-primary")
+
+
+def test_readme_lists_every_setting() -> None:
+    from fpga_serve.core.settings import ServerSettings
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [n for n in ServerSettings.model_fields if f"FPGA_SERVE_{n.upper()}" not in readme]
+    assert not missing, f"README does not list {missing}"

@@ -220,6 +220,30 @@ def test_server_on_the_board_faults_then_serves_again(fpga_zip: Path, tmp_path: 
     assert "reset and verified" in "".join(server.log)
 
 
+def test_validate_mode_counts_mismatches_against_the_twin(fpga_zip: Path, tmp_path: Path) -> None:
+    import urllib.request
+
+    faults = tmp_path / "fault"
+    env = {"FPGA_SERVE_PYNQ_SIMULATE": "1", "FPGA_SERVE_PYNQ_SIM_FAULTS": str(faults)}
+    x = RNG.normal(0, 1, (1, 16, 16, 3)).astype(np.float32)
+    with (
+        run_server([fpga_zip], "--device", "pynq", "--device-validate", env=env) as server,
+        PredictionClient(server.address, input_name="images", retries=0) as client,
+    ):
+        client.score_numpy(x)
+        client.score_numpy(x)
+        faults.write_text("corrupt")
+        client.score_numpy(x)
+        url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+    counts = {
+        line.split("result=")[1].split('"')[1]: float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("fpga_serve_device_validations_total")
+    }
+    assert counts == {"match": 2.0, "mismatch": 1.0}
+
+
 def test_pynq_without_a_board_is_a_clear_error(fpga_zip: Path) -> None:
     from serving import run_server_expect_failure
 

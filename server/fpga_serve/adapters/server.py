@@ -51,7 +51,9 @@ class Server:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.devices = DeviceHolder(settings.device)
+        self.devices = DeviceHolder(
+            settings.device, self.metrics.validation if settings.device_validate else None
+        )
         self.repository = ModelRepository(
             self.devices.context,
             self.metrics,

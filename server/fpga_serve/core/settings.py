@@ -42,6 +42,10 @@ class ServerSettings(BaseSettings):
     device: Literal["auto", "twin", "pynq"] = "auto"
     """Where FPGA stages run: a board through PYNQ, the bit-exact twin, or auto (board if found)."""
 
+    device_validate: bool = False
+    """Validate mode: run every FPGA batch on the twin as well; mismatches are counted in
+    fpga_serve_device_validations_total{result="mismatch"} (costs a twin run per batch)."""
+
     device_check_interval_s: float = Field(0.5, gt=0)
     """How often a failed device is reset and re-verified (health is NOT_SERVING meanwhile)."""
 

@@ -6,7 +6,8 @@ computes with the twin's numerics. ``pynq.MMIO`` reads and writes go through
 device. Enabled with FPGA_SERVE_PYNQ_SIMULATE=1 (pynq then finds it as its active device).
 
 Fault injection (for tests): ``fault = "error"`` makes the next run end with STATUS.ERROR,
-``fault = "hang"`` leaves it BUSY forever; a SOFT_RESET clears both. In another process, write
+``fault = "hang"`` leaves it BUSY forever; a SOFT_RESET clears both. ``fault = "corrupt"``
+garbles the activations of the next run and reports success (what validate mode is for). In another process, write
 "error" or "hang" into the file named by FPGA_SERVE_PYNQ_SIM_FAULTS: the next START takes it.
 """
 
@@ -84,6 +85,9 @@ class SimulatedAccelerator:
         except (KeyError, ValueError, IndexError):
             self._error("BAD_DESCRIPTOR")
             return
+        if self.fault == "corrupt":  # a silent datapath fault: only validate mode sees it
+            self.memory.block(self._addr("ACT_ADDR_LO", "ACT_ADDR_HI"))[:] ^= 0x5A
+            self.fault = None
         self.regs[status] = STATUS_BITS["DONE"]
 
     def _error(self, code: str) -> None:
@@ -203,6 +207,13 @@ class _Memory:
             device_address=address,
             coherent=True,
         )
+
+    def block(self, address: int) -> np.ndarray:
+        """The rest of the allocation that holds ``address``."""
+        for base, backing in self.blocks:
+            if base <= address < base + backing.size:
+                return backing[address - base :]
+        raise ValueError(f"address 0x{address:x} is not in any allocation")
 
     def view(self, address: int, length: int) -> np.ndarray:
         for base, backing in self.blocks:

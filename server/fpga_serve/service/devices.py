@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from fpga_serve.core.errors import FpgaServeError
 from fpga_serve.hw.base import Device
@@ -18,8 +19,9 @@ class DeviceHolder:
     """Selects the device the first time a stage needs one (CPU-only pipelines never probe
     for a board) and resets it after a fault."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, validate: Callable[[str, bool], None] | None = None) -> None:
         self.name = name
+        self.validate = validate
         self._device: Device | None = None
         self._lock = threading.Lock()
 
@@ -34,7 +36,9 @@ class DeviceHolder:
             return self._device
 
     def context(self) -> LoadContext:
-        return LoadContext(device=None, workdir=None, device_factory=self.get)
+        return LoadContext(
+            device=None, workdir=None, device_factory=self.get, validate=self.validate
+        )
 
     def healthy(self) -> bool:
         return self._device is None or self._device.healthy

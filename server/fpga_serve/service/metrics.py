@@ -104,12 +104,21 @@ class Metrics:
             ["device"],
             registry=self.registry,
         )
+        self.validations = Counter(
+            "fpga_serve_device_validations",
+            "Validate mode: batches run on the device and on the twin, by whether they matched.",
+            ["device", "result"],
+            registry=self.registry,
+        )
         self.dropped = Counter(
             "fpga_serve_dropped_requests",
             "Requests dropped before execution: deadline passed or client cancelled.",
             ["model", "version", "reason"],
             registry=self.registry,
         )
+
+    def validation(self, device: str, matched: bool) -> None:
+        self.validations.labels(device, "match" if matched else "mismatch").inc()
 
     def batch_observer(self, model: str, version: str) -> BatchObserver:
         """Batching hooks that feed this model's queue and batch metrics."""

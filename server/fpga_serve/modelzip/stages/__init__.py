@@ -41,6 +41,8 @@ class LoadContext:
     device: Any = None
     workdir: Path | None = None
     device_factory: Callable[[], Any] | None = None
+    validate: Callable[[str, bool], None] | None = None
+    """When set, FPGA stages also run every batch on the twin and report (device, matched)."""
 
     def resolve_device(self) -> Any:
         if self.device is None and self.device_factory is not None:

@@ -8,7 +8,7 @@ with the program's input scale, the device runs the program, the host dequantise
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,13 @@ class FpgaStage:
 
 
 class FpgaRunner:
-    def __init__(self, record: StageRecord, program: Program, device: Any) -> None:
+    def __init__(
+        self,
+        record: StageRecord,
+        program: Program,
+        device: Any,
+        validate: Callable[[str, bool], None] | None = None,
+    ) -> None:
         self.name = record.name
         self.kind = "fpga"
         self.inputs, self.outputs = _specs(program)
@@ -63,6 +69,12 @@ class FpgaRunner:
             self.loaded = device.load(program)
         except FpgaServeError as exc:
             raise ModelLoadError(f"stage {record.name!r}: {exc}") from exc
+        self._validate = validate
+        self._twin = None
+        if validate is not None and self.device_name != "twin":
+            from fpga_serve.hw.twin.device import TwinDevice
+
+            self._twin = TwinDevice().load(program)
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         x = quantize_input(inputs[0], self.program.input_scale)
@@ -72,6 +84,9 @@ class FpgaRunner:
             raise
         except Exception as exc:  # a driver bug must not escape as a bare exception
             raise DeviceError(f"device {self.device_name} failed: {exc}") from exc
+        if self._twin is not None and self._validate is not None:
+            # Validate mode: the same job on the twin, the specification; mismatches are counted.
+            self._validate(self.device_name, bool(np.array_equal(q, self._twin.run(x))))
         out = dequantize_output(q, self.program.output_scale)
         if len(self.outputs[0].shape) == 2:  # a 1x1 map is served as [N, C] features
             out = out.reshape(out.shape[0], -1)
@@ -94,7 +109,7 @@ class FpgaKind:
             from fpga_serve.hw.twin.device import TwinDevice
 
             device = TwinDevice()
-        return FpgaRunner(record, program, device)
+        return FpgaRunner(record, program, device, context.validate)
 
 
 register_kind(FpgaKind())
