@@ -7,8 +7,9 @@ device. Enabled with FPGA_SERVE_PYNQ_SIMULATE=1 (pynq then finds it as its activ
 
 Fault injection (for tests): ``fault = "error"`` makes the next run end with STATUS.ERROR,
 ``fault = "hang"`` leaves it BUSY forever; a SOFT_RESET clears both. ``fault = "corrupt"``
-garbles the activations of the next run and reports success (what validate mode is for). In another process, write
-"error" or "hang" into the file named by FPGA_SERVE_PYNQ_SIM_FAULTS: the next START takes it.
+garbles the activations of the next run and reports success (what validate mode is for). From
+another process, write a fault's name into the file named by FPGA_SERVE_PYNQ_SIM_FAULTS: the
+next START takes it.
 """
 
 from __future__ import annotations
