@@ -62,7 +62,15 @@ def main() -> None:
 
     x = quantize_input(rng.normal(0, 50, (1, ns.size, ns.size, 3)), program.input_scale)
     twin = TwinDevice().load(program)
-    board = PynqDevice().load(program)
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from fpga_serve.hw.pynq_sim import write_simulation_bitstream
+
+    folder = Path(tempfile.mkdtemp())
+    shutil.copy(Path(__file__).resolve().parent.parent / "bitstreams/fpga_cnn/fpga_cnn.hwh", folder)
+    board = PynqDevice(write_simulation_bitstream(folder / "fpga_cnn.bit")).load(program)
     assert np.array_equal(twin.run(x), board.run(x)), "driver path differs from the twin"
 
     def median_ms(fn) -> float:  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ op class and whole networks, register traffic per the spec, faults, and the serv
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from fpga_serve.compiler import CompileOptions, compile_model
 from fpga_serve.core.errors import DeviceError
 from fpga_serve.core.isa import SPEC, quantize_input
 from fpga_serve.hw.pynq_device import PynqDevice
-from fpga_serve.hw.pynq_sim import SimulatedPynqDevice
+from fpga_serve.hw.pynq_sim import SimulatedPynqDevice, write_simulation_bitstream
 from fpga_serve.hw.registry import select_device
 from fpga_serve.hw.twin.device import TwinDevice
 from fpga_serve_client import PredictionClient, ServiceError
@@ -37,9 +38,21 @@ def simulated_board() -> Iterator[None]:
     del os.environ["FPGA_SERVE_PYNQ_SIMULATE"]
 
 
+ROOT = Path(__file__).resolve().parent.parent
+HWH = ROOT / "bitstreams" / "fpga_cnn" / "fpga_cnn.hwh"
+
+
 @pytest.fixture(scope="module")
-def device(simulated_board: None) -> PynqDevice:
-    return PynqDevice()
+def overlay(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The overlay as the simulated board takes it: a simulation image and the real .hwh."""
+    folder = tmp_path_factory.mktemp("overlay")
+    shutil.copy(HWH, folder / "fpga_cnn.hwh")
+    return write_simulation_bitstream(folder / "fpga_cnn.bit")
+
+
+@pytest.fixture(scope="module")
+def device(simulated_board: None, overlay: Path) -> PynqDevice:
+    return PynqDevice(overlay)
 
 
 def small_network() -> Any:
@@ -76,10 +89,39 @@ def compiled() -> Any:
     )
 
 
-def test_pynq_finds_the_simulated_board_and_the_registry_selects_it() -> None:
+def test_pynq_loads_the_overlay_and_binds_the_driver_by_vlnv(
+    device: PynqDevice, overlay: Path
+) -> None:
     assert any(isinstance(d, SimulatedPynqDevice) for d in pynq.Device.devices)
     assert PynqDevice.probe()
-    assert select_device("auto").name == "pynq"
+    assert select_device("auto", {"overlay": overlay}).name == "pynq"
+    assert isinstance(device.overlay, pynq.Overlay)
+    assert isinstance(device.ip, pynq.DefaultIP) and type(device.ip).__name__ == "CnnAccelerator"
+    assert device.ip.mmio.base_addr == 0xA0000000
+    assert device.overlay.ip_dict["cnn_accel_0"]["type"] == SPEC["ip"]["vlnv"]
+    # pynq's own clock code programmed the PS' PL clock registers from the .hwh.
+    assert 0xFF5E00C0 in device.pdev.ps_registers
+
+
+def test_bad_overlays_are_refused_naming_the_file(simulated_board: None, tmp_path: Path) -> None:
+    with pytest.raises(DeviceError, match=r"nothere\.bit does not exist"):
+        PynqDevice(tmp_path / "nothere.bit")
+    bit = write_simulation_bitstream(tmp_path / "fpga_cnn.bit")
+    with pytest.raises(DeviceError, match=r"fpga_cnn\.hwh is missing"):
+        PynqDevice(bit)
+    (tmp_path / "fpga_cnn.hwh").write_text("<EDKSYSTEM><broken")
+    with pytest.raises(DeviceError, match=r"cannot load overlay .*fpga_cnn\.hwh"):
+        PynqDevice(bit)
+    other_ip = HWH.read_text().replace(
+        "fpga-serve.org:overlay:cnn_accel:1.0", "acme.com:hls:resizer:1.0"
+    )
+    (tmp_path / "fpga_cnn.hwh").write_text(other_ip)
+    with pytest.raises(DeviceError, match=r"has no fpga-serve\.org:overlay:cnn_accel:1\.0 IP"):
+        PynqDevice(bit)
+    shutil.copy(HWH, tmp_path / "fpga_cnn.hwh")
+    (tmp_path / "fpga_cnn.bit").write_bytes(b"\x00\x09\x0f\xf0 a real board's bitstream")
+    with pytest.raises(DeviceError, match="not a bitstream for this board"):
+        PynqDevice(bit)
 
 
 def test_whole_network_is_exact_against_the_twin(device: PynqDevice, compiled: Any) -> None:
@@ -163,14 +205,15 @@ def test_dma_error_and_hang_become_device_errors_then_reset_recovers(
     assert np.array_equal(loaded.run(x), want)
 
 
-def test_a_wrong_accelerator_version_is_refused(device: PynqDevice) -> None:
-    sim = device.pdev.accelerator
-    sim.regs[REG["VERSION"] // 4] = 0x00020000
+def test_a_wrong_accelerator_version_is_refused(device: PynqDevice, tmp_path: Path) -> None:
+    shutil.copy(HWH, tmp_path / "fpga_cnn.hwh")
+    old = tmp_path / "fpga_cnn.bit"
+    old.write_bytes(write_simulation_bitstream(old).read_bytes().replace(b"spec 1.0", b"spec 0.9"))
     try:
-        with pytest.raises(DeviceError, match="reports spec version 0x00020000"):
-            PynqDevice()
+        with pytest.raises(DeviceError, match="reports spec version 0x00000000"):
+            PynqDevice(old)
     finally:
-        sim.regs[REG["VERSION"] // 4] = 0x00010000
+        device.pdev.accelerator.regs[REG["VERSION"] // 4] = 0x00010000
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +227,9 @@ def fpga_zip(compiled: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_server_on_the_board_faults_then_serves_again(fpga_zip: Path, tmp_path: Path) -> None:
+def test_server_on_the_board_faults_then_serves_again(
+    fpga_zip: Path, overlay: Path, tmp_path: Path
+) -> None:
     faults = tmp_path / "fault"
     x = RNG.normal(0, 1, (2, 16, 16, 3)).astype(np.float32)
     with (
@@ -195,7 +240,14 @@ def test_server_on_the_board_faults_then_serves_again(fpga_zip: Path, tmp_path: 
     env = {"FPGA_SERVE_PYNQ_SIMULATE": "1", "FPGA_SERVE_PYNQ_SIM_FAULTS": str(faults)}
     with (
         run_server(
-            [fpga_zip], "--device", "pynq", "--device-check-interval-s", "0.3", env=env
+            [fpga_zip],
+            "--device",
+            "pynq",
+            "--device-check-interval-s",
+            "0.3",
+            "--overlay",
+            str(overlay),
+            env=env,
         ) as server,
         grpc.insecure_channel(server.address) as ch,
         PredictionClient(server.address, input_name="images", retries=0) as client,
@@ -220,14 +272,24 @@ def test_server_on_the_board_faults_then_serves_again(fpga_zip: Path, tmp_path: 
     assert "reset and verified" in "".join(server.log)
 
 
-def test_validate_mode_counts_mismatches_against_the_twin(fpga_zip: Path, tmp_path: Path) -> None:
+def test_validate_mode_counts_mismatches_against_the_twin(
+    fpga_zip: Path, overlay: Path, tmp_path: Path
+) -> None:
     import urllib.request
 
     faults = tmp_path / "fault"
     env = {"FPGA_SERVE_PYNQ_SIMULATE": "1", "FPGA_SERVE_PYNQ_SIM_FAULTS": str(faults)}
     x = RNG.normal(0, 1, (1, 16, 16, 3)).astype(np.float32)
     with (
-        run_server([fpga_zip], "--device", "pynq", "--device-validate", env=env) as server,
+        run_server(
+            [fpga_zip],
+            "--device",
+            "pynq",
+            "--device-validate",
+            "--overlay",
+            str(overlay),
+            env=env,
+        ) as server,
         PredictionClient(server.address, input_name="images", retries=0) as client,
     ):
         client.score_numpy(x)

@@ -52,7 +52,9 @@ class Server:
         self.settings = settings
         self.metrics = Metrics()
         self.devices = DeviceHolder(
-            settings.device, self.metrics.validation if settings.device_validate else None
+            settings.device,
+            self.metrics.validation if settings.device_validate else None,
+            {"overlay": settings.overlay},
         )
         self.repository = ModelRepository(
             self.devices.context,

@@ -42,6 +42,10 @@ class ServerSettings(BaseSettings):
     device: Literal["auto", "twin", "pynq"] = "auto"
     """Where FPGA stages run: a board through PYNQ, the bit-exact twin, or auto (board if found)."""
 
+    overlay: Path | None = None
+    """The overlay bitstream for PYNQ boards (its .hwh beside it); default:
+    bitstreams/fpga_cnn/fpga_cnn.bit of this installation."""
+
     device_validate: bool = False
     """Validate mode: run every FPGA batch on the twin as well; mismatches are counted in
     fpga_serve_device_validations_total{result="mismatch"} (costs a twin run per batch)."""

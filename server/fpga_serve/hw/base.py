@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -51,6 +51,11 @@ class Device(ABC):
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._healthy = True
+
+    @classmethod
+    def create(cls, options: dict[str, Any]) -> Device:
+        """Construct from server options (each device takes the ones it knows)."""
+        return cls()
 
     @classmethod
     def probe(cls) -> bool:

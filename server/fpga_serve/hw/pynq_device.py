@@ -9,10 +9,12 @@ FPGA_SERVE_PYNQ_SIMULATE=1).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -28,7 +30,6 @@ STATUS = {k: int(v) for k, v in SPEC["status_bits"].items()}
 CTRL = {k: int(v) for k, v in SPEC["ctrl_bits"].items()}
 ERROR_NAMES = {int(v): k for k, v in SPEC["error_codes"].items()}
 VERSION_WORD = (int(SPEC_VERSION.split(".")[0]) << 16) | int(SPEC_VERSION.split(".")[1])
-ACCEL_RANGE = 0x1_0000
 
 
 def _board_env() -> bool:
@@ -96,15 +97,34 @@ class PynqProgram(LoadedProgram):
                 buf.freebuffer()
 
 
+DEFAULT_OVERLAY = Path(__file__).resolve().parents[3] / "bitstreams" / "fpga_cnn" / "fpga_cnn.bit"
+ACCEL_VLNV = str(SPEC["ip"]["vlnv"])
+
+
+@functools.cache
+def _accelerator_driver() -> type:
+    """The DefaultIP subclass pynq binds to the accelerator by VLNV (defined once, on first use,
+    so that importing this module does not import pynq)."""
+    from pynq import DefaultIP
+
+    class CnnAccelerator(DefaultIP):  # type: ignore[misc]
+        """pynq's driver for fpga-serve.org:overlay:cnn_accel (registers: bitstreams/)."""
+
+        bindto: ClassVar[list[str]] = [ACCEL_VLNV]
+
+    return CnnAccelerator
+
+
 class PynqDevice(Device):
-    """fpga_cnn on a PYNQ board (or the simulated one)."""
+    """fpga_cnn on a PYNQ board (or the simulated one), loaded as a ``pynq.Overlay``."""
 
     name = "pynq"
     priority = 10
     timeout_s = float(os.environ.get("FPGA_SERVE_DEVICE_TIMEOUT", "10"))
 
-    def __init__(self) -> None:
+    def __init__(self, overlay: Path | None = None) -> None:
         super().__init__()
+        bitfile = Path(overlay or DEFAULT_OVERLAY)
         try:
             import pynq
 
@@ -113,15 +133,45 @@ class PynqDevice(Device):
             self.pdev = pynq.Device.active_device
         except (ImportError, RuntimeError) as exc:
             raise DeviceError(f"no PYNQ device: {exc}") from exc
-        base = getattr(self.pdev, "accelerator_base", None)
-        if base is None:
-            raise DeviceError(
-                "the PYNQ device has no fpga_cnn accelerator: load the overlay in "
-                "bitstreams/fpga_cnn/ (no bitstream ships yet; see bitstreams/README.md)"
-            )
-        self.mmio = pynq.MMIO(int(base), ACCEL_RANGE, device=self.pdev)
+        self.ip = self._load_overlay(pynq, bitfile)
+        self.mmio = self.ip.mmio
         self.verify()
-        log.info("PYNQ device %s: fpga_cnn spec %s at 0x%x", self.pdev.name, SPEC_VERSION, base)
+        log.info(
+            "PYNQ device %s: overlay %s, fpga_cnn spec %s at 0x%x",
+            self.pdev.name,
+            bitfile,
+            SPEC_VERSION,
+            self.mmio.base_addr,
+        )
+
+    @classmethod
+    def create(cls, options: dict[str, Any]) -> Device:
+        return cls(options.get("overlay"))
+
+    def _load_overlay(self, pynq: Any, bitfile: Path) -> Any:
+        """Download the overlay and return its accelerator, bound to our driver by VLNV."""
+        if not bitfile.is_file():
+            raise DeviceError(f"overlay bitstream {bitfile} does not exist")
+        hwh = bitfile.with_suffix(".hwh")
+        if not hwh.is_file():
+            raise DeviceError(f"{hwh} is missing: pynq needs the .hwh beside {bitfile.name}")
+        driver = _accelerator_driver()
+        try:
+            overlay = pynq.Overlay(str(bitfile), device=self.pdev)
+        except Exception as exc:  # pynq raises many types for a bad .bit/.hwh
+            raise DeviceError(f"cannot load overlay {bitfile} with {hwh.name}: {exc}") from exc
+        names = [n for n, d in overlay.ip_dict.items() if d.get("type") == ACCEL_VLNV]
+        if not names:
+            found = ", ".join(f"{n} ({d.get('type')})" for n, d in overlay.ip_dict.items())
+            raise DeviceError(f"{hwh.name} has no {ACCEL_VLNV} IP (found: {found or 'none'})")
+        ip = getattr(overlay, names[0])
+        if not isinstance(ip, driver):
+            raise DeviceError(
+                f"IP {names[0]} in {hwh.name} is bound to {type(ip).__name__}, not the "
+                f"fpga-serve driver for {ACCEL_VLNV}"
+            )
+        self.overlay = overlay
+        return ip
 
     @classmethod
     def probe(cls) -> bool:

@@ -1,9 +1,12 @@
 """A simulated board for pynq's own driver code: a ``pynq.Device`` with register access
 (``REGISTER_RW``), a memory model that ``allocate`` hands out as real ``PynqBuffer``s, and a
 register-level model of the fpga_cnn accelerator that decodes descriptors from that memory and
-computes with the twin's numerics. ``pynq.MMIO`` reads and writes go through
-``read_registers``/``write_registers`` exactly as they would reach a board over pynq's remote
-device. Enabled with FPGA_SERVE_PYNQ_SIMULATE=1 (pynq then finds it as its active device).
+computes with the twin's numerics. ``pynq.Overlay`` loads on it from a ``.bit`` + ``.hwh`` pair
+(parsed by pynq's own metadata parser; the ``.bit`` must be a simulation image, see
+``write_simulation_bitstream``), pynq's clock code programs the PS clock registers, and
+``pynq.MMIO`` reads and writes go through ``read_registers``/``write_registers`` exactly as they
+would reach a board over pynq's remote device. Enabled with FPGA_SERVE_PYNQ_SIMULATE=1 (pynq
+then finds it as its active device).
 
 Fault injection (for tests): ``fault = "error"`` makes the next run end with STATUS.ERROR,
 ``fault = "hang"`` leaves it BUSY forever; a SOFT_RESET clears both. ``fault = "corrupt"``
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -223,10 +227,20 @@ class _Memory:
         raise ValueError(f"address 0x{address:x} (+{length}) is not in any allocation")
 
 
+SIM_BITSTREAM_MAGIC = b"fpga-serve simulated bitstream for overlay fpga_cnn, spec "
+
+
+def write_simulation_bitstream(path: Path) -> Path:
+    """The stand-in for a .bit that the simulated board accepts (no real bitstream exists)."""
+    path.write_bytes(SIM_BITSTREAM_MAGIC + SPEC_VERSION.encode() + b"\n")
+    return path
+
+
 class SimulatedPynqDevice(pynq.Device):  # type: ignore[misc]
     """pynq's view of the simulated board."""
 
     _probe_priority_ = 47
+    arch = "aarch64"  # a Zynq UltraScale+ PS, for pynq's clock code
 
     def __init__(self) -> None:
         super().__init__("fpga-serve-sim")
@@ -234,7 +248,33 @@ class SimulatedPynqDevice(pynq.Device):  # type: ignore[misc]
         self.name = "fpga-serve simulated board"
         self.default_memory = _Memory(self)
         self.accelerator = SimulatedAccelerator(self.default_memory)
-        self.accelerator_base = ACCEL_BASE
+        # Everything outside the accelerator: the PS. IOPLL_CTRL (CRL_APB + 0x20) as a booted
+        # ZynqMP leaves it (FBDIV 90, DIV2: 33.33 MHz x 45 = 1.5 GHz), for pynq's clock code.
+        self.ps_registers: dict[int, bytes] = {
+            0xFF5E0020: ((90 << 8) | (1 << 16)).to_bytes(4, "little")
+        }
+        self.bitfile_name: str | None = None
+        self.timestamp: str | None = None
+
+    def get_bitfile_metadata(self, bitfile_name: str, partial: bool = False) -> Any:
+        """Parse the .hwh beside the .bit with pynq's runtime metadata parser."""
+        from pynq.pl_server.hwh_parser import get_hwh_name
+        from pynqmetadata.frontends import Metadata
+        from pynqmetadata.views.runtime import RuntimeMetadataParser
+
+        hwh = Path(get_hwh_name(bitfile_name))
+        if not hwh.is_file():
+            raise RuntimeError(f"no {hwh.name} beside {bitfile_name}")
+        return RuntimeMetadataParser(Metadata(input=hwh))
+
+    def download(self, bitstream: Any, parser: Any = None) -> None:
+        data = Path(bitstream.bitfile_name).read_bytes()
+        if not data.startswith(SIM_BITSTREAM_MAGIC):
+            raise RuntimeError(f"{bitstream.bitfile_name} is not a bitstream for this board")
+        if data[len(SIM_BITSTREAM_MAGIC) :].strip().decode() != SPEC_VERSION:
+            self.accelerator.regs[REG["VERSION"] // 4] = 0  # an overlay of another version
+        self.accelerator.fault = None
+        self.post_download(bitstream, parser, self.name)
 
     @classmethod
     def _probe_(cls) -> list[SimulatedPynqDevice]:
@@ -243,13 +283,16 @@ class SimulatedPynqDevice(pynq.Device):  # type: ignore[misc]
     def read_registers(self, address: int, length: int) -> bytes:
         base = address - ACCEL_BASE
         if not 0 <= base < ACCEL_RANGE:
-            raise ValueError(f"no register at 0x{address:x}")
+            return self.ps_registers.get(address, bytes(length))[:length].ljust(length, b"\0")
         words = [self.accelerator.read(base + 4 * i) for i in range((length + 3) // 4)]
         return np.array(words, dtype="<u4").tobytes()[:length]
 
     def write_registers(self, address: int, data: bytes) -> None:
         base = address - ACCEL_BASE
-        if not 0 <= base < ACCEL_RANGE or len(data) % 4:
+        if not 0 <= base < ACCEL_RANGE:
+            self.ps_registers[address] = bytes(data)
+            return
+        if len(data) % 4:
             raise ValueError(f"bad register write at 0x{address:x}")
         for i, word in enumerate(np.frombuffer(data, dtype="<u4")):
             self.accelerator.write(base + 4 * i, int(word))

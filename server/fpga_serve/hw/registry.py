@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fpga_serve.core.errors import DeviceError
 from fpga_serve.hw.base import Device
@@ -33,14 +34,16 @@ def available() -> list[str]:
     return sorted(_DEVICES, key=lambda n: -_DEVICES[n].priority)
 
 
-def select_device(name: str = "auto") -> Device:
-    """A device by name, or for ``auto`` the best one present (the twin when no board is)."""
+def select_device(name: str = "auto", options: dict[str, Any] | None = None) -> Device:
+    """A device by name, or for ``auto`` the best one present (the twin when no board is).
+    ``options`` (e.g. ``overlay``, the bitstream path) go to the device's ``create``."""
+    options = options or {}
     _builtin()
     if name == "auto":
         for cls in sorted(_DEVICES.values(), key=lambda c: -c.priority):
             if cls.probe():
                 log.info("device auto-selected: %s", cls.name)
-                return cls()
+                return cls.create(options)
         raise DeviceError("no device available")
     if name not in _DEVICES:
         raise DeviceError(f"unknown device {name!r}; known: {', '.join(available())}")
@@ -48,4 +51,4 @@ def select_device(name: str = "auto") -> Device:
     if not cls.probe():
         raise DeviceError(f"device {name!r} is not present on this machine")
     log.info("device selected: %s", name)
-    return cls()
+    return cls.create(options)

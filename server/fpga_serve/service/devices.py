@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from fpga_serve.core.errors import FpgaServeError
 from fpga_serve.hw.base import Device
@@ -19,9 +20,15 @@ class DeviceHolder:
     """Selects the device the first time a stage needs one (CPU-only pipelines never probe
     for a board) and resets it after a fault."""
 
-    def __init__(self, name: str, validate: Callable[[str, bool], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        validate: Callable[[str, bool], None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         self.name = name
         self.validate = validate
+        self.options = dict(options or {})
         self._device: Device | None = None
         self._lock = threading.Lock()
 
@@ -32,7 +39,7 @@ class DeviceHolder:
     def get(self) -> Device:
         with self._lock:
             if self._device is None:
-                self._device = select_device(self.name)
+                self._device = select_device(self.name, self.options)
             return self._device
 
     def context(self) -> LoadContext:
