@@ -231,20 +231,22 @@ def _v2_tensor_to_numpy(tensor: Any, raw: bytes | None) -> np.ndarray:
     return _from_contents(tensor.contents, tensor.datatype, shape, name)
 
 
+def _to_v2(message: Any, name: str, array: Any, raw: bool) -> tuple[Any, bytes | None]:
+    arr = np.asarray(array)
+    key = _np_name(arr, name)
+    tensor = message(name=name, datatype=_BY_NUMPY[key][2], shape=list(arr.shape))
+    if raw:
+        return tensor, _raw_bytes(arr, key)
+    _set_contents(tensor.contents, arr, key, name)
+    return tensor, None
+
+
 def to_infer_input(
     name: str, array: Any, raw: bool = True
 ) -> tuple[v2.ModelInferRequest.InferInputTensor, bytes | None]:
     """An array as a v2 input tensor; with ``raw`` the data is returned separately, for
     ``raw_input_contents`` (in the same order as the inputs)."""
-    arr = np.asarray(array)
-    key = _np_name(arr, name)
-    tensor = v2.ModelInferRequest.InferInputTensor(
-        name=name, datatype=_BY_NUMPY[key][2], shape=list(arr.shape)
-    )
-    if raw:
-        return tensor, _raw_bytes(arr, key)
-    _set_contents(tensor.contents, arr, key, name)
-    return tensor, None
+    return _to_v2(v2.ModelInferRequest.InferInputTensor, name, array, raw)
 
 
 def from_infer_input(
@@ -256,15 +258,8 @@ def from_infer_input(
 def to_infer_output(
     name: str, array: Any, raw: bool = True
 ) -> tuple[v2.ModelInferResponse.InferOutputTensor, bytes | None]:
-    arr = np.asarray(array)
-    key = _np_name(arr, name)
-    tensor = v2.ModelInferResponse.InferOutputTensor(
-        name=name, datatype=_BY_NUMPY[key][2], shape=list(arr.shape)
-    )
-    if raw:
-        return tensor, _raw_bytes(arr, key)
-    _set_contents(tensor.contents, arr, key, name)
-    return tensor, None
+    """An array as a v2 output tensor (raw data separately, for ``raw_output_contents``)."""
+    return _to_v2(v2.ModelInferResponse.InferOutputTensor, name, array, raw)
 
 
 def from_infer_output(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -289,6 +289,3 @@ def quantize_input(x: np.ndarray, scale: float) -> np.ndarray:
 def dequantize_output(q: np.ndarray, scale: float) -> np.ndarray:
     return q.astype(np.float32) * np.float32(scale)
 
-
-def refs_of(program: Program) -> Sequence[TensorRef]:
-    return [r for i in program.instrs for r in (*i.inputs, i.output)]

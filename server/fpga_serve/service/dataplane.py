@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,7 +54,6 @@ class DataPlane:
     def __init__(self, repository: ModelRepository, metrics: Metrics) -> None:
         self.repository = repository
         self.metrics = metrics
-        self.started = time.time()
 
     def model(self, name: str = "", version: str | None = None) -> ServedModel:
         return self.repository.get(name, version)
