@@ -207,45 +207,36 @@ def main() -> None:
             return r
 
         results = []
-        for max_batch in (1, 8):
+        for max_batch, delay_us in ((1, 0), (8, 0), (8, 2000), (16, 2000)):
             port = free_port()
-            proc = start(
-                [
-                    py,
-                    "-m",
-                    "fpga_serve.cli",
-                    "serve",
-                    str(cnn),
-                    "--port",
-                    str(port),
-                    "--metrics-port",
-                    "-1",
-                    "--workers",
-                    "40",
-                    "--device",
-                    "twin",
-                    "--batch-max-size",
-                    str(max_batch),
-                ],
-                '"serving"',
-            )
+            args = [
+                "--port",
+                str(port),
+                "--metrics-port",
+                "-1",
+                "--workers",
+                "40",
+                "--device",
+                "twin",
+                "--batch-max-size",
+                str(max_batch),
+                "--batch-max-queue-delay-us",
+                str(delay_us),
+            ]
+            proc = start([py, "-m", "fpga_serve.cli", "serve", str(cnn), *args], '"serving"')
             try:
-                results.append(
-                    (
-                        max_batch,
-                        load(f"127.0.0.1:{port}", image_request, 32, ns.requests, ns.seconds),
-                    )
-                )
+                label = "off" if max_batch == 1 else f"max {max_batch}, {delay_us} us"
+                rates = load(f"127.0.0.1:{port}", image_request, 32, ns.requests, ns.seconds)
+                results.append((label, rates))
             finally:
                 proc.terminate()
         print(
             f"\nTable 2: CNN {ns.size}x{ns.size} on the twin, 32 in flight; in-process peak "
             f"{peak:.0f} img/s (batch 8)"
         )
-        print(f"{'batching':>10} {'p50 ms':>8} {'p99 ms':>8} {'img/s':>7} {'of peak':>8}")
-        for max_batch, (p50, p99, rps) in results:
-            label = "off" if max_batch == 1 else f"max {max_batch}"
-            print(f"{label:>10} {p50:8.1f} {p99:8.1f} {rps:7.0f} {rps / peak:8.0%}")
+        print(f"{'batching':>18} {'p50 ms':>8} {'p99 ms':>8} {'img/s':>7} {'of peak':>8}")
+        for label, (p50, p99, rps) in results:
+            print(f"{label:>18} {p50:8.1f} {p99:8.1f} {rps:7.0f} {rps / peak:8.0%}")
 
 
 if __name__ == "__main__":
