@@ -88,8 +88,14 @@ def load(address: str, make_request, inflight: int, requests: int, seconds: floa
 
     latencies: list[float] = []
     lock = threading.Lock()
-    deadline = time.monotonic() + seconds
     counter = iter(range(requests))
+    clock = {"deadline": 0.0, "t0": 0.0}
+
+    def start_clock() -> None:  # runs once, before any client is released
+        clock["deadline"] = time.monotonic() + seconds
+        clock["t0"] = time.perf_counter()
+
+    warm = threading.Barrier(inflight + 1, action=start_clock)  # clock starts when all are warm
 
     def worker() -> None:
         with grpc.insecure_channel(
@@ -98,7 +104,8 @@ def load(address: str, make_request, inflight: int, requests: int, seconds: floa
             stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
             request = make_request()
             stub.Predict(request, timeout=30)  # warm-up, not counted
-            while time.monotonic() < deadline:
+            warm.wait()
+            while time.monotonic() < clock["deadline"]:
                 with lock:
                     if next(counter, None) is None:
                         return
@@ -108,12 +115,12 @@ def load(address: str, make_request, inflight: int, requests: int, seconds: floa
                     latencies.append(time.perf_counter() - t0)
 
     threads = [threading.Thread(target=worker) for _ in range(inflight)]
-    t0 = time.perf_counter()
     for t in threads:
         t.start()
+    warm.wait()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - t0
+    elapsed = time.perf_counter() - clock["t0"]
     latencies.sort()
     p50 = statistics.median(latencies) * 1000
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
