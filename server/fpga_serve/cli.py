@@ -107,7 +107,7 @@ def _serve(ns: argparse.Namespace) -> int:
         flush=True,
     )
     done.wait()
-    server.stop(grace=10.0)
+    server.stop(grace=settings.shutdown_grace_s)
     log.info("stopped")
     return 0
 

@@ -97,6 +97,9 @@ class ServerSettings(BaseSettings):
     tls_client_ca: Path | None = None
     """PEM CA bundle: require client certificates signed by it (mutual TLS)."""
 
+    shutdown_grace_s: float = Field(10.0, ge=0)
+    """On SIGTERM: stop accepting, then give in-flight and queued work this long to finish."""
+
     log_level: str = "INFO"
     """Python logging level name."""
 
