@@ -9,3 +9,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -c constraints.txt -e ./client -e ".[dev]"
+# NVIDIA's tritonclient, for the Triton wire-compatibility test. It needs grpcio >= 1.67, which
+# pynq's pin forbids in the main environment, so it lives in its own small venv.
+if [ ! -x .venv-triton/bin/python ]; then
+  "$PY" -m venv .venv-triton
+fi
+.venv-triton/bin/python -m pip install -q "tritonclient[grpc]==2.66.0"

@@ -1,0 +1,48 @@
+"""NVIDIA's own tritonclient (in its own venv: it needs a newer grpcio than pynq allows) talks
+to fpga-serve's KServe v2 endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import LABELS
+
+ROOT = Path(__file__).resolve().parent.parent
+TRITON_PYTHON = ROOT / ".venv-triton" / "bin" / "python"
+
+
+def test_tritonclient_scores_a_photo(tiny_server: Any, photo_dir: Path, china_jpg: bytes) -> None:
+    if not TRITON_PYTHON.exists():
+        if os.environ.get("CI"):
+            pytest.fail("scripts/setup.sh did not create .venv-triton")
+        pytest.skip("no .venv-triton (scripts/setup.sh creates it)")
+    done = subprocess.run(
+        [
+            str(TRITON_PYTHON),
+            str(ROOT / "tests" / "triton_probe.py"),
+            tiny_server.address,
+            "tiny",
+            str(photo_dir / "china.jpg"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["live"] and got["ready"] and got["platform"] == "fpga_serve_pipeline"
+    assert got["inputs"][0][1:] == ["BYTES", [-1]]
+    scores = np.array(got["scores"], dtype=np.float32)
+    assert scores.shape == (1, len(LABELS)) and abs(float(scores.sum()) - 1) < 1e-4
+    from fpga_serve_client import PredictionClient
+
+    with PredictionClient(tiny_server.address) as client:
+        np.testing.assert_allclose(scores[0], client.score_image(china_jpg), rtol=1e-5)
+    assert ["tiny", "1", "READY"] in got["index"]
