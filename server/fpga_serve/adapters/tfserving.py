@@ -118,9 +118,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 model_spec=_model_spec(result.model, result.version)
             )
             keys = wanted or [*result.outputs, *([OUTPUT_ALIAS] if alias_of else [])]
+            converted: dict[str, tf_tensor_pb2.TensorProto] = {}  # the alias reuses its tensor
             for key in dict.fromkeys(keys):
                 source = alias_of if (key == OUTPUT_ALIAS and alias_of) else key
-                response.outputs[key].CopyFrom(to_tensor_proto(result.outputs[source], key))
+                if source not in converted:
+                    converted[source] = to_tensor_proto(result.outputs[source], source)
+                response.outputs[key].CopyFrom(converted[source])
             return response
 
     @handle_errors
