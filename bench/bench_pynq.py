@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -73,17 +71,10 @@ def main() -> None:
     board = PynqDevice(write_simulation_bitstream(folder / "fpga_cnn.bit")).load(program)
     assert np.array_equal(twin.run(x), board.run(x)), "driver path differs from the twin"
 
-    def median_ms(fn) -> float:  # type: ignore[no-untyped-def]
-        fn()
-        times = []
-        for _ in range(ns.reps):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1000)
-        return statistics.median(times)
+    from bench_twin import median_ms
 
-    t_twin = median_ms(lambda: twin.run(x))
-    t_board = median_ms(lambda: board.run(x))
+    t_twin = median_ms(lambda: twin.run(x), ns.reps)
+    t_board = median_ms(lambda: board.run(x), ns.reps)
     out = program.buffer(program.output)
     io_bytes = x.nbytes + out.height * out.width * program.output.channels
     print("\nTable 2: per inference, batch 1 (simulated board: its datapath is the twin's)")
