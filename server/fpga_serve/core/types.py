@@ -41,10 +41,10 @@ class DType(str, Enum):
         dt = np.dtype(dtype)
         if dt.kind in ("S", "O", "U"):
             return cls.BYTES
-        for member, name in _NUMPY.items():
-            if member is not cls.BYTES and np.dtype(name) == dt:
-                return member
-        raise InvalidInput(f"unsupported tensor dtype {dt}")
+        found = _FROM_NUMPY.get(dt)
+        if found is None:
+            raise InvalidInput(f"unsupported tensor dtype {dt}")
+        return found
 
 
 _NUMPY: dict[DType, str] = {
@@ -58,6 +58,9 @@ _NUMPY: dict[DType, str] = {
     DType.FP32: "float32",
     DType.FP64: "float64",
     DType.BYTES: "object",
+}
+_FROM_NUMPY: dict[np.dtype[Any], DType] = {
+    np.dtype(name): member for member, name in _NUMPY.items() if member is not DType.BYTES
 }
 
 

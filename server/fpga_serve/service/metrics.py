@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -123,16 +124,18 @@ class Metrics:
     def batch_observer(self, model: str, version: str) -> BatchObserver:
         """Batching hooks that feed this model's queue and batch metrics."""
         metrics = self
+        depth_gauge = self.queue_depth.labels(model, version)
+        sizes = self.batch_size.labels(model, version)
+        waits = self.queue_latency.labels(model, version)
 
         class _Observer(BatchObserver):
             def queued(self, depth: int) -> None:
-                metrics.queue_depth.labels(model, version).set(depth)
+                depth_gauge.set(depth)
 
             def batch(self, size: int, requests: int, queue_seconds: Sequence[float]) -> None:
-                metrics.batch_size.labels(model, version).observe(size)
-                hist = metrics.queue_latency.labels(model, version)
+                sizes.observe(size)
                 for seconds in queue_seconds:
-                    hist.observe(seconds)
+                    waits.observe(seconds)
 
             def dropped(self, reason: str) -> None:
                 metrics.dropped.labels(model, version, reason).inc()
@@ -142,11 +145,19 @@ class Metrics:
     def stage_observer(self, model: str, version: str) -> StageObserver:
         """Stage timing hook for one model version."""
 
+        bound: dict[str, tuple[Any, Any]] = {}  # per stage: its children, looked up once
+
         def observe(stage: StageRunner, seconds: float, batch: int) -> None:
-            self.stage_latency.labels(model, version, stage.name, stage.kind).observe(seconds)
-            device = getattr(stage, "device_name", None)
-            if device is not None:
-                self.device_busy.labels(device).inc(seconds)
+            if stage.name not in bound:
+                device = getattr(stage, "device_name", None)
+                bound[stage.name] = (
+                    self.stage_latency.labels(model, version, stage.name, stage.kind),
+                    None if device is None else self.device_busy.labels(device),
+                )
+            latency, busy = bound[stage.name]
+            latency.observe(seconds)
+            if busy is not None:
+                busy.inc(seconds)
 
         return observe
 
