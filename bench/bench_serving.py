@@ -197,11 +197,14 @@ def main() -> None:
         archive = load_pipeline(cnn, LoadContext())
         batch = data[:8]
         archive.stages[0].run([batch])
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < 3:
-            archive.stages[0].run([batch])
-            n += 8
-        peak = n / (time.perf_counter() - t0)
+        windows = []  # the best of five 2 s windows: a generous (hard to beat) peak
+        for _ in range(5):
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < 2:
+                archive.stages[0].run([batch])
+                n += 8
+            windows.append(n / (time.perf_counter() - t0))
+        peak = max(windows)
         archive.close()
 
         def image_request() -> predict_pb2.PredictRequest:
