@@ -208,9 +208,9 @@ def test_dma_error_and_hang_become_device_errors_then_reset_recovers(
 def test_a_wrong_accelerator_version_is_refused(device: PynqDevice, tmp_path: Path) -> None:
     shutil.copy(HWH, tmp_path / "fpga_cnn.hwh")
     old = tmp_path / "fpga_cnn.bit"
-    old.write_bytes(write_simulation_bitstream(old).read_bytes().replace(b"spec 1.0", b"spec 0.9"))
+    write_simulation_bitstream(old, spec_version="0.9")
     try:
-        with pytest.raises(DeviceError, match="reports spec version 0x00000000"):
+        with pytest.raises(DeviceError, match="reports spec version 0x00000009"):
             PynqDevice(old)
     finally:
         device.pdev.accelerator.regs[REG["VERSION"] // 4] = 0x00010000

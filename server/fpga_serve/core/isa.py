@@ -288,4 +288,3 @@ def quantize_input(x: np.ndarray, scale: float) -> np.ndarray:
 
 def dequantize_output(q: np.ndarray, scale: float) -> np.ndarray:
     return q.astype(np.float32) * np.float32(scale)
-

@@ -18,6 +18,7 @@ next START takes it.
 from __future__ import annotations
 
 import os
+import struct
 import threading
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,13 @@ class SimulatedAccelerator:
         self.fault: str | None = None
         self.writes: list[tuple[int, int]] = []  # (offset, value), for tests
         self.runs = 0
+
+    def load_image(self, spec_version: str) -> None:
+        """A (simulated) bitstream download: the VERSION register shows what was loaded."""
+        major, _, minor = spec_version.partition(".")
+        ok = major.isdigit() and minor.isdigit()
+        self.regs[REG["VERSION"] // 4] = ((int(major) << 16) | int(minor)) if ok else 0
+        self.fault = None
 
     def read(self, offset: int) -> int:
         return int(self.regs[offset // 4])
@@ -230,10 +238,34 @@ class _Memory:
 SIM_BITSTREAM_MAGIC = b"fpga-serve simulated bitstream for overlay fpga_cnn, spec "
 
 
-def write_simulation_bitstream(path: Path) -> Path:
-    """The stand-in for a .bit that the simulated board accepts (no real bitstream exists)."""
-    path.write_bytes(SIM_BITSTREAM_MAGIC + SPEC_VERSION.encode() + b"\n")
+def _field(tag: bytes, text: str) -> bytes:
+    data = text.encode("ascii") + b"\0"
+    return tag + struct.pack(">H", len(data)) + data
+
+
+def write_simulation_bitstream(path: Path, spec_version: str = SPEC_VERSION) -> Path:
+    """The stand-in for a .bit that the simulated board accepts (no real bitstream exists): a
+    Xilinx .bit header (so pynq can parse it and convert it to .bin) around a marked payload."""
+    payload = SIM_BITSTREAM_MAGIC + spec_version.encode()
+    payload += b"\0" * (-len(payload) % 4)  # .bit data is 32-bit words
+    header = struct.pack(">H", 9) + bytes.fromhex("0ff00ff00ff00ff000") + struct.pack(">H", 1)
+    header += _field(b"a", "fpga_cnn;UserID=0XFFFFFFFF;Version=2023.2")
+    header += _field(b"b", "xczu7ev-ffvc1156-2-e") + _field(b"c", "2026/11/24")
+    header += _field(b"d", "12:00:00") + b"e" + struct.pack(">I", len(payload))
+    path.write_bytes(header + payload)
     return path
+
+
+def simulation_spec_version(image: bytes, from_bin: bool = False) -> str | None:
+    """The spec version a simulation image (.bit, or the .bin pynq makes of it) carries, or
+    None when the bytes are not a simulation image."""
+    data = (
+        bytes(np.frombuffer(image[: len(image) // 4 * 4], ">i4").byteswap()) if from_bin else image
+    )
+    at = data.find(SIM_BITSTREAM_MAGIC)
+    if at < 0:
+        return None
+    return data[at + len(SIM_BITSTREAM_MAGIC) :].rstrip(b"\0\n").decode("ascii", "replace")
 
 
 class SimulatedPynqDevice(pynq.Device):  # type: ignore[misc]
@@ -268,11 +300,10 @@ class SimulatedPynqDevice(pynq.Device):  # type: ignore[misc]
         return RuntimeMetadataParser(Metadata(input=hwh))
 
     def download(self, bitstream: Any, parser: Any = None) -> None:
-        data = Path(bitstream.bitfile_name).read_bytes()
-        if not data.startswith(SIM_BITSTREAM_MAGIC):
+        version = simulation_spec_version(Path(bitstream.bitfile_name).read_bytes())
+        if version is None:
             raise RuntimeError(f"{bitstream.bitfile_name} is not a bitstream for this board")
-        if data[len(SIM_BITSTREAM_MAGIC) :].strip().decode() != SPEC_VERSION:
-            self.accelerator.regs[REG["VERSION"] // 4] = 0  # an overlay of another version
+        self.accelerator.load_image(version)
         self.accelerator.fault = None
         self.post_download(bitstream, parser, self.name)
 
