@@ -315,3 +315,35 @@ def test_pynq_without_a_board_is_a_clear_error(fpga_zip: Path) -> None:
     finally:
         os.environ["FPGA_SERVE_PYNQ_SIMULATE"] = env_backup
     assert "device 'pynq' is not present" in stderr
+
+
+def test_a_board_reached_through_pynqs_remote_device(
+    fpga_zip: Path, overlay: Path, tmp_path: Path
+) -> None:
+    """pynq's RemoteDevice (PYNQ_REMOTE_DEVICES) drives a board over gRPC: the same Overlay,
+    MMIO and buffer path, here against a fake PYNQ.remote board on loopback."""
+    from pynq_remote_fake import Board, serve
+
+    board = Board()
+    remote = serve(board)
+    x = RNG.normal(0, 1, (3, 16, 16, 3)).astype(np.float32)
+    try:
+        with (
+            run_server([fpga_zip], "--device", "twin") as twin,
+            PredictionClient(twin.address, input_name="images") as client,
+        ):
+            want = client.score_numpy(x)
+        env = {"PYNQ_REMOTE_DEVICES": "127.0.0.1", "FPGA_SERVE_PYNQ_SIMULATE": "0"}
+        with (
+            run_server(
+                [fpga_zip], "--device", "pynq", "--overlay", str(overlay), env=env
+            ) as server,
+            PredictionClient(server.address, input_name="images") as client,
+        ):
+            got = client.score_numpy(x)
+        np.testing.assert_array_equal(got, want)
+        assert board.downloads == ["fpga_cnn.bin"]  # pynq converted and sent the bitstream
+        assert board.accelerator.runs >= 1
+        assert 0xFF5E00C0 in board.ps_registers  # pynq's clock code, over the remote MMIO
+    finally:
+        remote.stop(0)
