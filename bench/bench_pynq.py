@@ -39,36 +39,58 @@ def main() -> None:
         rng.normal(0, 50, (2, ns.size, ns.size, 3)).astype(np.float32)
     ).compiled.program
 
+    x = quantize_input(rng.normal(0, 50, (1, ns.size, ns.size, 3)), program.input_scale)
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from fpga_serve.hw import twin
+    from fpga_serve.hw.pynq_sim import write_simulation_bitstream
+    from fpga_serve.hw.twin.executor import execute
+
+    folder = Path(tempfile.mkdtemp())
+    shutil.copy(Path(__file__).resolve().parent.parent / "bitstreams/fpga_cnn/fpga_cnn.hwh", folder)
+    device = PynqDevice(write_simulation_bitstream(folder / "fpga_cnn.bit"))
+    board = device.load(program)
+    board.run(x)  # warm
+    twin_steps: list[float] = []
+    execute(program, x, twin.fast, lambda instr, s: twin_steps.append(s))
+    board.run(x)
+    board_steps = list(device.pdev.accelerator.step_seconds)
+
     rows = []
-    for instr in program.instrs:
+    for instr, t_twin, t_board in zip(program.instrs, twin_steps, board_steps, strict=True):
         read = sum(
             program.buffer(r).height * program.buffer(r).width * r.channels for r in instr.inputs
         )
         out = program.buffer(instr.output)
         written = out.height * out.width * instr.output.channels
         weights = program.weight_bytes(instr) if instr.op is Opcode.CONV else 0
-        rows.append((instr.name, instr.op.name, read, written, weights))
-    print(f"\nTable 1: DDR traffic per image, ResNet-50 {ns.size}x{ns.size}")
-    print(f"{'layer':28} {'op':14} {'act read':>10} {'act write':>10} {'weights':>10}")
+        rows.append((instr.name, instr.op.name, read, written, weights, t_twin, t_board))
+    print(
+        f"\nTable 1: per layer, one image, ResNet-50 {ns.size}x{ns.size}: DDR traffic, and time "
+        "in the twin vs in the board's datapath behind the driver (descriptor decode, DDR views)"
+    )
+    print(
+        f"{'layer':28} {'op':14} {'act read':>10} {'act write':>10} {'weights':>10} "
+        f"{'twin ms':>8} {'board ms':>9}"
+    )
     shown = rows if ns.layers == 0 else rows[: ns.layers]
-    for name, op, read, written, weights in shown:
-        print(f"{name[:28]:28} {op:14} {read:10,} {written:10,} {weights:10,}")
+    for name, op, read, written, weights, t_twin, t_board in shown:
+        print(
+            f"{name[:28]:28} {op:14} {read:10,} {written:10,} {weights:10,} "
+            f"{t_twin * 1e3:8.2f} {t_board * 1e3:9.2f}"
+        )
     if len(shown) < len(rows):
         print(f"... {len(rows) - len(shown)} more layers")
     total = [sum(r[i] for r in rows) for i in (2, 3, 4)]
-    print(f"{'total':28} {'':14} {total[0]:10,} {total[1]:10,} {total[2]:10,}")
+    times = [sum(r[i] for r in rows) * 1e3 for i in (5, 6)]
+    print(
+        f"{'total':28} {'':14} {total[0]:10,} {total[1]:10,} {total[2]:10,} "
+        f"{times[0]:8.1f} {times[1]:9.1f}"
+    )
 
-    x = quantize_input(rng.normal(0, 50, (1, ns.size, ns.size, 3)), program.input_scale)
     twin = TwinDevice().load(program)
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    from fpga_serve.hw.pynq_sim import write_simulation_bitstream
-
-    folder = Path(tempfile.mkdtemp())
-    shutil.copy(Path(__file__).resolve().parent.parent / "bitstreams/fpga_cnn/fpga_cnn.hwh", folder)
-    board = PynqDevice(write_simulation_bitstream(folder / "fpga_cnn.bit")).load(program)
     assert np.array_equal(twin.run(x), board.run(x)), "driver path differs from the twin"
 
     from bench_twin import median_ms

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ class SimulatedAccelerator:
         self.regs[REG["VERSION"] // 4] = VERSION_WORD
         self.fault: str | None = None
         self.writes: list[tuple[int, int]] = []  # (offset, value), for tests
+        self.step_seconds: list[float] = []  # per descriptor of the last run, for benchmarks
         self.runs = 0
 
     def load_image(self, spec_version: str) -> None:
@@ -113,8 +115,11 @@ class SimulatedAccelerator:
         desc = self.memory.view(self._addr("DESC_ADDR_LO", "DESC_ADDR_HI"), count * 64)
         act_base = self._addr("ACT_ADDR_LO", "ACT_ADDR_HI")
         wgt_base = self._addr("WGT_ADDR_LO", "WGT_ADDR_HI")
+        self.step_seconds = []
         for row in unpack(desc, count):
+            start = time.perf_counter()
             self._instruction(row, batch, act_base, wgt_base)
+            self.step_seconds.append(time.perf_counter() - start)
 
     def _tensor(self, base: int, offset: int, word: int, slice_word: int, batch: int) -> np.ndarray:
         h, w, c = unhwc(int(word))
