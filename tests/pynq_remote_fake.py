@@ -17,6 +17,7 @@ from fpga_serve.hw.pynq_sim import (
     ACCEL_BASE,
     ACCEL_RANGE,
     DDR_BASE,
+    SimMemory,
     SimulatedAccelerator,
     simulation_spec_version,
 )
@@ -39,6 +40,7 @@ class Board:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.memory = SimMemory(None)  # type: ignore[arg-type]  # the simulated board's DDR model
         self.blocks: dict[str, tuple[int, np.ndarray]] = {}
         self.next_address = DDR_BASE
         self.ids = itertools.count(1)
@@ -49,22 +51,9 @@ class Board:
             "/sys/class/fpga_manager/fpga0/state": b"operating",
             "/sys/class/fpga_manager/fpga0/flags": b"0",
         }
-        self.accelerator = SimulatedAccelerator(self)  # type: ignore[arg-type]
+        self.accelerator = SimulatedAccelerator(self.memory)
         self.accelerator.load_image("0.0")  # nothing loaded until a download
         self.downloads: list[str] = []
-
-    # the memory interface SimulatedAccelerator expects
-    def view(self, address: int, length: int) -> np.ndarray:
-        for base, backing in self.blocks.values():
-            if base <= address and address + length <= base + backing.size:
-                return backing[address - base : address - base + length]
-        raise ValueError(f"address 0x{address:x} is not in any buffer")
-
-    def block(self, address: int) -> np.ndarray:
-        for base, backing in self.blocks.values():
-            if base <= address < base + backing.size:
-                return backing[address - base :]
-        raise ValueError(f"address 0x{address:x} is not in any buffer")
 
     def write_file(self, path: str, data: bytes) -> None:
         self.files[path] = data
@@ -147,7 +136,9 @@ class Buffers(buffer_pb2_grpc.RemoteBufferServicer):
         with board.lock:
             buffer_id = str(next(board.ids))
             size = (request.size + 63) // 64 * 64 or 64
-            board.blocks[buffer_id] = (board.next_address, np.zeros(size, np.uint8))
+            block = (board.next_address, np.zeros(size, np.uint8))
+            board.blocks[buffer_id] = block
+            board.memory.blocks.append(block)
             board.next_address += size + 4096
         return buffer_pb2.AllocateResponse(buffer_id=buffer_id)
 
@@ -167,7 +158,9 @@ class Buffers(buffer_pb2_grpc.RemoteBufferServicer):
             yield buffer_pb2.BufferReadResponse(data=data[i : i + CHUNK])
 
     def freebuffer(self, request: Any, context: Any) -> Any:
-        self.board.blocks.pop(request.buffer_id, None)
+        block = self.board.blocks.pop(request.buffer_id, None)
+        if block is not None:
+            self.board.memory.blocks = [b for b in self.board.memory.blocks if b is not block]
         return buffer_pb2.FreeBufferResponse()
 
     def flush(self, request: Any, context: Any) -> Any:

@@ -45,7 +45,7 @@ VERSION_WORD = (int(SPEC_VERSION.split(".")[0]) << 16) | int(SPEC_VERSION.split(
 class SimulatedAccelerator:
     """The accelerator's register file and datapath, over the device's memory model."""
 
-    def __init__(self, memory: _Memory) -> None:
+    def __init__(self, memory: SimMemory) -> None:
         self.memory = memory
         self.regs = np.zeros(ACCEL_RANGE // 4, dtype=np.uint32)
         self.regs[REG["VERSION"] // 4] = VERSION_WORD
@@ -200,7 +200,7 @@ class SimulatedAccelerator:
         out[...] = result
 
 
-class _Memory:
+class SimMemory:
     """Physically addressed DDR: allocations are numpy arrays at made-up physical addresses."""
 
     def __init__(self, device: SimulatedPynqDevice) -> None:
@@ -283,7 +283,7 @@ class SimulatedPynqDevice(pynq.Device):  # type: ignore[misc]
         super().__init__("fpga-serve-sim")
         self.capabilities = {"REGISTER_RW": True, "MEMORY_MAPPED": False}
         self.name = "fpga-serve simulated board"
-        self.default_memory = _Memory(self)
+        self.default_memory = SimMemory(self)
         self.accelerator = SimulatedAccelerator(self.default_memory)
         # Everything outside the accelerator: the PS. IOPLL_CTRL (CRL_APB + 0x20) as a booted
         # ZynqMP leaves it (FBDIV 90, DIV2: 33.33 MHz x 45 = 1.5 GHz), for pynq's clock code.
