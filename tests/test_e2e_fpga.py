@@ -188,3 +188,32 @@ def test_calibration_folder_without_images_is_an_error(tmp_path: Path) -> None:
         == 1
     )
     assert not (tmp_path / "o.zip").exists()
+
+
+def test_default_classifier_takes_imagenet_top_weights_from_the_keras_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import h5py
+    from fpga_serve.models import QuantizedResnet50
+
+    models = tmp_path / "keras" / "models"
+    models.mkdir(parents=True)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    kernel = np.random.default_rng(0).normal(0, 0.01, (2048, 1000)).astype(np.float32)
+    bias = np.random.default_rng(1).normal(0, 0.01, 1000).astype(np.float32)
+    with h5py.File(models / "resnet50_weights_tf_dim_ordering_tf_kernels.h5", "w") as f:
+        f.attrs["layer_names"] = [b"predictions"]
+        group = f.create_group("predictions")
+        group.create_dataset("predictions/kernel:0", data=kernel)
+        group.create_dataset("predictions/bias:0", data=bias)
+        group.attrs["weight_names"] = [b"predictions/kernel:0", b"predictions/bias:0"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the featurizer itself is random here
+        zoo = QuantizedResnet50(None, input_size=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "RANDOM classifier" warning this time
+        stage = zoo.get_default_classifier()
+    dense = stage.model.get_layer("predictions")
+    np.testing.assert_array_equal(dense.get_weights()[0], kernel)
+    np.testing.assert_array_equal(dense.get_weights()[1], bias)
+    assert len(zoo.labels) == 1000 and zoo.labels[281] == "tabby"
