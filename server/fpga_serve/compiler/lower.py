@@ -1,64 +1,49 @@
-"""Quantisation and lowering: calibrated float IR -> overlay Program (int8, per-channel weights).
+"""Lowering: an optimised, calibrated float graph -> the overlay Program.
 
-Scales: every tensor gets one symmetric scale, range / 127. Tensors joined by a concat share one
-scale and live in slices of one buffer (concatenation by addressing); a max-pool's output keeps
-its input's scale (it does not requantise).
+Every node but the input and concatenations becomes one instruction. A concatenation is
+addressing: the tensors it joins are written into channel slices of its output buffer (they
+share its scale, see calibration.py), so it costs nothing at run time.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from fpga_serve.compiler.analysis import summarize
 from fpga_serve.compiler.ir import Graph, Node
+from fpga_serve.compiler.quantize import (
+    fixed_point,
+    quantize_conv,
+    requant_pair,
+    shared_shift,
+)
 from fpga_serve.core.errors import CompileError
-from fpga_serve.core.isa import Buffer, Instr, Opcode, Program, TensorRef, quantize_multiplier
+from fpga_serve.core.isa import Buffer, Instr, Opcode, Program, TensorRef
 
-INT32_MAX = 2**31 - 1
-
-
-class _Groups:
-    """Union-find over node names: members share one activation scale."""
-
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
-
-    def find(self, a: str) -> str:
-        self.parent.setdefault(a, a)
-        while self.parent[a] != a:
-            self.parent[a] = self.parent[self.parent[a]]
-            a = self.parent[a]
-        return a
-
-    def union(self, a: str, b: str) -> None:
-        self.parent[self.find(a)] = self.find(b)
-
-
-def assign_scales(graph: Graph, ranges: dict[str, float]) -> dict[str, float]:
-    groups = _Groups()
-    for node in graph:
-        groups.find(node.name)
-        if node.op in ("concat", "maxpool"):
-            for i in node.inputs:
-                groups.union(i, node.name)
-    group_range: dict[str, float] = {}
-    for node in graph:
-        root = groups.find(node.name)
-        group_range[root] = max(group_range.get(root, 0.0), ranges[node.name])
-    return {n.name: max(group_range[groups.find(n.name)], 1e-6) / 127.0 for n in graph}
+# Descriptor fields (overlay spec "descriptor"): sizes packed as H, W, C in 10, 10, 12 bits;
+# kernel, stride and padding in one byte each.
+MAX_HW, MAX_CHANNELS, MAX_BYTE = (1 << 10) - 1, (1 << 12) - 1, 255
 
 
 def assign_buffers(
     graph: Graph, scales: dict[str, float]
 ) -> tuple[list[Buffer], dict[str, TensorRef]]:
+    """A buffer per tensor, except that the inputs of a concatenation are slices of its buffer
+    (a concatenation feeding another becomes a slice of that one's)."""
     buffers: list[Buffer] = []
     refs: dict[str, TensorRef] = {}
 
     def new_buffer(node: Node) -> TensorRef:
         h, w, c = node.shape
+        if h > MAX_HW or w > MAX_HW or c > MAX_CHANNELS:
+            raise CompileError(
+                f"{node.source or node.name}: a {h}x{w}x{c} tensor exceeds the overlay's limits "
+                f"({MAX_HW}x{MAX_HW}x{MAX_CHANNELS})"
+            )
         buffers.append(Buffer(len(buffers), h, w, c, scales[node.name]))
         return TensorRef(len(buffers) - 1, 0, c)
 
@@ -70,12 +55,14 @@ def assign_buffers(
         base = refs[node.name]
         offset = base.offset
         for name in node.inputs:
-            channels = graph.node(name).shape[2]
-            ref = TensorRef(base.buffer, offset, channels)
+            ref = TensorRef(base.buffer, offset, graph.node(name).shape[2])
             if name in refs and refs[name] != ref:
-                raise CompileError(f"tensor {graph.node(name).source} feeds two concatenations")
+                raise CompileError(
+                    f"{graph.node(name).source or name} feeds two concatenations (or one twice); "
+                    "the overlay concatenates by addressing, so a tensor can sit in only one"
+                )
             refs[name] = ref
-            offset += channels
+            offset += ref.channels
     for node in graph:
         if node.name not in refs:
             refs[node.name] = new_buffer(node)
@@ -84,127 +71,146 @@ def assign_buffers(
 
 @dataclass
 class _Emitter:
-    weights: list[np.ndarray]
+    weights: list[np.ndarray] = field(default_factory=list)
 
     def const(self, array: Any, dtype: str) -> int:
-        self.weights.append(np.ascontiguousarray(array, dtype=dtype))
+        self.weights.append(np.ascontiguousarray(np.asarray(array), dtype=dtype))
         return len(self.weights) - 1
 
+    def requant(self, real: float) -> tuple[int, int]:
+        """One requantisation factor as (multiplier, shift) constant indices."""
+        m, s = requant_pair(real)
+        return self.const([m], "int32"), self.const([s], "int32")
 
-def _shared_shift(reals: np.ndarray, extra: np.ndarray | None = None) -> int:
-    """The largest shift S (1..62) with every |real| * 2^S (and |extra| * 2^S) below 2^31."""
-    peak = float(np.max(np.abs(reals)))
-    if extra is not None and extra.size:
-        peak = max(peak, float(np.max(np.abs(extra))))
-    if peak == 0:
-        return 31
-    exponent = math.frexp(peak)[1]  # peak < 2^exponent
-    return int(min(62, max(1, 30 - exponent)))
+
+@dataclass
+class _Window:
+    kernel: tuple[int, int]
+    stride: int
+    pad: tuple[int, int, int, int]
+
+
+def _window(node: Node, kernel: tuple[int, int] | None = None) -> _Window:
+    k = kernel or (int(node.attrs["kernel"][0]), int(node.attrs["kernel"][1]))
+    t, b, left, r = (int(p) for p in node.attrs["pad"])
+    stride = int(node.attrs["stride"])
+    if max(*k, stride, t, b, left, r) > MAX_BYTE:
+        raise CompileError(f"{node.source or node.name}: window, stride or padding above 255")
+    return _Window(k, stride, (t, b, left, r))
+
+
+def _instr(
+    graph: Graph, node: Node, scales: dict[str, float], emit: _Emitter, info: dict[str, Any]
+) -> Instr:
+    s_out = scales[node.name]
+    s_in = [scales[i] for i in node.inputs]
+    relu = bool(node.attrs.get("relu"))
+    where = node.source or node.name
+    if node.op == "conv":
+        w = node.params["w"]
+        q = quantize_conv(w, node.params["b"], s_in[0], s_out)
+        info["weight_scale"] = [float(q.weight_scale.min()), float(q.weight_scale.max())]
+        win = _window(node, (int(w.shape[0]), int(w.shape[1])))
+        return Instr(
+            Opcode.CONV,
+            (),
+            TensorRef(0, 0, 1),
+            kernel=win.kernel,
+            stride=win.stride,
+            pad=win.pad,
+            relu=relu,
+            weight=emit.const(q.weight, "int8"),
+            bias=emit.const(q.bias, "int32"),
+            multiplier=emit.const(q.multiplier, "int32"),
+            shift=emit.const(q.shift, "int32"),
+        )
+    if node.op == "maxpool":
+        win = _window(node)
+        return Instr(
+            Opcode.MAXPOOL,
+            (),
+            TensorRef(0, 0, 1),
+            kernel=win.kernel,
+            stride=win.stride,
+            pad=win.pad,
+            pad_value=-128 if node.attrs.get("pad_min") else 0,
+        )
+    if node.op == "avgpool":
+        win = _window(node)
+        m, s = emit.requant(s_in[0] / (s_out * win.kernel[0] * win.kernel[1]))
+        return Instr(
+            Opcode.AVGPOOL,
+            (),
+            TensorRef(0, 0, 1),
+            kernel=win.kernel,
+            stride=win.stride,
+            pad=win.pad,
+            multiplier=m,
+            shift=s,
+        )
+    if node.op == "gap":
+        pixels = graph.node(node.inputs[0]).shape[0] * graph.node(node.inputs[0]).shape[1]
+        m, s = emit.requant(s_in[0] / (s_out * pixels))
+        return Instr(Opcode.GLOBAL_AVGPOOL, (), TensorRef(0, 0, 1), multiplier=m, shift=s)
+    if node.op == "add":
+        reals = np.array([s_in[0] / s_out, s_in[1] / s_out])
+        shift = shared_shift(reals)
+        return Instr(
+            Opcode.ADD,
+            (),
+            TensorRef(0, 0, 1),
+            relu=relu,
+            multiplier=emit.const(fixed_point(reals, shift), "int32"),
+            shift=emit.const([shift], "int32"),
+        )
+    if node.op == "scale_shift":
+        reals = node.params["scale"].astype(np.float64) * s_in[0] / s_out
+        offsets = node.params["shift"].astype(np.float64) / s_out
+        shift = shared_shift(reals, offsets)
+        return Instr(
+            Opcode.SCALE_SHIFT,
+            (),
+            TensorRef(0, 0, 1),
+            relu=relu,
+            multiplier=emit.const(fixed_point(reals, shift), "int32"),
+            bias=emit.const(fixed_point(offsets, shift), "int32"),
+            shift=emit.const([shift], "int32"),
+        )
+    if node.op == "flatten":
+        raise CompileError(
+            f"{where}: a Flatten of a {node.shape} map must feed a Dense layer on the overlay "
+            "(or cut the featurizer before it)"
+        )
+    raise CompileError(f"{where}: {node.op!r} has no overlay instruction (did the passes run?)")
 
 
 def lower(graph: Graph, scales: dict[str, float]) -> tuple[Program, list[dict[str, Any]]]:
-    """Emit the program and a per-node summary (for `fpga-serve inspect`)."""
+    """Emit the program and a per-node summary (op, shape, MACs, weight bytes, scales)."""
     buffers, refs = assign_buffers(graph, scales)
-    emit = _Emitter([])
+    emit = _Emitter()
     instrs: list[Instr] = []
+    infos: dict[str, dict[str, Any]] = {}
     for node in graph:
+        info: dict[str, Any] = {}
+        infos[node.name] = info
         if node.op in ("input", "concat"):
             continue
-        s_out = scales[node.name]
-        ins = tuple(refs[i] for i in node.inputs)
-        s_in = [scales[i] for i in node.inputs]
-        relu = bool(node.attrs.get("relu"))
-        common = {"inputs": ins, "output": refs[node.name], "name": node.name}
-        if node.op == "conv":
-            w, b = node.params["w"], node.params["b"]
-            w_scale = np.abs(w).max(axis=(0, 1, 2)) / 127.0
-            w_scale[w_scale == 0] = 1.0
-            wq = np.clip(np.rint(w / w_scale), -127, 127).astype(np.int8)
-            bq = np.clip(np.rint(b / (s_in[0] * w_scale)), -INT32_MAX, INT32_MAX).astype(np.int32)
-            pairs = [quantize_multiplier(float(s_in[0] * ws / s_out)) for ws in w_scale]
-            instr = Instr(
-                Opcode.CONV,
-                kernel=(w.shape[0], w.shape[1]),
-                stride=node.attrs["stride"],
-                pad=tuple(node.attrs["pad"]),
-                relu=relu,
-                weight=emit.const(wq, "int8"),
-                bias=emit.const(bq, "int32"),
-                multiplier=emit.const([m for m, _ in pairs], "int32"),
-                shift=emit.const([s for _, s in pairs], "int32"),
-                **common,
-            )
-        elif node.op in ("maxpool", "avgpool"):
-            if node.op == "maxpool":
-                instr = Instr(
-                    Opcode.MAXPOOL,
-                    kernel=node.attrs["kernel"],
-                    stride=node.attrs["stride"],
-                    pad=tuple(node.attrs["pad"]),
-                    pad_value=int(node.attrs["pad_value"]),
-                    **common,
-                )
-            else:
-                kh, kw = node.attrs["kernel"]
-                m, s = quantize_multiplier(s_in[0] / (s_out * kh * kw))
-                instr = Instr(
-                    Opcode.AVGPOOL,
-                    kernel=(kh, kw),
-                    stride=node.attrs["stride"],
-                    pad=tuple(node.attrs["pad"]),
-                    multiplier=emit.const([m], "int32"),
-                    shift=emit.const([s], "int32"),
-                    **common,
-                )
-        elif node.op == "gap":
-            src = graph.node(node.inputs[0])
-            m, s = quantize_multiplier(s_in[0] / (s_out * src.shape[0] * src.shape[1]))
-            instr = Instr(
-                Opcode.GLOBAL_AVGPOOL,
-                multiplier=emit.const([m], "int32"),
-                shift=emit.const([s], "int32"),
-                **common,
-            )
-        elif node.op == "add":
-            reals = np.array([s_in[0] / s_out, s_in[1] / s_out])
-            shift = _shared_shift(reals)
-            mults = np.rint(reals * 2.0**shift)
-            instr = Instr(
-                Opcode.ADD,
-                relu=relu,
-                multiplier=emit.const(mults, "int32"),
-                shift=emit.const([shift], "int32"),
-                **common,
-            )
-        elif node.op == "scale_shift":
-            reals = node.params["scale"] * s_in[0] / s_out
-            offsets = node.params["shift"] / s_out
-            shift = _shared_shift(reals, offsets)
-            instr = Instr(
-                Opcode.SCALE_SHIFT,
-                relu=relu,
-                multiplier=emit.const(np.rint(reals * 2.0**shift), "int32"),
-                bias=emit.const(np.rint(offsets * 2.0**shift), "int32"),
-                shift=emit.const([shift], "int32"),
-                **common,
-            )
-        else:
-            raise CompileError(f"cannot lower {node.op!r} ({node.source})")
+        proto = _instr(graph, node, scales, emit, info)
+        instr = dataclasses.replace(
+            proto,
+            inputs=tuple(refs[i] for i in node.inputs),
+            output=refs[node.name],
+            name=node.name,
+        )
+        info["instr"] = len(instrs)
         instrs.append(instr)
     program = Program(buffers, instrs, refs[graph.input], refs[graph.output], emit.weights)
-    summary = []
-    by_name = {i.name: i for i in instrs}
-    for node in graph:
-        found = by_name.get(node.name)
-        summary.append(
-            {
-                "name": node.name,
-                "op": node.op,
-                "source": node.source,
-                "shape": list(node.shape),
-                "scale": scales[node.name],
-                "macs": program.macs(found) if found else 0,
-                "weight_bytes": program.weight_bytes(found) if found else 0,
-            }
-        )
+    summary = summarize(graph)
+    for row in summary:
+        name = row["name"]
+        node = graph.node(name)
+        row["scale"] = scales[name]
+        row["range"] = scales[name] * 127
+        row["input_scales"] = [scales[i] for i in node.inputs]
+        row.update(infos[name])
     return program, summary

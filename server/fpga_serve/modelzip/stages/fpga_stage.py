@@ -7,7 +7,6 @@ with the program's input scale, the device runs the program, the host dequantise
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,10 +42,8 @@ class FpgaStage:
 
     def save(self, dest: Path) -> SavedStage:
         program = self.compiled.program
-        program.save(dest)
-        (dest / "calibration.json").write_text(json.dumps(self.compiled.calibration, indent=1))
-        (dest / "compile_options.json").write_text(json.dumps(self.compiled.options.to_json()))
-        (dest / "summary.json").write_text(json.dumps(self.compiled.summary, indent=1))
+        dest.mkdir(parents=True, exist_ok=True)
+        self.compiled.save(dest)  # program, weights, calibration, options, summary
         inputs, outputs = _specs(program)
         return SavedStage(inputs, outputs, {"spec_version": program.spec_version})
 
