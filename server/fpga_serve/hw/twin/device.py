@@ -6,28 +6,50 @@ import numpy as np
 
 from fpga_serve.core.isa import Program
 from fpga_serve.hw.base import Device, LoadedProgram
-from fpga_serve.hw.twin import fast, reference
+from fpga_serve.hw.twin import fast, native, reference
 from fpga_serve.hw.twin.executor import execute
 
 
 class TwinProgram(LoadedProgram):
+    """Runs on the native path (twin/native.py) when this machine has it, else on the numpy
+    ops of twin/fast.py; with ``reference=True``, on the spec itself."""
+
     def __init__(self, device: TwinDevice, program: Program) -> None:
         super().__init__(device, program)
         self.reference = device.reference
+        self.plan: native.NativePlan | None = None
+        if not self.reference and device.native:
+            self.plan = native.NativePlan(program)
+            # Warm up: compiles (or loads from numba's cache) every kernel this program uses,
+            # so the first request does not pay for it.
+            shape = (1, *program.input_shape())
+            self.plan.run(np.zeros(shape, np.int8))
+
+    @property
+    def path(self) -> str:
+        return "reference" if self.reference else "native" if self.plan else "numpy"
 
     def _run(self, x: np.ndarray) -> np.ndarray:
+        if self.plan is not None:
+            return self.plan.run(x)
         return execute(self.program, x, reference if self.reference else fast)
 
 
 class TwinDevice(Device):
-    """Runs programs with the fast numpy ops (or, with ``reference=True``, the spec itself)."""
+    """The overlay's arithmetic on the CPU. ``native=None`` picks the native path when it is
+    available and exact here (twin/native.py), ``False`` forces the numpy path."""
 
     name = "twin"
     priority = 0
 
-    def __init__(self, reference: bool = False) -> None:
+    def __init__(self, reference: bool = False, native: bool | None = None) -> None:
         super().__init__()
         self.reference = reference
+        self.native = (native is not False) and not reference and _native_available()
 
     def _load(self, program: Program) -> LoadedProgram:
         return TwinProgram(self, program)
+
+
+def _native_available() -> bool:
+    return native.available()

@@ -1,0 +1,159 @@
+"""Compiled (numba) kernels for the twin's native path: one memory pass per op.
+
+Activations here are *offset* bytes: uint8 u = v + 128 for the overlay's int8 value v, the form
+the int8 GEMM (twin/gemm.py, u8 x s8 with zero point 128) reads. Every kernel is the
+reference's arithmetic (twin/reference.py) on int64, written as loops that LLVM vectorises:
+requantisation sat8(round_shift(acc * M, S)) with round half up, concatenation by addressing
+(a kernel reads and writes a channel slice [off, off + n) of an NHWC buffer).
+
+Kernels take a row range [r0, r1) of their output (rows = N * H_out * W_out) so callers can
+split the work over threads; they release the GIL. Inner loops run over 1-D row views, which
+LLVM vectorises (about eight times faster than indexing the 2-D array in the loop).
+tests/test_twin_native.py checks every kernel against the reference for exact equality.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+ZERO = 128  # the offset byte of int8 zero
+
+_jit = njit(cache=True, nogil=True, fastmath=False, boundscheck=False)
+
+
+@_jit
+def im2col(x, c_off, c_n, kh, kw, stride, pt, pl, ho, wo, out, r0, r1):  # type: ignore[no-untyped-def]
+    """out[r, (i*kw + j)*c_n + c] = x[n, oy*stride - pt + i, ox*stride - pl + j, c_off + c],
+    ZERO outside the image (zero padding)."""
+    h = x.shape[1]
+    w = x.shape[2]
+    full = x.shape[3]
+    rows_of = x.reshape(x.shape[0], h, w * full)
+    hw = ho * wo
+    span = kw * c_n
+    for r in range(r0, r1):
+        n = r // hw
+        oy = (r % hw) // wo
+        ox = r % wo
+        ix0 = ox * stride - pl
+        dst = out[r]
+        for i in range(kh):
+            iy = oy * stride - pt + i
+            base = i * span
+            if iy < 0 or iy >= h:
+                dst[base : base + span] = ZERO
+            elif c_n == full and ix0 >= 0 and ix0 + kw <= w:  # one contiguous run of kw pixels
+                dst[base : base + span] = rows_of[n, iy, ix0 * full : (ix0 + kw) * full]
+            else:
+                for j in range(kw):
+                    ix = ix0 + j
+                    col = base + j * c_n
+                    if 0 <= ix < w:
+                        dst[col : col + c_n] = x[n, iy, ix, c_off : c_off + c_n]
+                    else:
+                        dst[col : col + c_n] = ZERO
+
+
+@_jit
+def requant(acc, bias, mult, half, shift, low, out, o_off, r0, r1):  # type: ignore[no-untyped-def]
+    """out[r, o_off + c] = ZERO + clamp(((acc[r,c] + bias[c]) * M[c] + half[c]) >> S[c])."""
+    cout = acc.shape[1]
+    for r in range(r0, r1):
+        src = acc[r]
+        dst = out[r, o_off : o_off + cout]
+        for c in range(cout):
+            v = ((np.int64(src[c]) + bias[c]) * mult[c] + half[c]) >> shift[c]
+            dst[c] = np.uint8(min(max(v, low), 127) + ZERO)
+
+
+@_jit
+def maxpool(x, c_off, c_n, kh, kw, stride, pt, pl, pad_u, ho, wo, out, o_off, r0, r1):  # type: ignore[no-untyped-def]
+    """Window max; windows that reach outside the image see ``pad_u`` there."""
+    h = x.shape[1]
+    w = x.shape[2]
+    hw = ho * wo
+    for r in range(r0, r1):
+        n = r // hw
+        oy = (r % hw) // wo
+        ox = r % wo
+        dst = out[n, oy, ox, o_off : o_off + c_n]
+        dst[:] = 0
+        for i in range(kh):
+            iy = oy * stride - pt + i
+            for j in range(kw):
+                ix = ox * stride - pl + j
+                if 0 <= iy < h and 0 <= ix < w:
+                    src = x[n, iy, ix, c_off : c_off + c_n]
+                    for c in range(c_n):
+                        dst[c] = max(dst[c], src[c])
+                else:
+                    for c in range(c_n):
+                        dst[c] = max(dst[c], pad_u)
+
+
+@_jit
+def avgpool(x, c_off, c_n, kh, kw, stride, pt, pl, mult, half, shift, ho, wo, out, o_off, r0, r1):  # type: ignore[no-untyped-def]
+    """Window sum of int8 values (zero padding counted), one requantisation for all channels."""
+    h = x.shape[1]
+    w = x.shape[2]
+    hw = ho * wo
+    acc = np.empty(c_n, np.int64)
+    for r in range(r0, r1):
+        n = r // hw
+        oy = (r % hw) // wo
+        ox = r % wo
+        acc[:] = 0
+        for i in range(kh):
+            iy = oy * stride - pt + i
+            for j in range(kw):
+                ix = ox * stride - pl + j
+                if 0 <= iy < h and 0 <= ix < w:
+                    src = x[n, iy, ix, c_off : c_off + c_n]
+                    for c in range(c_n):
+                        acc[c] += np.int64(src[c]) - ZERO
+        dst = out[n, oy, ox, o_off : o_off + c_n]
+        for c in range(c_n):
+            v = (acc[c] * mult + half) >> shift
+            dst[c] = np.uint8(min(max(v, -128), 127) + ZERO)
+
+
+@_jit
+def global_avgpool(x, c_off, c_n, mult, half, shift, out, o_off):  # type: ignore[no-untyped-def]
+    """Sum over H x W per image and channel, one requantisation."""
+    n_img, h, w = x.shape[0], x.shape[1], x.shape[2]
+    acc = np.empty(c_n, np.int64)
+    for n in range(n_img):
+        acc[:] = 0
+        for y in range(h):
+            for xx in range(w):
+                src = x[n, y, xx, c_off : c_off + c_n]
+                for c in range(c_n):
+                    acc[c] += np.int64(src[c]) - ZERO
+        dst = out[n, 0, 0, o_off : o_off + c_n]
+        for c in range(c_n):
+            v = (acc[c] * mult + half) >> shift
+            dst[c] = np.uint8(min(max(v, -128), 127) + ZERO)
+
+
+@_jit
+def add(a, a_off, b, b_off, c_n, m0, m1, half, shift, low, out, o_off, r0, r1):  # type: ignore[no-untyped-def]
+    """Rows of [N*H*W, C] views: ZERO + clamp((a * M0 + b * M1 + half) >> S)."""
+    for r in range(r0, r1):
+        ra = a[r, a_off : a_off + c_n]
+        rb = b[r, b_off : b_off + c_n]
+        dst = out[r, o_off : o_off + c_n]
+        for c in range(c_n):
+            v = ((np.int64(ra[c]) - ZERO) * m0 + (np.int64(rb[c]) - ZERO) * m1 + half) >> shift
+            dst[c] = np.uint8(min(max(v, low), 127) + ZERO)
+
+
+@_jit
+def scale_shift(x, x_off, c_n, mult, bias, half, shift, low, out, o_off, r0, r1):  # type: ignore[no-untyped-def]
+    """Rows of [N*H*W, C] views: ZERO + clamp((x * M[c] + B[c] + half) >> S)."""
+    for r in range(r0, r1):
+        src = x[r, x_off : x_off + c_n]
+        dst = out[r, o_off : o_off + c_n]
+        for c in range(c_n):
+            v = ((np.int64(src[c]) - ZERO) * mult[c] + bias[c] + half) >> shift
+            dst[c] = np.uint8(min(max(v, low), 127) + ZERO)

@@ -1,0 +1,324 @@
+"""The twin's native path: a program turned once into a list of compiled steps.
+
+At load, each CONV gets its int8 GEMM (twin/gemm.py, weights packed once) and each op its
+requantisation constants as int64 arrays; at run time a step is an im2col or a direct view, the
+GEMM and one fused requantisation pass (twin/kernels.py), with activations kept as offset bytes
+(v + 128) from input to output. Work is split over the CPU's cores by output rows. The result
+equals the reference (the spec) bit for bit: tests/test_twin_native.py checks it op by op and
+on whole programs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from fpga_serve.core.isa import Instr, Opcode, Program, TensorRef
+
+Step = Callable[[dict[int, np.ndarray]], None]
+
+# Below this many output rows a step runs on the calling thread (hand-off costs more).
+SPLIT_ROWS = 2048
+_POOL: list[ThreadPoolExecutor] = []  # made on first use
+
+
+def _threads() -> int:
+    return int(os.environ.get("FPGA_SERVE_TWIN_THREADS", "0")) or (os.cpu_count() or 1)
+
+
+def _split(kernel: Callable[..., None], rows: int, *args: Any) -> None:
+    """kernel(*args, r0, r1) over [0, rows), in one chunk per core when large enough."""
+    parts = _threads()
+    if rows < SPLIT_ROWS or parts == 1:
+        kernel(*args, 0, rows)
+        return
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(parts - 1, thread_name_prefix="twin"))
+    bounds = [rows * i // parts for i in range(parts + 1)]
+    pairs = list(itertools.pairwise(bounds))
+    futures = [_POOL[0].submit(kernel, *args, a, b) for a, b in pairs[1:]]
+    kernel(*args, *pairs[0])
+    for f in futures:
+        f.result()
+
+
+def _half(shift: np.ndarray) -> np.ndarray:
+    s = shift.astype(np.int64)
+    return np.int64(1) << (s - 1)
+
+
+def available() -> bool:
+    """numba present and ONNX Runtime's int8 GEMM exact on this CPU (and not switched off by
+    FPGA_SERVE_TWIN_NATIVE=0)."""
+    if os.environ.get("FPGA_SERVE_TWIN_NATIVE", "1") == "0":
+        return False
+    try:
+        from fpga_serve.hw.twin import kernels  # noqa: F401
+    except ImportError:
+        return False
+    from fpga_serve.hw.twin.gemm import exact_here
+
+    return exact_here()
+
+
+class NativePlan:
+    """Program -> steps over offset-byte NHWC buffers; ``run`` takes and returns int8."""
+
+    def __init__(self, program: Program) -> None:
+        from fpga_serve.hw.twin import kernels
+
+        self.program = program
+        self._k = kernels
+        self.steps: list[tuple[Instr, Step]] = [(i, self._step(i)) for i in program.instrs]
+
+    # Buffers ---------------------------------------------------------------------------
+
+    def _shape(self, ref: TensorRef, n: int) -> tuple[int, int, int, int]:
+        b = self.program.buffer(ref)
+        return (n, b.height, b.width, b.channels)
+
+    def run(
+        self, x: np.ndarray, on_step: Callable[[Instr, float], None] | None = None
+    ) -> np.ndarray:
+        import time
+
+        n = x.shape[0]
+        bufs: dict[int, np.ndarray] = {}
+        for i, b in enumerate(self.program.buffers):
+            bufs[i] = np.full((n, b.height, b.width, b.channels), 128, np.uint8)
+        inp = self.program.input
+        bufs[inp.buffer][..., inp.offset : inp.offset + inp.channels] = x.view(np.uint8) ^ 0x80
+        for instr, step in self.steps:
+            start = time.perf_counter()
+            step(bufs)
+            if on_step is not None:
+                on_step(instr, time.perf_counter() - start)
+        out = self.program.output
+        res = bufs[out.buffer][..., out.offset : out.offset + out.channels] ^ 0x80
+        return np.ascontiguousarray(res).view(np.int8)
+
+    # Steps -----------------------------------------------------------------------------
+
+    def _step(self, instr: Instr) -> Step:
+        builders = {
+            Opcode.CONV: self._conv,
+            Opcode.MAXPOOL: self._maxpool,
+            Opcode.AVGPOOL: self._avgpool,
+            Opcode.GLOBAL_AVGPOOL: self._global_avgpool,
+            Opcode.ADD: self._add,
+            Opcode.SCALE_SHIFT: self._scale_shift,
+        }
+        return builders[instr.op](instr)
+
+    def _geometry(self, instr: Instr) -> tuple[int, int]:
+        out = self.program.buffer(instr.output)
+        return out.height, out.width
+
+    def _conv(self, instr: Instr) -> Step:
+        from fpga_serve.hw.twin.gemm import Int8Gemm
+
+        w = self.program.weights
+        weight = w[instr.weight]
+        kh, kw, cin, cout = weight.shape
+        gemm = Int8Gemm(weight.reshape(kh * kw * cin, cout))
+        bias = w[instr.bias].astype(np.int64)
+        mult = w[instr.multiplier].astype(np.int64)
+        shift = w[instr.shift].astype(np.int64)
+        half = _half(shift)
+        low = 0 if instr.relu else -128
+        src, dst = instr.inputs[0], instr.output
+        ho, wo = self._geometry(instr)
+        top, _, left, _ = instr.pad
+        src_buf = self.program.buffer(src)
+        direct = (
+            kh == kw == 1
+            and instr.stride == 1
+            and src.offset == 0
+            and src.channels == src_buf.channels
+            and not any(instr.pad)
+        )
+        k = self._k
+
+        def step(bufs: dict[int, np.ndarray]) -> None:
+            x = bufs[src.buffer]
+            rows = x.shape[0] * ho * wo
+            if direct:
+                cols = x.reshape(rows, cin)
+            else:
+                cols = np.empty((rows, kh * kw * cin), np.uint8)
+                _split(
+                    k.im2col,
+                    rows,
+                    x,
+                    src.offset,
+                    cin,
+                    kh,
+                    kw,
+                    instr.stride,
+                    top,
+                    left,
+                    ho,
+                    wo,
+                    cols,
+                )
+            acc = gemm(cols)
+            out = bufs[dst.buffer]
+            out2 = out.reshape(-1, out.shape[-1])
+            _split(k.requant, rows, acc, bias, mult, half, shift, low, out2, dst.offset)
+
+        return step
+
+    def _maxpool(self, instr: Instr) -> Step:
+        src, dst = instr.inputs[0], instr.output
+        ho, wo = self._geometry(instr)
+        top, _, left, _ = instr.pad
+        kh, kw = instr.kernel
+        pad_u = np.uint8(instr.pad_value + 128)
+        k = self._k
+
+        def step(bufs: dict[int, np.ndarray]) -> None:
+            x, out = bufs[src.buffer], bufs[dst.buffer]
+            _split(
+                k.maxpool,
+                x.shape[0] * ho * wo,
+                x,
+                src.offset,
+                src.channels,
+                kh,
+                kw,
+                instr.stride,
+                top,
+                left,
+                pad_u,
+                ho,
+                wo,
+                out,
+                dst.offset,
+            )
+
+        return step
+
+    def _scalar_requant(self, instr: Instr) -> tuple[np.int64, np.int64, np.int64]:
+        w = self.program.weights
+        mult = np.int64(w[instr.multiplier][0])
+        shift = np.int64(w[instr.shift][0])
+        return mult, np.int64(1) << (shift - 1), shift
+
+    def _avgpool(self, instr: Instr) -> Step:
+        src, dst = instr.inputs[0], instr.output
+        ho, wo = self._geometry(instr)
+        top, _, left, _ = instr.pad
+        kh, kw = instr.kernel
+        mult, half, shift = self._scalar_requant(instr)
+        k = self._k
+
+        def step(bufs: dict[int, np.ndarray]) -> None:
+            x, out = bufs[src.buffer], bufs[dst.buffer]
+            _split(
+                k.avgpool,
+                x.shape[0] * ho * wo,
+                x,
+                src.offset,
+                src.channels,
+                kh,
+                kw,
+                instr.stride,
+                top,
+                left,
+                mult,
+                half,
+                shift,
+                ho,
+                wo,
+                out,
+                dst.offset,
+            )
+
+        return step
+
+    def _global_avgpool(self, instr: Instr) -> Step:
+        src, dst = instr.inputs[0], instr.output
+        mult, half, shift = self._scalar_requant(instr)
+        k = self._k
+
+        def step(bufs: dict[int, np.ndarray]) -> None:
+            k.global_avgpool(
+                bufs[src.buffer],
+                src.offset,
+                src.channels,
+                mult,
+                half,
+                shift,
+                bufs[dst.buffer],
+                dst.offset,
+            )
+
+        return step
+
+    def _add(self, instr: Instr) -> Step:
+        a, b = instr.inputs
+        dst = instr.output
+        w = self.program.weights
+        m = w[instr.multiplier]
+        m0, m1 = np.int64(m[0]), np.int64(m[1])
+        shift = np.int64(w[instr.shift][0])
+        half = np.int64(1) << (shift - 1)
+        low = np.int64(0 if instr.relu else -128)
+        k = self._k
+
+        def step(bufs: dict[int, np.ndarray]) -> None:
+            va, vb, out = bufs[a.buffer], bufs[b.buffer], bufs[dst.buffer]
+            rows = out.shape[0] * out.shape[1] * out.shape[2]
+            _split(
+                k.add,
+                rows,
+                va.reshape(rows, -1),
+                a.offset,
+                vb.reshape(rows, -1),
+                b.offset,
+                dst.channels,
+                m0,
+                m1,
+                half,
+                shift,
+                low,
+                out.reshape(rows, -1),
+                dst.offset,
+            )
+
+        return step
+
+    def _scale_shift(self, instr: Instr) -> Step:
+        src, dst = instr.inputs[0], instr.output
+        w = self.program.weights
+        mult = w[instr.multiplier].astype(np.int64)
+        bias = w[instr.bias].astype(np.int64)
+        shift = np.int64(w[instr.shift][0])
+        half = np.int64(1) << (shift - 1)
+        low = np.int64(0 if instr.relu else -128)
+        k = self._k
+
+        def step(bufs: dict[int, np.ndarray]) -> None:
+            x, out = bufs[src.buffer], bufs[dst.buffer]
+            rows = out.shape[0] * out.shape[1] * out.shape[2]
+            _split(
+                k.scale_shift,
+                rows,
+                x.reshape(rows, -1),
+                src.offset,
+                dst.channels,
+                mult,
+                bias,
+                half,
+                shift,
+                low,
+                out.reshape(rows, -1),
+                dst.offset,
+            )
+
+        return step

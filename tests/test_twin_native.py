@@ -1,0 +1,376 @@
+"""The twin's native path (numba kernels + ONNX Runtime int8 GEMM) equals the reference, the
+spec, bit for bit: op by op on every shape class the four families use, on channel slices
+(concatenation by addressing), at the saturation extremes, and on whole compiled programs.
+Its CPU self-check refuses a GEMM that saturates like ``vpmaddubsw``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fpga_serve.core.isa import Buffer, Instr, Opcode, Program, TensorRef, quantize_multiplier
+from fpga_serve.hw.twin import gemm, native, reference
+from fpga_serve.hw.twin.device import TwinDevice
+from fpga_serve.hw.twin.executor import execute
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="native twin path not exact here")
+
+RNG = np.random.default_rng(77)
+
+
+def i8(*shape: int, low: int = -128, high: int = 127) -> np.ndarray:
+    return RNG.integers(low, high, shape, endpoint=True, dtype=np.int8)
+
+
+def i32(*values: int) -> np.ndarray:
+    return np.array(values, np.int32)
+
+
+def requant(cout: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [quantize_multiplier(float(r)) for r in RNG.uniform(0.2, 2.0, cout) / (k * 40)]
+    return i32(*[m for m, _ in pairs]), i32(*[s for _, s in pairs])
+
+
+def one_op(
+    instr: Instr,
+    in_shapes: list[tuple[int, int, int]],
+    out_shape: tuple[int, int, int],
+    weights: list[np.ndarray],
+) -> Program:
+    """A program around one instruction; buffer 0.. are its inputs, the last its output."""
+    buffers = [Buffer(i, *shape, 0.1) for i, shape in enumerate([*in_shapes, out_shape])]
+    return Program(
+        buffers=buffers,
+        instrs=[instr],
+        input=instr.inputs[0],
+        output=instr.output,
+        weights=weights,
+    )
+
+
+def assert_native_equals_reference(program: Program, *extra_inputs: np.ndarray, n: int = 2) -> None:
+    """Runs the native plan and the reference executor on the same input buffers."""
+    ref_in = program.input
+    b = program.buffers[ref_in.buffer]
+    x = i8(n, b.height, b.width, ref_in.channels)
+    plan = native.NativePlan(program)
+    got = plan.run(x)
+    want = execute(program, x, reference)
+    assert got.dtype == np.int8 and got.shape == want.shape
+    assert np.array_equal(got, want)
+
+
+CONV_CASES = [
+    # (name, H, W, Cin, Cout, k, stride, pad, n)
+    ("7x7/2 pad 3 (stem)", 20, 20, 3, 16, 7, 2, (3, 3, 3, 3), 2),
+    ("3x3/1 pad 1", 9, 9, 32, 24, 3, 1, (1, 1, 1, 1), 2),
+    ("3x3/2 pad right-bottom", 9, 9, 16, 8, 3, 2, (0, 1, 0, 1), 2),
+    ("1x1/1 direct", 7, 7, 64, 32, 1, 1, (0, 0, 0, 0), 2),
+    ("1x1/2 projection", 8, 8, 32, 64, 1, 2, (0, 0, 0, 0), 2),
+    ("3x3x512 K=4608", 4, 4, 512, 8, 3, 1, (1, 1, 1, 1), 2),
+    ("dense as 1x1 K=2048", 1, 1, 2048, 10, 1, 1, (0, 0, 0, 0), 3),
+    ("rows split over threads", 48, 48, 8, 16, 3, 1, (1, 1, 1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+def test_conv(case: tuple, relu: bool) -> None:  # type: ignore[type-arg]
+    _, h, w, cin, cout, k, stride, pad, n = case
+    ho = (h + pad[0] + pad[1] - k) // stride + 1
+    wo = (w + pad[2] + pad[3] - k) // stride + 1
+    m, s = requant(cout, k * k * cin)
+    weights = [
+        i8(k, k, cin, cout, low=-127),
+        RNG.integers(-5000, 5000, cout).astype(np.int32),
+        m,
+        s,
+    ]
+    instr = Instr(
+        Opcode.CONV,
+        (TensorRef(0, 0, cin),),
+        TensorRef(1, 0, cout),
+        kernel=(k, k),
+        stride=stride,
+        pad=pad,
+        relu=relu,
+        weight=0,
+        bias=1,
+        multiplier=2,
+        shift=3,
+    )
+    assert_native_equals_reference(one_op(instr, [(h, w, cin)], (ho, wo, cout), weights), n=n)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_conv_reads_and_writes_channel_slices(k: int) -> None:
+    """DenseNet's concatenation by addressing: read channels [8, 24) of a 40-channel buffer,
+    write channels [16, 28) of a 32-channel one (the rest stays zero)."""
+    m, s = requant(12, k * k * 16)
+    weights = [i8(k, k, 16, 12, low=-127), np.zeros(12, np.int32), m, s]
+    instr = Instr(
+        Opcode.CONV,
+        (TensorRef(0, 8, 16),),
+        TensorRef(1, 16, 12),
+        kernel=(k, k),
+        pad=(k // 2,) * 4,
+        relu=True,
+        weight=0,
+        bias=1,
+        multiplier=2,
+        shift=3,
+    )
+    program = one_op(instr, [(6, 6, 40)], (6, 6, 32), weights)
+    x = i8(2, 6, 6, 40)
+    # The program input is channels [8, 24) of buffer 0: run both on the full buffer contents.
+    program.input = TensorRef(0, 0, 40)
+    program.output = TensorRef(1, 0, 32)
+    got = native.NativePlan(program).run(x)
+    want = execute(program, x, reference)
+    assert np.array_equal(got, want)
+    assert (got[..., :16] == 0).all() and (got[..., 28:] == 0).all()
+
+
+def test_conv_saturates_at_the_extremes() -> None:
+    """|sum| far beyond int16 and the int8 range: -128 inputs (offset byte 0) against -127,
+    127 against 127, with the smallest and largest shifts the spec allows."""
+    for value, wval, (mult, shift) in (
+        (-128, -127, (1 << 30, 62)),
+        (127, 127, (2**31 - 1, 1)),
+        (-128, 127, quantize_multiplier(1e-6)),
+    ):
+        weights = [
+            np.full((3, 3, 300, 2), wval, np.int8),
+            i32(0, -(2**30)),
+            i32(mult, mult),
+            i32(shift, shift),
+        ]
+        instr = Instr(
+            Opcode.CONV,
+            (TensorRef(0, 0, 300),),
+            TensorRef(1, 0, 2),
+            kernel=(3, 3),
+            pad=(1, 1, 1, 1),
+            weight=0,
+            bias=1,
+            multiplier=2,
+            shift=3,
+        )
+        program = one_op(instr, [(4, 4, 300)], (4, 4, 2), weights)
+        x = np.full((1, 4, 4, 300), value, np.int8)
+        assert np.array_equal(native.NativePlan(program).run(x), execute(program, x, reference))
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "pad", "pad_value"),
+    [((3, 3), 2, (1, 1, 1, 1), 0), ((3, 3), 2, (0, 1, 0, 1), -128), ((2, 2), 2, (0, 0, 0, 0), 0)],
+)
+def test_maxpool(
+    kernel: tuple[int, int], stride: int, pad: tuple[int, int, int, int], pad_value: int
+) -> None:
+    ho = (11 + pad[0] + pad[1] - kernel[0]) // stride + 1
+    instr = Instr(
+        Opcode.MAXPOOL,
+        (TensorRef(0, 0, 8),),
+        TensorRef(1, 0, 8),
+        kernel=kernel,
+        stride=stride,
+        pad=pad,
+        pad_value=pad_value,
+    )
+    assert_native_equals_reference(one_op(instr, [(11, 11, 8)], (ho, ho, 8), []))
+
+
+def test_avgpool_counts_padding_and_global_avgpool() -> None:
+    m, s = quantize_multiplier(1 / 9 * 0.9)
+    instr = Instr(
+        Opcode.AVGPOOL,
+        (TensorRef(0, 0, 16),),
+        TensorRef(1, 0, 16),
+        kernel=(3, 3),
+        stride=2,
+        pad=(1, 1, 1, 1),
+        multiplier=0,
+        shift=1,
+    )
+    assert_native_equals_reference(one_op(instr, [(8, 8, 16)], (4, 4, 16), [i32(m), i32(s)]))
+    m, s = quantize_multiplier(1 / 64 * 1.3)
+    instr = Instr(
+        Opcode.GLOBAL_AVGPOOL, (TensorRef(0, 0, 16),), TensorRef(1, 0, 16), multiplier=0, shift=1
+    )
+    assert_native_equals_reference(one_op(instr, [(8, 8, 16)], (1, 1, 16), [i32(m), i32(s)]))
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_add_with_different_scales(relu: bool) -> None:
+    weights = [i32(1_500_000_000, 700_000_000), i32(31)]
+    instr = Instr(
+        Opcode.ADD,
+        (TensorRef(0, 0, 12), TensorRef(1, 4, 12)),
+        TensorRef(2, 0, 12),
+        relu=relu,
+        multiplier=0,
+        shift=1,
+    )
+    program = one_op(instr, [(5, 5, 12), (5, 5, 20)], (5, 5, 12), weights)
+    plan = native.NativePlan(program)
+    # Fill both inputs: the second through a program that copies nothing, so run by steps.
+    a, b = i8(2, 5, 5, 12), i8(2, 5, 5, 20)
+    bufs = {
+        0: a.view(np.uint8) ^ 0x80,
+        1: b.view(np.uint8) ^ 0x80,
+        2: np.zeros((2, 5, 5, 12), np.uint8),
+    }
+    for _, step in plan.steps:
+        step(bufs)
+    got = (bufs[2] ^ 0x80).view(np.int8)
+    want = reference.add(a, b[..., 4:16], weights[0], weights[1], relu)
+    assert np.array_equal(got, want)
+
+
+def test_scale_shift_on_a_channel_slice() -> None:
+    mult = RNG.integers(-(2**30), 2**30, 16).astype(np.int32)
+    bias = RNG.integers(-(2**30), 2**30, 16).astype(np.int32)
+    instr = Instr(
+        Opcode.SCALE_SHIFT,
+        (TensorRef(0, 8, 16),),
+        TensorRef(1, 0, 16),
+        relu=True,
+        multiplier=0,
+        bias=1,
+        shift=2,
+    )
+    program = one_op(instr, [(4, 4, 32)], (4, 4, 16), [mult, bias, i32(30)])
+    program.input = TensorRef(0, 0, 32)
+    x = i8(2, 4, 4, 32)
+    assert np.array_equal(native.NativePlan(program).run(x), execute(program, x, reference))
+
+
+@pytest.mark.parametrize("family", ["resnet50", "densenet121", "vgg16"])
+def test_whole_zoo_programs_equal_the_reference(family: str) -> None:
+    """Every op the family compiles to, in sequence, at 32x32 with random weights."""
+    from fpga_serve.core.isa import quantize_input
+    from fpga_serve.models import ZOO
+
+    zoo = ZOO[family](None, input_size=32)
+    calib = RNG.normal(0, 50, (2, 32, 32, 3)).astype(np.float32)
+    program = zoo.compile(calib).compiled.program
+    x = quantize_input(RNG.normal(0, 50, (2, 32, 32, 3)).astype(np.float32), program.input_scale)
+    loaded = TwinDevice().load(program)
+    assert loaded.path == "native"  # type: ignore[attr-defined]
+    assert np.array_equal(loaded.run(x), TwinDevice(reference=True).load(program).run(x))
+
+
+def _saturating_gemm(cols: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """u8 x s8 the way ``vpmaddubsw`` does it: adjacent products summed with int16 saturation."""
+    prod = cols.astype(np.int64)[:, :, None] * weight.astype(np.int64)[None]
+    k = prod.shape[1] - prod.shape[1] % 2
+    pairs = np.clip(prod[:, 0:k:2] + prod[:, 1:k:2], -32768, 32767).sum(axis=1)
+    rest = prod[:, k:].sum(axis=1)
+    zero_point = 128 * weight.astype(np.int64).sum(axis=0)
+    return (pairs + rest - zero_point).astype(np.int32)
+
+
+def test_self_check_refuses_a_saturating_gemm(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Saturating:
+        def __init__(self, weight: np.ndarray) -> None:
+            self.weight = weight
+
+        def __call__(self, cols: np.ndarray) -> np.ndarray:
+            return _saturating_gemm(cols, self.weight)
+
+    gemm.exact_here.cache_clear()
+    try:
+        assert gemm.exact_here()  # the real runtime on this CPU
+        gemm.exact_here.cache_clear()
+        monkeypatch.setattr(gemm, "Int8Gemm", Saturating)
+        assert not gemm.exact_here()
+        assert TwinDevice().native is False  # falls back to the numpy path
+    finally:
+        gemm.exact_here.cache_clear()
+
+
+def test_the_numpy_path_can_be_forced(monkeypatch: pytest.MonkeyPatch) -> None:
+    program = one_op(
+        Instr(Opcode.MAXPOOL, (TensorRef(0, 0, 4),), TensorRef(1, 0, 4), kernel=(2, 2), stride=2),
+        [(4, 4, 4)],
+        (2, 2, 4),
+        [],
+    )
+    assert TwinDevice().load(program).path == "native"  # type: ignore[attr-defined]
+    assert TwinDevice(native=False).load(program).path == "numpy"  # type: ignore[attr-defined]
+    monkeypatch.setenv("FPGA_SERVE_TWIN_NATIVE", "0")
+    assert TwinDevice().load(program).path == "numpy"  # type: ignore[attr-defined]
+
+
+def test_rounding_ties_go_up_in_every_requantiser() -> None:
+    """M = 2^30 with S = 31 (x 0.5) and S = 32 (x 0.25) make exact halves common: the spec
+    rounds them up (toward +inf), for positive and negative sums alike."""
+    half, quarter = (1 << 30, 31), (1 << 30, 32)
+    x_small = RNG.integers(-20, 20, (2, 6, 6, 8), endpoint=True).astype(np.int8)
+    conv = Instr(
+        Opcode.CONV,
+        (TensorRef(0, 0, 8),),
+        TensorRef(1, 0, 4),
+        kernel=(1, 1),
+        weight=0,
+        bias=1,
+        multiplier=2,
+        shift=3,
+    )
+    weights = [
+        i8(1, 1, 8, 4, low=-3, high=3),
+        i32(1, -1, 0, 3),
+        i32(*[half[0]] * 4),
+        i32(*[half[1]] * 4),
+    ]
+    avg = Instr(
+        Opcode.AVGPOOL,
+        (TensorRef(0, 0, 8),),
+        TensorRef(1, 0, 8),
+        kernel=(2, 2),
+        stride=2,
+        multiplier=0,
+        shift=1,
+    )
+    scale = Instr(
+        Opcode.SCALE_SHIFT,
+        (TensorRef(0, 0, 8),),
+        TensorRef(1, 0, 8),
+        multiplier=0,
+        bias=1,
+        shift=2,
+    )
+    cases = [
+        (one_op(conv, [(6, 6, 8)], (6, 6, 4), weights)),
+        (one_op(avg, [(6, 6, 8)], (3, 3, 8), [i32(quarter[0]), i32(quarter[1])])),
+        (
+            one_op(
+                scale,
+                [(6, 6, 8)],
+                (6, 6, 8),
+                [i32(*[half[0]] * 8), i32(*range(-4, 4)), i32(half[1])],
+            )
+        ),
+    ]
+    for program in cases:
+        got = native.NativePlan(program).run(x_small)
+        assert np.array_equal(got, execute(program, x_small, reference))
+    add = Instr(
+        Opcode.ADD,
+        (TensorRef(0, 0, 8), TensorRef(1, 0, 8)),
+        TensorRef(2, 0, 8),
+        multiplier=0,
+        shift=1,
+    )
+    plan = native.NativePlan(
+        one_op(add, [(6, 6, 8)] * 2, (6, 6, 8), [i32(half[0], half[0]), i32(half[1])])
+    )
+    b = RNG.integers(-20, 20, x_small.shape, endpoint=True).astype(np.int8)
+    bufs = {
+        0: x_small.view(np.uint8) ^ 0x80,
+        1: b.view(np.uint8) ^ 0x80,
+        2: np.zeros(x_small.shape, np.uint8),
+    }
+    plan.steps[0][1](bufs)
+    want = reference.add(x_small, b, i32(half[0], half[0]), i32(half[1]), False)
+    assert np.array_equal((bufs[2] ^ 0x80).view(np.int8), want)
