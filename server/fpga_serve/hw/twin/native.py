@@ -11,6 +11,7 @@ on whole programs.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from fpga_serve.core.isa import Instr, Opcode, Program, TensorRef
+
+log = logging.getLogger(__name__)
 
 Step = Callable[[dict[int, np.ndarray]], None]
 
@@ -59,7 +62,8 @@ def available() -> bool:
         return False
     try:
         from fpga_serve.hw.twin import kernels  # noqa: F401
-    except ImportError:
+    except Exception as exc:  # numba missing, or no writable cache (set NUMBA_CACHE_DIR)
+        log.warning("twin native path unavailable (%s): using the numpy path", exc)
         return False
     from fpga_serve.hw.twin.gemm import exact_here
 
