@@ -374,3 +374,24 @@ def test_rounding_ties_go_up_in_every_requantiser() -> None:
     plan.steps[0][1](bufs)
     want = reference.add(x_small, b, i32(half[0], half[0]), i32(half[1]), False)
     assert np.array_equal((bufs[2] ^ 0x80).view(np.int8), want)
+
+
+def test_twin_path_setting_reaches_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fpga_serve.core.errors import DeviceError
+    from fpga_serve.core.settings import ServerSettings
+    from fpga_serve.hw.registry import select_device
+
+    program = one_op(
+        Instr(Opcode.MAXPOOL, (TensorRef(0, 0, 4),), TensorRef(1, 0, 4), kernel=(2, 2), stride=2),
+        [(4, 4, 4)],
+        (2, 2, 4),
+        [],
+    )
+    monkeypatch.setenv("FPGA_SERVE_TWIN_PATH", "numpy")
+    options = {"twin_path": ServerSettings().twin_path}
+    assert select_device("twin", options).load(program).path == "numpy"  # type: ignore[attr-defined]
+    assert select_device("twin", {"twin_path": "native"}).load(program).path == "native"  # type: ignore[attr-defined]
+    monkeypatch.setenv("FPGA_SERVE_TWIN_NATIVE", "0")
+    with pytest.raises(DeviceError, match="native path is not available"):
+        select_device("twin", {"twin_path": "native"})
+    assert select_device("twin", {"twin_path": "auto"}).load(program).path == "numpy"  # type: ignore[attr-defined]

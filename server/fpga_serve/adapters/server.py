@@ -54,7 +54,7 @@ class Server:
         self.devices = DeviceHolder(
             settings.device,
             self.metrics.validation if settings.device_validate else None,
-            {"overlay": settings.overlay},
+            {"overlay": settings.overlay, "twin_path": settings.twin_path},
         )
         self.repository = ModelRepository(
             self.devices.context,

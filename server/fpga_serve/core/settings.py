@@ -46,6 +46,10 @@ class ServerSettings(BaseSettings):
     """The overlay bitstream for PYNQ boards (its .hwh beside it); default:
     bitstreams/fpga_cnn/fpga_cnn.bit of this installation."""
 
+    twin_path: Literal["auto", "native", "numpy"] = "auto"
+    """How the twin computes: native (exact int8 GEMM in ONNX Runtime + compiled kernels, when
+    this CPU passes its self-check), numpy (float32 BLAS, slower), or auto (native if it can)."""
+
     device_validate: bool = False
     """Validate mode: run every FPGA batch on the twin as well; mismatches are counted in
     fpga_serve_device_validations_total{result="mismatch"} (costs a twin run per batch)."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from fpga_serve.core.errors import DeviceError
 from fpga_serve.core.isa import Program
 from fpga_serve.hw.base import Device, LoadedProgram
 from fpga_serve.hw.twin import fast, native, reference
@@ -46,6 +49,17 @@ class TwinDevice(Device):
         super().__init__()
         self.reference = reference
         self.native = (native is not False) and not reference and _native_available()
+        if native and not self.native:
+            raise DeviceError(
+                "the twin's native path is not available here (numba or onnxruntime missing, "
+                "FPGA_SERVE_TWIN_NATIVE=0, or this CPU's int8 GEMM failed the exactness "
+                "self-check); use --twin-path numpy or auto"
+            )
+
+    @classmethod
+    def create(cls, options: dict[str, Any]) -> Device:
+        path = options.get("twin_path", "auto")
+        return cls(native={"auto": None, "native": True, "numpy": False}[path])
 
     def _load(self, program: Program) -> LoadedProgram:
         return TwinProgram(self, program)
