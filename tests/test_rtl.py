@@ -1,18 +1,31 @@
 """The overlay's hardware source (bitstreams/fpga_cnn/rtl/) simulated in Icarus Verilog against
-the twin's reference, bit for bit: the datapath units on random and extreme vectors. Skipped
-only where the simulator is not installed."""
+the twin's reference, bit for bit: the datapath units on random and extreme vectors, every
+opcode through the register interface with memory images packed exactly as the PYNQ driver
+packs them, errors, and a program from the real compiler. Also: Verilator lints the RTL and
+yosys synthesises it (no latches). Skipped only where the tools are not installed (.ci/run
+installs them)."""
 
 from __future__ import annotations
+
+import shutil
+import subprocess
+from typing import Any
 
 import numpy as np
 import pytest
 from fpga_serve.core.isa import (
+    Buffer,
+    Instr,
+    Opcode,
+    Program,
+    TensorRef,
+    quantize_input,
     round_shift,
     saturate,
 )
-from fpga_serve.hw.twin import reference
+from fpga_serve.hw.twin import executor, reference
 from rtl import harness
-from rtl.harness import UnitVector
+from rtl.harness import CTRL, ERRORS, POLL, READ, REG, STATUS, WAIT, WRITE, UnitVector
 
 pytestmark = pytest.mark.skipif(
     harness.simulator_missing() is not None, reason=str(harness.simulator_missing())
@@ -121,3 +134,430 @@ def test_add_and_scale_shift_units_match_the_twin() -> None:
         else:
             want = reference.scale_shift(a, m[:1], m[1:], s, relu)
         assert g == want[0], vec
+
+
+# The core: programs through registers and memory -------------------------------------------
+
+
+def _program(
+    shapes: list[tuple[int, int, int]],
+    instrs: list[Instr],
+    inp: TensorRef,
+    out: TensorRef,
+    weights: list[np.ndarray],
+) -> Program:
+    buffers = [Buffer(i, h, w, c, 1.0) for i, (h, w, c) in enumerate(shapes)]
+    return Program(buffers, instrs, inp, out, weights)
+
+
+def _conv_weights(kh: int, kw: int, cin: int, cout: int, shift: int) -> list[np.ndarray]:
+    return [
+        RNG.integers(-127, 128, (kh, kw, cin, cout)).astype(np.int8),
+        RNG.integers(-3000, 3000, cout).astype(np.int32),
+        RNG.integers(2**30, 2**31, cout).astype(np.int32),
+        (shift + RNG.integers(-1, 2, cout)).astype(np.int32),
+    ]
+
+
+def _x(batch: int, h: int, w: int, c: int) -> np.ndarray:
+    return RNG.integers(-128, 128, (batch, h, w, c)).astype(np.int8)
+
+
+def _check(program: Program, x: np.ndarray, **kwargs: Any) -> harness.Run:
+    got, run = harness.run_program(program, x, **kwargs)
+    assert run.polls[-1][0] == STATUS["DONE"], (run.polls, run.reg("ERROR_CODE"))
+    assert run.bad_accesses == 0
+    want = executor.execute(program, x, reference)
+    assert got.shape == want.shape
+    assert np.array_equal(got, want), (got, want)
+    assert len(np.unique(want)) > min(8, want.size // 2), "a test that saturates proves little"
+    return run
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_conv_stride_2_asymmetric_padding_channel_slices_batch_2(relu: bool) -> None:
+    # Input is channels [2, 5) of a 6-channel buffer; the output goes to channels [1, 5) of 7.
+    cin, cout = 3, 4
+    conv = Instr(
+        Opcode.CONV,
+        (TensorRef(0, 2, cin),),
+        TensorRef(1, 1, cout),
+        kernel=(3, 2),
+        stride=2,
+        pad=(2, 0, 1, 1),
+        relu=relu,
+        weight=0,
+        bias=1,
+        multiplier=2,
+        shift=3,
+    )
+    # H: (5 + 2 - 3) // 2 + 1 = 3; W: (6 + 2 - 2) // 2 + 1 = 4
+    program = _program(
+        [(5, 6, 6), (3, 4, 7)],
+        [conv],
+        TensorRef(0, 2, cin),
+        TensorRef(1, 1, cout),
+        _conv_weights(3, 2, cin, cout, 39),
+    )
+    run = _check(program, _x(2, 5, 6, cin))
+    assert run.reg("CYCLES_LO") > 0 and run.reg("VERSION") == 0x00010000
+
+
+def test_conv_1x1_on_a_1x1_map_is_a_dense_layer() -> None:
+    program = _program(
+        [(1, 1, 16), (1, 1, 10)],
+        [
+            Instr(
+                Opcode.CONV,
+                (TensorRef(0, 0, 16),),
+                TensorRef(1, 0, 10),
+                weight=0,
+                bias=1,
+                multiplier=2,
+                shift=3,
+            )
+        ],
+        TensorRef(0, 0, 16),
+        TensorRef(1, 0, 10),
+        _conv_weights(1, 1, 16, 10, 38),
+    )
+    _check(program, _x(3, 1, 1, 16))
+
+
+@pytest.mark.parametrize("pad_value", [-128, 0])
+def test_maxpool_with_pad_value(pad_value: int) -> None:
+    # Mostly negative input so that a zero pad_value shows at the borders.
+    pool = Instr(
+        Opcode.MAXPOOL,
+        (TensorRef(0, 1, 3),),
+        TensorRef(1, 0, 3),
+        kernel=(3, 3),
+        stride=2,
+        pad=(1, 1, 0, 1),
+        pad_value=pad_value,
+    )
+    program = _program([(6, 5, 4), (3, 2, 3)], [pool], TensorRef(0, 1, 3), TensorRef(1, 0, 3), [])
+    x = (RNG.integers(-128, 20, (2, 6, 5, 3))).astype(np.int8)
+    _check(program, x)
+
+
+def test_avgpool_counts_zero_padding() -> None:
+    pool = Instr(
+        Opcode.AVGPOOL,
+        (TensorRef(0, 0, 5),),
+        TensorRef(1, 0, 5),
+        kernel=(2, 3),
+        stride=1,
+        pad=(0, 1, 1, 1),
+        multiplier=0,
+        shift=1,
+    )
+    weights = [np.array([1431655765], np.int32), np.array([33], np.int32)]  # ~1/6
+    program = _program(
+        [(4, 4, 5), (4, 4, 5)], [pool], TensorRef(0, 0, 5), TensorRef(1, 0, 5), weights
+    )
+    _check(program, _x(2, 4, 4, 5))
+
+
+def test_global_avgpool() -> None:
+    gap = Instr(
+        Opcode.GLOBAL_AVGPOOL, (TensorRef(0, 0, 24),), TensorRef(1, 4, 24), multiplier=0, shift=1
+    )
+    weights = [np.array([1374389535], np.int32), np.array([35], np.int32)]  # ~1/25
+    program = _program(
+        [(5, 5, 24), (1, 1, 30)], [gap], TensorRef(0, 0, 24), TensorRef(1, 4, 24), weights
+    )
+    _check(program, _x(2, 5, 5, 24))
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_add_of_two_slices_with_two_scales(relu: bool) -> None:
+    # a = channels [0, 4) and b = channels [4, 8) of one buffer; out = channels [2, 6) of 6.
+    add = Instr(
+        Opcode.ADD,
+        (TensorRef(0, 0, 4), TensorRef(0, 4, 4)),
+        TensorRef(1, 2, 4),
+        relu=relu,
+        multiplier=0,
+        shift=1,
+    )
+    weights = [np.array([1518500250, -805306368], np.int32), np.array([32], np.int32)]
+    program = _program(
+        [(3, 2, 8), (3, 2, 6)], [add], TensorRef(0, 0, 8), TensorRef(1, 2, 4), weights
+    )
+    _check(program, _x(2, 3, 2, 8))
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_scale_shift_per_channel(relu: bool) -> None:
+    ss = Instr(
+        Opcode.SCALE_SHIFT,
+        (TensorRef(0, 1, 6),),
+        TensorRef(1, 0, 6),
+        relu=relu,
+        multiplier=0,
+        bias=1,
+        shift=2,
+    )
+    weights = [
+        RNG.integers(-(2**30), 2**30, 6).astype(np.int32),
+        RNG.integers(-(2**36), 2**36, 6).astype(np.int64).clip(I32.min, I32.max).astype(np.int32),
+        np.array([31], np.int32),
+    ]
+    program = _program(
+        [(3, 3, 7), (3, 3, 6)], [ss], TensorRef(0, 1, 6), TensorRef(1, 0, 6), weights
+    )
+    _check(program, _x(2, 3, 3, 6))
+
+
+def _concat_program() -> Program:
+    """Two convolutions concatenated by addressing into one buffer, pooled, added, averaged:
+    descriptors executed in order, each reading what the previous ones wrote."""
+    w0 = _conv_weights(3, 3, 2, 3, 38)
+    w1 = _conv_weights(1, 1, 2, 2, 36)
+    instrs = [
+        Instr(
+            Opcode.CONV,
+            (TensorRef(0, 0, 2),),
+            TensorRef(1, 0, 3),
+            kernel=(3, 3),
+            pad=(1, 1, 1, 1),
+            relu=True,
+            weight=0,
+            bias=1,
+            multiplier=2,
+            shift=3,
+        ),
+        Instr(
+            Opcode.CONV,
+            (TensorRef(0, 0, 2),),
+            TensorRef(1, 3, 2),
+            weight=4,
+            bias=5,
+            multiplier=6,
+            shift=7,
+        ),
+        Instr(Opcode.MAXPOOL, (TensorRef(1, 0, 5),), TensorRef(2, 0, 5), kernel=(2, 2), stride=2),
+        Instr(
+            Opcode.ADD,
+            (TensorRef(2, 0, 5), TensorRef(2, 0, 5)),
+            TensorRef(3, 0, 5),
+            multiplier=8,
+            shift=9,
+        ),
+        Instr(
+            Opcode.GLOBAL_AVGPOOL,
+            (TensorRef(3, 0, 5),),
+            TensorRef(4, 0, 5),
+            multiplier=10,
+            shift=11,
+        ),
+    ]
+    weights = [
+        *w0,
+        *w1,
+        np.array([2**30, 2**30], np.int32),
+        np.array([31], np.int32),
+        np.array([2**30], np.int32),
+        np.array([32], np.int32),
+    ]
+    shapes = [(4, 4, 2), (4, 4, 5), (2, 2, 5), (2, 2, 5), (1, 1, 5)]
+    return _program(shapes, instrs, TensorRef(0, 0, 2), TensorRef(4, 0, 5), weights)
+
+
+def test_a_program_with_concatenation_by_addressing() -> None:
+    program = _concat_program()
+    x = _x(2, 4, 4, 2)
+    got, run = harness.run_program(program, x)
+    assert run.polls[-1][0] == STATUS["DONE"] and run.bad_accesses == 0
+    assert np.array_equal(got, executor.execute(program, x, reference))
+
+
+def test_memory_wait_states_and_a_64_bit_address() -> None:
+    """Random memory stalls, and regions above 4 GiB (the _HI registers)."""
+    program = _concat_program()
+    x = _x(1, 4, 4, 2)
+    got, run = harness.run_program(program, x, base=0x8_0000_0040, stall=True)
+    assert run.polls[-1][0] == STATUS["DONE"] and run.bad_accesses == 0
+    assert run.reg("DESC_ADDR_HI") == 8 and run.reg("ACT_ADDR_HI") == 8
+    assert np.array_equal(got, executor.execute(program, x, reference))
+
+
+# Errors and registers ----------------------------------------------------------------------
+
+
+def _descs_with(program: Program, x: np.ndarray, index: int, **fields: int) -> np.ndarray:
+    from fpga_serve.hw import descriptors
+
+    table = descriptors.pack(program, descriptors.layout(program, x.shape[0])).copy()
+    rows = table.view(descriptors.DESCRIPTOR)
+    for name, value in fields.items():
+        rows[index][name] = value
+    return table
+
+
+def test_bad_opcode_stops_with_error_1_then_soft_reset_and_a_good_run() -> None:
+    program = _concat_program()
+    x = _x(1, 4, 4, 2)
+    bad = harness.memory_image(program, x, _descs_with(program, x, 2, opcode=9))
+    good = harness.memory_image(program, x)
+    assert bad.act_at == good.act_at and bad.wgt_at == good.wgt_at
+    base = harness.DEFAULT_BASE
+    desc_good = len(bad.data)  # the good descriptors, appended after the bad image
+    image = bytes(bad.data) + bytes(good.data[good.desc_at : good.desc_at + good.count * 64])
+    start = harness.register_writes(base, bad.count, base + bad.act_at, base + bad.wgt_at, 1)
+    done_or_error = STATUS["DONE"] | STATUS["ERROR"]
+    script = [
+        *start,
+        (POLL, done_or_error, 10_000),
+        (READ, REG["ERROR_CODE"], 0),
+        (WRITE, REG["CTRL"], CTRL["SOFT_RESET"]),
+        (READ, REG["STATUS"], 0),
+        (READ, REG["ERROR_CODE"], 0),
+        (WRITE, REG["DESC_ADDR_LO"], base + desc_good),
+        (WRITE, REG["CTRL"], CTRL["START"]),
+        (READ, REG["STATUS"], 0),
+        (POLL, done_or_error, 10_000),
+        (READ, REG["ERROR_CODE"], 0),
+    ]
+    run = harness.run_script(image, script)
+    assert run.polls[0][0] == STATUS["ERROR"]
+    assert [v for a, v in run.reads] == [
+        ERRORS["BAD_OPCODE"],
+        0,  # STATUS after SOFT_RESET
+        0,  # ERROR_CODE after SOFT_RESET
+        STATUS["BUSY"],
+        ERRORS["NONE"],
+    ]
+    assert run.polls[1][0] == STATUS["DONE"]
+    assert np.array_equal(
+        harness.read_output(good, run.memory), executor.execute(program, x, reference)
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"opcode": 0}, "BAD_OPCODE"),
+        ({"opcode": 7}, "BAD_OPCODE"),
+        ({"stride": 0}, "BAD_DESCRIPTOR"),
+        ({"out_hwc": (3 << 22) | (2 << 12) | 3}, "BAD_DESCRIPTOR"),  # not what 4x4 / 2x2 gives
+        ({"out_slice": (5 << 16) | 3}, "BAD_DESCRIPTOR"),  # channels [3, 8) of a 5-channel buffer
+        ({"mult_offset": 2}, "BAD_ADDRESS"),  # an int32 constant not 4-byte aligned
+    ],
+)
+def test_bad_descriptors_are_refused(fields: dict[str, int], code: str) -> None:
+    program = _concat_program()
+    x = _x(1, 4, 4, 2)
+    index = 3 if "mult_offset" in fields else 2  # the ADD reads multipliers; MAXPOOL none
+    _, run = harness.run_program(program, x, descs=_descs_with(program, x, index, **fields))
+    assert run.polls[-1][0] == STATUS["ERROR"]
+    assert run.reg("ERROR_CODE") == ERRORS[code]
+    assert run.reg("STATUS") == STATUS["ERROR"]
+
+
+def test_register_file() -> None:
+    base = harness.DEFAULT_BASE
+    script = [
+        (WRITE, REG["DESC_COUNT"], 0x1234_5678),
+        (WRITE, REG["BATCH"], 7),
+        (WRITE, REG["WGT_ADDR_HI"], 0xDEAD_BEEF),
+        (WRITE, REG["VERSION"], 0),  # read-only
+        (WRITE, REG["STATUS"], 7),  # read-only
+        (WRITE, 0x100, 1),  # unmapped
+        *harness.dump_registers(),
+        (READ, 0x100, 0),
+        (WRITE, REG["DESC_ADDR_LO"], base + 2),  # misaligned descriptor region
+        (WRITE, REG["DESC_COUNT"], 1),
+        (WRITE, REG["CTRL"], CTRL["START"]),
+        (POLL, STATUS["DONE"] | STATUS["ERROR"], 100),
+        (READ, REG["ERROR_CODE"], 0),
+        (WRITE, REG["DESC_ADDR_LO"], base),
+        (WRITE, REG["DESC_COUNT"], 0),
+        (WAIT, 20, 0),
+        (WRITE, REG["CTRL"], CTRL["SOFT_RESET"] | CTRL["START"]),  # reset, then an empty run
+        (POLL, STATUS["DONE"] | STATUS["ERROR"], 100),
+        (READ, REG["ERROR_CODE"], 0),
+    ]
+    run = harness.run_script(bytes(64), script)
+    regs = dict(run.reads[:14])
+    assert regs[REG["CTRL"]] == 0 and regs[REG["STATUS"]] == 0 and regs[REG["ERROR_CODE"]] == 0
+    assert regs[REG["VERSION"]] == 0x00010000
+    assert regs[REG["DESC_COUNT"]] == 0x1234_5678 and regs[REG["BATCH"]] == 7
+    assert regs[REG["WGT_ADDR_HI"]] == 0xDEAD_BEEF and regs[REG["CYCLES_LO"]] == 0
+    assert run.reads[14] == (0x100, 0)
+    assert run.polls[0][0] == STATUS["ERROR"] and run.reads[15][1] == ERRORS["BAD_ADDRESS"]
+    assert run.polls[1][0] == STATUS["DONE"]  # DESC_COUNT 0: done at once
+    assert run.reads[16] == (REG["ERROR_CODE"], ERRORS["NONE"])
+
+
+# A program from the real compiler -----------------------------------------------------------
+
+
+def test_a_compiled_keras_model_runs_exactly_on_the_rtl() -> None:
+    import keras
+    from fpga_serve.compiler import CompileOptions, compile_model
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.ZeroPadding2D(1)(inp)
+    x = keras.layers.Conv2D(6, 3, strides=2)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    y = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Add()([x, y])
+    z = keras.layers.Conv2D(2, 1)(x)
+    x = keras.layers.Concatenate()([x, z])
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.AveragePooling2D(2)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(5)(x)
+    model = keras.Model(inp, out)
+    data = RNG.normal(0, 1, (8, 16, 16, 3)).astype(np.float32)
+    program = compile_model(model, data, CompileOptions(calibration_method="max")).program
+    ops = {i.op.name for i in program.instrs}
+    assert ops == {"CONV", "MAXPOOL", "AVGPOOL", "GLOBAL_AVGPOOL", "ADD", "SCALE_SHIFT"}, ops
+    xq = quantize_input(data[:2], program.input_scale)
+    got, run = harness.run_program(program, xq)
+    assert run.polls[-1][0] == STATUS["DONE"] and run.bad_accesses == 0
+    assert np.array_equal(got, executor.execute(program, xq, reference))
+
+
+# Lint and synthesis ------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator is not installed")
+def test_verilator_lints_the_rtl_clean() -> None:
+    proc = subprocess.run(
+        [
+            "verilator",
+            "--lint-only",
+            "-Wall",
+            "-Wno-DECLFILENAME",
+            "--top-module",
+            "cnn_accel",
+            *map(str, harness.RTL_SOURCES),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys is not installed")
+def test_yosys_synthesises_cnn_accel_without_latches() -> None:
+    sources = " ".join(map(str, harness.RTL_SOURCES))
+    script = (
+        f"read_verilog {sources}; synth -top cnn_accel; "
+        "select -assert-none t:$dlatch t:$adlatch t:$_DLATCH* t:$_DLATCHSR*; "
+        "check -assert; stat"
+    )
+    proc = subprocess.run(
+        ["yosys", "-p", script], check=False, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    assert "Latch inferred" not in proc.stdout
+    assert "=== cnn_accel ===" in proc.stdout
