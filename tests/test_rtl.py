@@ -491,6 +491,31 @@ def test_register_file() -> None:
     assert run.reads[16] == (REG["ERROR_CODE"], ERRORS["NONE"])
 
 
+def test_start_while_busy_is_ignored() -> None:
+    program = _concat_program()
+    x = _x(1, 4, 4, 2)
+    image = harness.memory_image(program, x)
+    base = harness.DEFAULT_BASE
+    start = harness.register_writes(
+        base + image.desc_at, image.count, base + image.act_at, base + image.wgt_at, 1
+    )
+    script = [
+        *start,
+        (WAIT, 500, 0),
+        (READ, REG["CYCLES_LO"], 0),
+        (WRITE, REG["CTRL"], CTRL["START"]),  # BUSY: ignored, the run goes on
+        (READ, REG["STATUS"], 0),
+        (READ, REG["CYCLES_LO"], 0),
+        (POLL, STATUS["DONE"] | STATUS["ERROR"], 10_000),
+    ]
+    run = harness.run_script(bytes(image.data), script)
+    (_, before), (_, status), (_, after) = run.reads
+    assert status == STATUS["BUSY"] and after > before >= 500
+    assert run.polls[0][0] == STATUS["DONE"]
+    want = executor.execute(program, x, reference)
+    assert np.array_equal(harness.read_output(image, run.memory), want)
+
+
 # A program from the real compiler -----------------------------------------------------------
 
 
@@ -561,3 +586,21 @@ def test_yosys_synthesises_cnn_accel_without_latches() -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     assert "Latch inferred" not in proc.stdout
     assert "=== cnn_accel ===" in proc.stdout
+
+
+@pytest.mark.slow
+def test_the_pynq_tests_network_runs_exactly_on_the_rtl() -> None:
+    """tests/test_pynq.py's small network (7x7/2 stem, 'same' max pooling, residual add,
+    concatenation, batch norm on concatenated features, strided 1x1, average pooling, dense) on a
+    batch of 2 (about 45 s in Icarus Verilog)."""
+    import keras
+    from fpga_serve.compiler import CompileOptions, compile_model
+    from test_pynq import small_network
+
+    keras.utils.set_random_seed(4)
+    data = RNG.normal(0, 1, (8, 16, 16, 3)).astype(np.float32)
+    program = compile_model(small_network(), data, CompileOptions(calibration_method="max")).program
+    xq = quantize_input(data[:2], program.input_scale)
+    got, run = harness.run_program(program, xq, poll_limit=2_000_000)
+    assert run.polls[-1][0] == STATUS["DONE"] and run.bad_accesses == 0
+    assert np.array_equal(got, executor.execute(program, xq, reference))
