@@ -204,3 +204,46 @@ def test_idle_model_runs_a_lone_request_inline_and_batches_under_load() -> None:
     assert model.batches[-1] == [2, 3, 4]
     assert threads[1] == "holder" and threads[-1].startswith("batcher-")
     batcher.close()
+
+
+def test_run_answers_inline_or_from_the_queue_and_drops_like_submit() -> None:
+    threads: list[str] = []
+    model, rec = GatedModel(), Recorder()
+
+    def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        threads.append(threading.current_thread().name)
+        return model(arrays)
+
+    batcher = Batcher(run, BatchingConfig(max_batch_size=8, max_queue_delay_us=0), rec)
+    assert batcher.run(item(1))[0].tolist() == [2]
+    assert threads == [threading.current_thread().name] and rec.sizes == [1]
+    with pytest.raises(DeadlineExceeded):
+        batcher.run(item(5), deadline=time.monotonic() - 1)
+    with pytest.raises(FpgaServeError, match="cancelled"):
+        batcher.run(item(6), cancelled=lambda: True)
+    with pytest.raises(InvalidInput, match="negative"):
+        batcher.run(item(-1))  # the model's own error, raised to the caller
+    assert rec.drops == ["deadline", "cancelled"]
+    assert [5] not in model.batches and [6] not in model.batches
+
+    model.gate.clear()
+    model.started.clear()
+    holder = threading.Thread(target=lambda: batcher.run(item(0)), name="holder")
+    holder.start()
+    assert model.started.wait(5)
+    answers: dict[int, list[float]] = {}
+    waiting = [
+        threading.Thread(target=lambda v=v: answers.update({v: batcher.run(item(v))[0].tolist()}))
+        for v in (2, 3)
+    ]
+    for t in waiting:
+        t.start()
+    give_up = time.monotonic() + 5
+    while batcher.depth() < 2 and time.monotonic() < give_up:  # both queue behind the held one
+        time.sleep(0.001)
+    model.gate.set()
+    for t in (holder, *waiting):
+        t.join(5)
+    assert answers == {2: [4], 3: [6]}
+    assert sorted(model.batches[-1]) == [2, 3] and threads[-1].startswith("batcher-")
+    batcher.close()

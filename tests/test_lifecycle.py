@@ -29,6 +29,22 @@ def test_unload_frees_the_model_and_its_files(tiny_zip: Path) -> None:
         repo.get("tiny")
 
 
+def test_newest_version_follows_loads_swaps_and_unloads(tiny_zip: Path) -> None:
+    repo = ModelRepository(LoadContext, Metrics())
+    v1 = repo.load(tiny_zip, version="1")
+    v2 = repo.load(tiny_zip, version="2")
+    assert repo.get() is v2 and repo.get("tiny") is v2 and repo.get("tiny", "1") is v1
+    swapped = repo.load(tiny_zip, version="2", replace=True)
+    assert repo.get("tiny") is swapped
+    repo.load(tiny_zip, version="canary")  # labels sort before numbered versions
+    assert repo.get("tiny") is swapped
+    repo.unload("tiny", "2")
+    assert repo.get("tiny") is v1
+    repo.close()
+    with pytest.raises(ModelNotFound):
+        repo.get()
+
+
 def test_repository_scan_reports_junk_without_stopping(tmp_path: Path, tiny_zip: Path) -> None:
     (tmp_path / "good" / "3").mkdir(parents=True)
     (tmp_path / "good" / "3" / "m.zip").write_bytes(tiny_zip.read_bytes())

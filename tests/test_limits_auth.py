@@ -48,6 +48,8 @@ def test_header_sizes_are_read_without_decoding(china_jpg: bytes) -> None:
     pixels, exact = image_pixels(png_claiming(50_000, 50_000)) or (0, True)
     assert not exact and 100_000_000 < pixels < 2_500_000_000
     assert image_pixels(b"not an image") is None
+    assert image_pixels(b"BM but no bitmap header") is None  # a signature alone is not enough
+    assert image_pixels(bytearray(png_claiming(3, 5))) == (15, True)
 
 
 def test_bombs_are_refused_naming_the_item(china_jpg: bytes) -> None:
@@ -58,6 +60,9 @@ def test_bombs_are_refused_naming_the_item(china_jpg: bytes) -> None:
     with pytest.raises(InvalidInput, match=r"item 0: image of more than [\d,]+ pixels"):
         check_image_pixels("images", huge, 64_000_000)
     check_image_pixels("images", batch[:1], 64_000_000)  # a normal photo passes
+    other = np.array([b"\x00" * 150_000, memoryview(png_claiming(10_000, 9_000))], dtype=object)
+    with pytest.raises(InvalidInput, match=r"item 1: image of 90,000,000 pixels"):
+        check_image_pixels("images", other, 64_000_000)  # non-images skipped, views read
     with pytest.raises(InvalidInput, match="item 0"):
         check_image_pixels("images", batch[:1], 1000)
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -60,37 +58,60 @@ class RequestRecorder:
 
     Use ``with recorder.track() as t:``, set ``t.model``/``t.version`` once the model is
     resolved; requests for unknown models are counted under model ``_unknown`` so that clients
-    cannot grow the label set.
+    cannot grow the label set. Metric children are looked up once per label set (the set is
+    bounded: loaded models times status codes), not once per request.
     """
 
     def __init__(self, metrics: Metrics, protocol: str) -> None:
         self.metrics = metrics
         self.protocol = protocol
+        self._counters: dict[tuple[str, str, str], Any] = {}
+        self._latencies: dict[tuple[str, str], Any] = {}
 
-    @contextlib.contextmanager
-    def track(self) -> Iterator[Tracked]:
-        tracked = Tracked()
-        start = time.perf_counter()
-        try:
-            yield tracked
-        except BaseException as exc:
-            self._count(tracked, code_of(exc), None)
-            raise
-        self._count(tracked, grpc.StatusCode.OK, time.perf_counter() - start)
+    def track(self) -> Tracked:
+        return Tracked(self)
 
     def _count(self, tracked: Tracked, code: grpc.StatusCode, seconds: float | None) -> None:
         model = tracked.model or "_unknown"
-        self.metrics.requests.labels(model, tracked.version, self.protocol, code.name).inc()
-        if seconds is not None:
-            self.metrics.request_latency.labels(model, tracked.version, self.protocol).observe(
-                seconds
+        key = (model, tracked.version, code.name)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.metrics.requests.labels(
+                model, tracked.version, self.protocol, code.name
             )
+        counter.inc()
+        if seconds is not None:
+            pair = (model, tracked.version)
+            latency = self._latencies.get(pair)
+            if latency is None:
+                latency = self._latencies[pair] = self.metrics.request_latency.labels(
+                    model, tracked.version, self.protocol
+                )
+            latency.observe(seconds)
 
 
-@dataclass
 class Tracked:
-    model: str = ""
-    version: str = ""
+    """One request being counted (a context manager: the status comes from how it exits)."""
+
+    __slots__ = ("_recorder", "_start", "model", "version")
+
+    def __init__(self, recorder: RequestRecorder) -> None:
+        self.model = ""
+        self.version = ""
+        self._recorder = recorder
+        self._start = 0.0
+
+    def __enter__(self) -> Tracked:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc is None:
+            self._recorder._count(self, grpc.StatusCode.OK, time.perf_counter() - self._start)
+        else:
+            self._recorder._count(self, code_of(exc), None)
 
 
 def code_of(exc: BaseException) -> grpc.StatusCode:

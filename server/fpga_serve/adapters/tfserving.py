@@ -47,6 +47,20 @@ def _model_spec(name: str, version: str) -> model_pb2.ModelSpec:
     return spec
 
 
+_SPECS: dict[tuple[str, str], bytes] = {}
+"""Serialised ModelSpec per (name, version) answered; bounded by the versions ever loaded."""
+
+
+def _response(name: str, version: str) -> predict_pb2.PredictResponse:
+    """A PredictResponse carrying the model's spec (built once per version, then parsed in)."""
+    spec = _SPECS.get((name, version))
+    if spec is None:
+        spec = _SPECS[(name, version)] = _model_spec(name, version).SerializeToString()
+    response = predict_pb2.PredictResponse()
+    response.model_spec.MergeFromString(spec)
+    return response
+
+
 def _requested(spec: model_pb2.ModelSpec) -> tuple[str, str | None]:
     """(model name, version or None) from a ModelSpec; the Brainwave clients sent none."""
     if spec.signature_name not in ("", SIGNATURE):
@@ -114,9 +128,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                     outputs=real or None,
                 )
             )
-            response = predict_pb2.PredictResponse(
-                model_spec=_model_spec(result.model, result.version)
-            )
+            response = _response(result.model, result.version)
             keys = wanted or [*result.outputs, *([OUTPUT_ALIAS] if alias_of else [])]
             converted: dict[str, tf_tensor_pb2.TensorProto] = {}  # the alias reuses its tensor
             for key in dict.fromkeys(keys):

@@ -50,6 +50,14 @@ class BatchingConfig:
             raise InvalidInput(f"bad batching config {self}")
 
 
+def _never() -> bool:
+    return False
+
+
+_INLINE: Future[list[np.ndarray]] = Future()
+"""Placeholder future of a ``Batcher.run`` request until it is queued (never resolved)."""
+
+
 @dataclass
 class _Pending:
     inputs: list[np.ndarray]
@@ -97,10 +105,45 @@ class Batcher:
         self,
         inputs: list[np.ndarray],
         deadline: float | None = None,
-        cancelled: Callable[[], bool] = lambda: False,
+        cancelled: Callable[[], bool] = _never,
     ) -> Future[list[np.ndarray]]:
         """Queue one request (already validated); ``deadline`` is a time.monotonic() value."""
         pending = _Pending(inputs, int(inputs[0].shape[0]), deadline, cancelled)
+        if self._admit(pending):
+            # An idle model and no delay to wait for: run in the caller's thread, sparing the
+            # hand-off to the worker (the lone-request latency). Still one batch at a time.
+            try:
+                if self._still_wanted(pending):
+                    self._execute([pending])
+            finally:
+                self._release(worker=False)
+        return pending.future
+
+    def run(
+        self,
+        inputs: list[np.ndarray],
+        deadline: float | None = None,
+        cancelled: Callable[[], bool] = _never,
+    ) -> list[np.ndarray]:
+        """``submit(...).result()``: the request's outputs, or its error raised. Inline (idle
+        model, no delay) it skips the Future and the per-request bookkeeping of a queued item."""
+        pending = _Pending(inputs, int(inputs[0].shape[0]), deadline, cancelled, _INLINE)
+        if not self._admit(pending):
+            return pending.future.result()
+        try:
+            if deadline is not None and time.monotonic() >= deadline:
+                self._observer.dropped("deadline")
+                raise DeadlineExceeded("deadline passed while queued")
+            if cancelled():
+                self._observer.dropped("cancelled")
+                raise FpgaServeError("cancelled by the client", Status.CANCELLED)
+            self._observer.batch(pending.size, 1, (0.0,))
+            return self._run(inputs)
+        finally:
+            self._release(worker=False)
+
+    def _admit(self, pending: _Pending) -> bool:
+        """Queue ``pending``, or claim the idle model for it (True: the caller runs it now)."""
         with self._cond:
             if self._closing:
                 raise FpgaServeError("the model is being unloaded", Status.UNAVAILABLE)
@@ -108,24 +151,26 @@ class Batcher:
                 raise Overloaded(
                     f"queue full ({self.config.max_queue_size} requests waiting); retry later"
                 )
-            inline = not self._busy and not self._queue and self.config.max_queue_delay_us == 0
-            if inline:
+            if not self._busy and not self._queue and self.config.max_queue_delay_us == 0:
                 self._busy = True
-            else:
-                self._queue.append(pending)
-                self._observer.queued(len(self._queue))
+                return True
+            if pending.future is _INLINE:
+                pending.future = Future()
+            self._queue.append(pending)
+            self._observer.queued(len(self._queue))
+            if not self._busy:
+                # While a batch runs the worker could not act on a wake-up; whoever ends that
+                # batch looks at the queue (see _release).
                 self._cond.notify()
-        if inline:
-            # An idle model and no delay to wait for: run in the caller's thread, sparing the
-            # hand-off to the worker (the lone-request latency). Still one batch at a time.
-            try:
-                if self._still_wanted(pending):
-                    self._execute([pending])
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
-        return pending.future
+            return False
+
+    def _release(self, worker: bool) -> None:
+        """A batch has ended: the model is free. Only the worker waits on the condition, so it is
+        woken only when there is queued work and it is not the one releasing."""
+        with self._cond:
+            self._busy = False
+            if not worker and (self._queue or self._closing):
+                self._cond.notify()
 
     def depth(self) -> int:
         with self._cond:
@@ -155,9 +200,7 @@ class Batcher:
                 if live:
                     self._execute(live)
             finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+                self._release(worker=True)
 
     def _next_batch(self) -> list[_Pending] | None:
         cfg = self.config

@@ -11,7 +11,7 @@ import numpy as np
 from fpga_serve.core.errors import FpgaServeError, InvalidInput
 from fpga_serve.core.stage import StageRunner
 from fpga_serve.core.types import DType, TensorSpec
-from fpga_serve.runtime.images import check_image_pixels
+from fpga_serve.runtime import images
 
 
 class StageObserver(Protocol):
@@ -47,6 +47,11 @@ class Pipeline:
         for alias, target in self.input_aliases.items():
             if target not in {s.name for s in self.inputs}:
                 raise InvalidInput(f"input alias {alias!r} points to unknown input {target!r}")
+        names = {s.name for s in self.inputs}
+        # Request name -> input name: real names first, then aliases that do not shadow one.
+        self._targets = {**self.input_aliases, **{name: name for name in names}}
+        if max_image_pixels is not None and any(s.dtype is DType.BYTES for s in self.inputs):
+            images.prepare()  # at load time, not in the first image request
 
     def input_names(self) -> list[str]:
         """Every name a request may use for an input: real names, then aliases."""
@@ -61,7 +66,7 @@ class Pipeline:
         """
         by_name: dict[str, np.ndarray] = {}
         for key, array in named.items():
-            target = key if any(s.name == key for s in self.inputs) else self.input_aliases.get(key)
+            target = self._targets.get(key)
             if target is None:
                 known = ", ".join(map(repr, self.input_names()))
                 raise InvalidInput(f"unknown input {key!r}; this model takes {known}")
@@ -78,7 +83,7 @@ class Pipeline:
             if spec.dtype is DType.BYTES:
                 _check_bytes(spec.name, array)
                 if self.max_image_pixels is not None:
-                    check_image_pixels(spec.name, array, self.max_image_pixels)
+                    images.check_image_pixels(spec.name, array, self.max_image_pixels)
             if batch is None:
                 batch = int(array.shape[0])
             elif array.shape[0] != batch:

@@ -64,17 +64,13 @@ class DataPlane:
             served = self.repository.get(request.model, request.version)
             wanted = _resolve_outputs(served, request.outputs)
             bound = served.pipeline.bind(request.inputs)
-            inflight = self.metrics.inflight.labels(served.name, served.version)
-            inflight.inc()
-            try:
+            try:  # counts itself in fpga_serve_inflight_requests
                 arrays = served.execute(bound, request.deadline, request.cancelled)
             except ModelRetired:
                 # Swapped or unloaded between lookup and execution: look it up once more.
                 if attempt == 2:
                     raise
                 continue
-            finally:
-                inflight.dec()
             produced = {s.name: a for s, a in zip(served.outputs, arrays, strict=True)}
             return InferenceResponse(served.name, served.version, {n: produced[n] for n in wanted})
         raise AssertionError("unreachable")

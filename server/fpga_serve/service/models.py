@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +45,8 @@ class ServedModel:
     load_seconds: float
     observer: StageObserver
     batcher: Batcher | None = None
+    inflight_gauge: Any = None
+    """This version's fpga_serve_inflight_requests child (looked up once, at load)."""
     loaded_at: float = field(default_factory=time.time)
     _inflight: int = 0
     _retired: bool = False
@@ -63,16 +66,22 @@ class ServedModel:
             if self._retired:
                 raise ModelRetired(f"model {self.name!r} version {self.version} was retired")
             self._inflight += 1
+        gauge = self.inflight_gauge
+        if gauge is not None:
+            gauge.inc()
         try:
             if self.batcher is None:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise DeadlineExceeded("deadline passed before execution")
                 return self.pipeline.execute(bound, self.observer)
-            return self.batcher.submit(bound, deadline, cancelled).result()
+            return self.batcher.run(bound, deadline, cancelled)
         finally:
+            if gauge is not None:
+                gauge.dec()
             with self._cond:
                 self._inflight -= 1
-                self._cond.notify_all()
+                if self._retired:  # only close() waits, and only once retired
+                    self._cond.notify_all()
 
     @property
     def labels(self) -> list[str] | None:
@@ -121,6 +130,9 @@ class ModelRepository:
         self._batching = batching
         self._models: dict[str, dict[str, ServedModel]] = {}
         self._default: str | None = None
+        self._newest: dict[str, ServedModel] = {}
+        """Each name's newest version: ``get``'s lock-free fast path (a dict read is atomic;
+        the dict changes only under the lock, before a replaced version is retired)."""
         self._lock = threading.Lock()
 
     def _build(self, path: Path, name: str | None, version: str | None) -> ServedModel:
@@ -159,6 +171,7 @@ class ModelRepository:
             load_seconds=time.perf_counter() - start,
             observer=observer,
             batcher=batcher,
+            inflight_gauge=self._metrics.inflight.labels(model_name, model_version),
         )
 
     def load(
@@ -183,6 +196,7 @@ class ModelRepository:
             else:
                 conflict = False
                 versions[served.version] = served
+                self._refresh_newest(served.name)
                 if self._default is None:
                     self._default = served.name
         if conflict:
@@ -208,6 +222,10 @@ class ModelRepository:
 
     def get(self, name: str = "", version: str | None = None) -> ServedModel:
         """The named model (the default one when ``name`` is empty), newest version unless given."""
+        if not version:
+            newest = self._newest.get(name or self._default or "")
+            if newest is not None:
+                return newest
         with self._lock:
             model_name = name or self._default
             if model_name is None:
@@ -224,6 +242,14 @@ class ModelRepository:
                     )
                 return versions[version]
             return versions[max(versions, key=version_key)]
+
+    def _refresh_newest(self, name: str) -> None:
+        """Under the lock, after ``name``'s versions changed."""
+        versions = self._models.get(name)
+        if versions:
+            self._newest[name] = versions[max(versions, key=version_key)]
+        else:
+            self._newest.pop(name, None)
 
     def versions(self, name: str) -> list[str]:
         with self._lock:
@@ -246,6 +272,7 @@ class ModelRepository:
                 removed = [versions.pop(version)]
             if not versions:
                 self._models.pop(name, None)
+            self._refresh_newest(name)
             if self._default == name and name not in self._models:
                 self._default = next(iter(self._models), None)
         for model in removed:
