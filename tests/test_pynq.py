@@ -205,6 +205,22 @@ def test_dma_error_and_hang_become_device_errors_then_reset_recovers(
     assert np.array_equal(loaded.run(x), want)
 
 
+def test_a_bad_opcode_is_error_code_1_as_the_spec_and_the_rtl_say(
+    device: PynqDevice, compiled: Any
+) -> None:
+    loaded = device.load(compiled.program)
+    x = quantize_input(RNG.normal(0, 1, (1, 16, 16, 3)), compiled.program.input_scale)
+    want = loaded.run(x)
+    loaded.descs[0] = 9  # the first descriptor's opcode byte: no such opcode  # type: ignore[attr-defined]
+    loaded.descs.flush()  # type: ignore[attr-defined]
+    with pytest.raises(DeviceError, match=r"error 1 \(BAD_OPCODE\)"):
+        loaded.run(x)
+    device.reset()
+    loaded.descs[0] = int(compiled.program.instrs[0].op)  # type: ignore[attr-defined]
+    loaded.descs.flush()  # type: ignore[attr-defined]
+    assert np.array_equal(loaded.run(x), want)
+
+
 def test_a_wrong_accelerator_version_is_refused(device: PynqDevice, tmp_path: Path) -> None:
     shutil.copy(HWH, tmp_path / "fpga_cnn.hwh")
     old = tmp_path / "fpga_cnn.bit"

@@ -42,6 +42,10 @@ DDR_BASE = 0x4000_0000
 VERSION_WORD = (int(SPEC_VERSION.split(".")[0]) << 16) | int(SPEC_VERSION.split(".")[1])
 
 
+class BadOpcodeError(Exception):
+    """A descriptor whose opcode the overlay does not have (ERROR_CODE 1, as the RTL)."""
+
+
 class SimulatedAccelerator:
     """The accelerator's register file and datapath, over the device's memory model."""
 
@@ -97,6 +101,9 @@ class SimulatedAccelerator:
             return
         try:
             self._execute()
+        except BadOpcodeError:
+            self._error("BAD_OPCODE")
+            return
         except (KeyError, ValueError, IndexError):
             self._error("BAD_DESCRIPTOR")
             return
@@ -133,6 +140,8 @@ class SimulatedAccelerator:
         return self.memory.view(base + int(offset), size).view(dtype)
 
     def _instruction(self, row: Any, batch: int, act: int, wgt: int) -> None:
+        if int(row["opcode"]) not in Opcode.__members__.values():
+            raise BadOpcodeError(int(row["opcode"]))
         op = Opcode(int(row["opcode"]))
         relu = bool(int(row["flags"]) & RELU_FLAG)
         x = self._tensor(act, row["in0_offset"], row["in0_hwc"], row["in0_slice"], batch)
