@@ -1,10 +1,21 @@
 """A minimal raw grpcio PredictionService doing the same work as fpga-serve's trivial model:
-the baseline for bench_serving.py. Usage: python bench/raw_server.py MODEL.zip PORT"""
+the baseline for bench_serving.py.
+
+    python bench/raw_server.py MODEL.zip PORT [WORKERS]
+
+Per request, in the RPC thread: the input tensor ``images`` to numpy with the same converter
+fpga-serve uses (fpga_serve_client.convert.from_tensor_proto), the zip's stages run in order (the
+same stage runners fpga-serve loads), the one output back with to_tensor_proto under
+``output_alias``. Nothing else: no model lookup, validation, image-header guard, metrics,
+batching queue, deadline or cancellation checks. WORKERS (default 8) sizes the gRPC thread pool;
+bench_serving.py gives both servers the same pool size.
+"""
 
 from __future__ import annotations
 
 import sys
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 from fpga_serve.modelzip import LoadContext, load_pipeline
@@ -26,9 +37,10 @@ class Raw(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 def main() -> None:
-    archive = load_pipeline(__import__("pathlib").Path(sys.argv[1]), LoadContext())
+    archive = load_pipeline(Path(sys.argv[1]), LoadContext())
+    workers = int(sys.argv[3]) if len(sys.argv) > 3 else 8
     server = grpc.server(
-        futures.ThreadPoolExecutor(8),
+        futures.ThreadPoolExecutor(workers),
         options=[
             ("grpc.max_receive_message_length", 64 << 20),
             ("grpc.max_send_message_length", 64 << 20),
