@@ -14,6 +14,7 @@ from fpga_serve.core.types import TensorSpec
 from fpga_serve.modelzip.manifest import StageRecord
 from fpga_serve.modelzip.stages import LoadContext, SavedStage, register_kind
 from fpga_serve.modelzip.stages.tf_common import TfRunner, spec_from_tf
+from fpga_serve.modelzip.stages.tf_policy import check_graph, check_saved_model
 
 SIGNATURE = "serving_default"
 GRAPH_FILE = "graph.pb"
@@ -80,6 +81,7 @@ class TensorflowStage:
         dest.mkdir(parents=True, exist_ok=True)
         if self.kind == "tensorflow_graphdef":
             assert self._graph_def is not None
+            check_graph(self._graph_def, self._names[1], self.name or "stage")
             (dest / GRAPH_FILE).write_bytes(self._graph_def.SerializeToString())
             inputs, outputs = _graph_specs(self._graph_def, *self._names)
             return SavedStage(
@@ -119,6 +121,11 @@ def _graph_specs(
 
 
 def _load_saved(stage_dir: Path, name: str) -> TfRunner:
+    try:
+        pb = (stage_dir / "saved_model.pb").read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(f"stage {name!r}: cannot read saved_model.pb: {exc}") from exc
+    check_saved_model(pb, SIGNATURE, name)  # before TensorFlow loads anything
     try:
         loaded = tf.saved_model.load(str(stage_dir))
         fn = loaded.signatures[SIGNATURE]
@@ -167,6 +174,7 @@ class GraphDefKind:
             raise ModelLoadError(f"stage {record.name!r}: bad {GRAPH_FILE}: {exc}") from exc
         inputs = [s.name for s in record.inputs]
         outputs = [s.name for s in record.outputs]
+        check_graph(graph_def, outputs, record.name)  # before TensorFlow imports it
         try:
             ins, outs = _graph_specs(graph_def, inputs, outputs)
         except InvalidInput as exc:
