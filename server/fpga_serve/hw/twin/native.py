@@ -177,35 +177,22 @@ class NativePlan:
 
         return step
 
-    def _maxpool(self, instr: Instr) -> Step:
+    def _window(self, instr: Instr, kernel: Callable[..., None], *params: Any) -> Step:
+        """A pooling step: kernel(x, c_off, c_n, kh, kw, stride, top, left, *params, ho, wo,
+        out, o_off, r0, r1) over the output rows."""
         src, dst = instr.inputs[0], instr.output
         ho, wo = self._geometry(instr)
         top, _, left, _ = instr.pad
-        kh, kw = instr.kernel
-        pad_u = np.uint8(instr.pad_value + 128)
-        k = self._k
+        geometry = (src.offset, src.channels, *instr.kernel, instr.stride, top, left)
 
         def step(bufs: dict[int, np.ndarray]) -> None:
             x, out = bufs[src.buffer], bufs[dst.buffer]
-            _split(
-                k.maxpool,
-                x.shape[0] * ho * wo,
-                x,
-                src.offset,
-                src.channels,
-                kh,
-                kw,
-                instr.stride,
-                top,
-                left,
-                pad_u,
-                ho,
-                wo,
-                out,
-                dst.offset,
-            )
+            _split(kernel, x.shape[0] * ho * wo, x, *geometry, *params, ho, wo, out, dst.offset)
 
         return step
+
+    def _maxpool(self, instr: Instr) -> Step:
+        return self._window(instr, self._k.maxpool, np.uint8(instr.pad_value + 128))
 
     def _scalar_requant(self, instr: Instr) -> tuple[np.int64, np.int64, np.int64]:
         w = self.program.weights
@@ -214,36 +201,7 @@ class NativePlan:
         return mult, np.int64(1) << (shift - 1), shift
 
     def _avgpool(self, instr: Instr) -> Step:
-        src, dst = instr.inputs[0], instr.output
-        ho, wo = self._geometry(instr)
-        top, _, left, _ = instr.pad
-        kh, kw = instr.kernel
-        mult, half, shift = self._scalar_requant(instr)
-        k = self._k
-
-        def step(bufs: dict[int, np.ndarray]) -> None:
-            x, out = bufs[src.buffer], bufs[dst.buffer]
-            _split(
-                k.avgpool,
-                x.shape[0] * ho * wo,
-                x,
-                src.offset,
-                src.channels,
-                kh,
-                kw,
-                instr.stride,
-                top,
-                left,
-                mult,
-                half,
-                shift,
-                ho,
-                wo,
-                out,
-                dst.offset,
-            )
-
-        return step
+        return self._window(instr, self._k.avgpool, *self._scalar_requant(instr))
 
     def _global_avgpool(self, instr: Instr) -> Step:
         src, dst = instr.inputs[0], instr.output
