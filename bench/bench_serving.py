@@ -1,6 +1,6 @@
 """Serving overhead and batching, measured in interleaved rounds, all on loopback.
 
-    python bench/bench_serving.py [--rounds 5] [--seconds 3] [--requests 3000] [--workers 32]
+    python bench/bench_serving.py [--rounds 9] [--seconds 2] [--requests 3000] [--workers 32]
 
 This machine's noise (other tenants, 2 cores) moves throughput by tens of percent from one
 minute to the next, more than the margins measured here. So nothing is measured once per side:
@@ -393,8 +393,8 @@ def main() -> None:
         peak_worker(Path(sys.argv[2]), Path(sys.argv[3]))
         return
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per table")
-    parser.add_argument("--seconds", type=float, default=3.0, help="length of one window")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds per table")
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of one window")
     parser.add_argument("--requests", type=int, default=3000, help="most requests per window")
     parser.add_argument("--workers", type=int, default=32, help="gRPC threads, every server")
     parser.add_argument("--size", type=int, default=64, help="CNN input size for table 2")
