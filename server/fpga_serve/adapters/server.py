@@ -54,7 +54,11 @@ class Server:
         self.devices = DeviceHolder(
             settings.device,
             self.metrics.validation if settings.device_validate else None,
-            {"overlay": settings.overlay, "twin_path": settings.twin_path},
+            {
+                "overlay": settings.overlay,
+                "twin_path": settings.twin_path,
+                "twin_isolated": settings.twin_isolated,
+            },
         )
         self.repository = ModelRepository(
             self.devices.context,
@@ -190,6 +194,7 @@ class Server:
         if self._metrics_http is not None:
             self._metrics_http.close()
         self.repository.close()
+        self.devices.close()
 
     def wait(self) -> None:
         self._grpc.wait_for_termination()

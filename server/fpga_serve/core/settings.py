@@ -50,6 +50,10 @@ class ServerSettings(BaseSettings):
     """How the twin computes: native (exact int8 GEMM in ONNX Runtime + compiled kernels, when
     this CPU passes its self-check), numpy (float32 BLAS, slower), or auto (native if it can)."""
 
+    twin_isolated: bool = True
+    """Run the twin in a worker process of its own (as a board runs beside its host), so its
+    compute does not contend with the RPC threads for the server's GIL."""
+
     device_validate: bool = False
     """Validate mode: run every FPGA batch on the twin as well; mismatches are counted in
     fpga_serve_device_validations_total{result="mismatch"} (costs a twin run per batch)."""

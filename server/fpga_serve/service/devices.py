@@ -62,3 +62,10 @@ class DeviceHolder:
             return False
         log.warning("device %s was reset and verified; serving again", device.name)
         return device.healthy
+
+    def close(self) -> None:
+        """Release the device (the twin's worker process, a board's overlay) at shutdown."""
+        with self._lock:
+            device, self._device = self._device, None
+        if device is not None:
+            device.close()

@@ -11,6 +11,7 @@ from fpga_serve.core.isa import Program
 from fpga_serve.hw.base import Device, LoadedProgram
 from fpga_serve.hw.twin import fast, native, reference
 from fpga_serve.hw.twin.executor import execute
+from fpga_serve.hw.twin.worker import TwinWorker
 
 
 class TwinProgram(LoadedProgram):
@@ -38,6 +39,27 @@ class TwinProgram(LoadedProgram):
         return execute(self.program, x, reference if self.reference else fast)
 
 
+class IsolatedTwinProgram(LoadedProgram):
+    """A program uploaded to the twin's worker process (twin/worker.py)."""
+
+    def __init__(self, device: TwinDevice, program: Program) -> None:
+        super().__init__(device, program)
+        assert device.worker is not None
+        self.worker = device.worker
+        self.pid = self.worker.new_id()
+        self.path = f"{self.worker.call('load', self.pid, program)}, own process"
+        device.resident[self.pid] = program
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.worker.call("run", self.pid, x))
+
+    def close(self) -> None:
+        device = self.device
+        assert isinstance(device, TwinDevice)
+        if device.resident.pop(self.pid, None) is not None and self.worker.process.is_alive():
+            self.worker.call("close", self.pid)
+
+
 class TwinDevice(Device):
     """The overlay's arithmetic on the CPU. ``native=None`` picks the native path when it is
     available and exact here (twin/native.py), ``False`` forces the numpy path."""
@@ -45,10 +67,17 @@ class TwinDevice(Device):
     name = "twin"
     priority = 0
 
-    def __init__(self, reference: bool = False, native: bool | None = None) -> None:
+    def __init__(
+        self, reference: bool = False, native: bool | None = None, isolated: bool = False
+    ) -> None:
         super().__init__()
         self.reference = reference
         self.native = (native is not False) and not reference and _native_available()
+        # isolated: programs run in a worker process with its own GIL (twin/worker.py)
+        self.worker: TwinWorker | None = None
+        self.resident: dict[int, Program] = {}
+        if isolated and not reference:
+            self.worker = TwinWorker(native)
         if native and not self.native:
             raise DeviceError(
                 "the twin's native path is not available here (numba or onnxruntime missing, "
@@ -59,9 +88,22 @@ class TwinDevice(Device):
     @classmethod
     def create(cls, options: dict[str, Any]) -> Device:
         path = options.get("twin_path", "auto")
-        return cls(native={"auto": None, "native": True, "numpy": False}[path])
+        native = {"auto": None, "native": True, "numpy": False}[path]
+        return cls(native=native, isolated=bool(options.get("twin_isolated", False)))
+
+    def reset(self) -> None:
+        """A dead worker is replaced and every resident program uploaded again."""
+        if self.worker is not None and not self.worker.process.is_alive():
+            self.worker.restart(self.resident)
+        super().reset()
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
 
     def _load(self, program: Program) -> LoadedProgram:
+        if self.worker is not None:
+            return IsolatedTwinProgram(self, program)
         return TwinProgram(self, program)
 
 
