@@ -16,7 +16,9 @@ request runs inline and concurrent ones share a TensorFlow call) and with batchi
 request runs its own call, as in the raw server). Same trivial TensorFlow model, same 150 KB
 request, same tensor converters, same gRPC thread pool size (--workers), same client.
 
-Table 2: a small CNN featurizer on the twin, at 32 in flight, with dynamic batching off
+Table 2: a featurizer on the twin (--model: a 5-conv CNN by default, whose 1-2 ms per image
+make gRPC's per-request cost dominate; or a zoo featurizer such as the seed's resnet50), at 32
+in flight, with dynamic batching off
 (batch_max_size 1) and on, against the model's in-process peak: the same zip loaded in a separate
 process like the servers (twin device, same environment, so the same twin/BLAS threads;
 --twin-threads sets FPGA_SERVE_TWIN_THREADS for all of them alike) running the stage back to
@@ -92,6 +94,18 @@ def cnn_zip(path: Path, size: int) -> np.ndarray:
     stage = FpgaStage(compile_model(keras.Model(inp, out), data[:8], CompileOptions()))
     model_def = ModelDefinition(name="cnn")
     model_def.pipeline.append(stage)
+    model_def.save(path)
+    return data
+
+
+def zoo_zip(path: Path, family: str, size: int) -> np.ndarray:
+    """The seed's featurizer (random weights: speed does not depend on them) as one FPGA stage."""
+    from fpga_serve.models import ZOO
+    from fpga_serve.pipeline import ModelDefinition
+
+    data = np.random.default_rng(0).normal(0, 50, (16, size, size, 3)).astype(np.float32)
+    model_def = ModelDefinition(name=family)
+    model_def.pipeline.append(ZOO[family](None, input_size=size).compile(data[:4]))
     model_def.save(path)
     return data
 
@@ -302,7 +316,7 @@ def table2(ns: argparse.Namespace, tmp: Path) -> None:
     from fpga_serve_client.protos import predict_pb2, tf_tensor_pb2
 
     cnn = tmp / "cnn.zip"
-    data = cnn_zip(cnn, ns.size)
+    data = cnn_zip(cnn, ns.size) if ns.model == "cnn" else zoo_zip(cnn, ns.model, ns.size)
     data_path = tmp / "cnn_data.npy"
     np.save(data_path, data)
     request = predict_pb2.PredictRequest()
@@ -352,7 +366,8 @@ def table2(ns: argparse.Namespace, tmp: Path) -> None:
 
     best = [max(v) for v in zip(*peaks.values(), strict=True)]  # per round, the best batch
     print(
-        f"\nTable 2: CNN {ns.size}x{ns.size} on the twin, 32 in flight, {ns.rounds} interleaved "
+        f"\nTable 2: {ns.model} {ns.size}x{ns.size} on the twin, 32 in flight, {ns.rounds} "
+        "interleaved "
         f"rounds of {ns.seconds:g} s per configuration; medians over rounds; twin threads "
         f"{ns.twin_threads or 'default'}"
     )
@@ -397,7 +412,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="length of one window")
     parser.add_argument("--requests", type=int, default=3000, help="most requests per window")
     parser.add_argument("--workers", type=int, default=32, help="gRPC threads, every server")
-    parser.add_argument("--size", type=int, default=64, help="CNN input size for table 2")
+    parser.add_argument("--size", type=int, default=64, help="model input size for table 2")
+    parser.add_argument(
+        "--model",
+        default="cnn",
+        choices=["cnn", "resnet50", "resnet152", "densenet121", "vgg16"],
+        help="table 2's model: a 5-conv CNN (serving overhead dominates) or a zoo featurizer",
+    )
     parser.add_argument(
         "--twin-threads",
         type=int,
