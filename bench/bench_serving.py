@@ -135,6 +135,8 @@ class Window:
     p50: float
     p99: float
     rate: float
+    client_cores: float = 0.0
+    """CPU the load generator (this process) used during the window, in cores."""
 
 
 def load(address: str, request: Any, inflight: int, requests: int, seconds: float) -> Window:
@@ -145,11 +147,12 @@ def load(address: str, request: Any, inflight: int, requests: int, seconds: floa
     latencies: list[float] = []
     lock = threading.Lock()
     counter = iter(range(requests))
-    clock = {"deadline": 0.0, "t0": 0.0}
+    clock = {"deadline": 0.0, "t0": 0.0, "cpu0": 0.0}
 
     def start_clock() -> None:  # runs once, before any client is released
         clock["deadline"] = time.monotonic() + seconds
         clock["t0"] = time.perf_counter()
+        clock["cpu0"] = time.process_time()
 
     warm = threading.Barrier(inflight + 1, action=start_clock)  # clock starts when all are warm
 
@@ -176,10 +179,11 @@ def load(address: str, request: Any, inflight: int, requests: int, seconds: floa
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - clock["t0"]
+    cores = (time.process_time() - clock["cpu0"]) / elapsed
     latencies.sort()
     p50 = statistics.median(latencies) * 1000
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
-    return Window(p50, p99, len(latencies) / elapsed)
+    return Window(p50, p99, len(latencies) / elapsed, cores)
 
 
 def med(values: list[float]) -> float:
@@ -378,7 +382,7 @@ def table2(ns: argparse.Namespace, tmp: Path) -> None:
     )
     print(
         f"{'batching':>18} {'p50 ms':>8} {'p99 ms':>8} {'img/s':>7} | {'of peak at':>10} "
-        f"{'its batch':>9} {'range':>9} | {'of best':>7} {'range':>9}"
+        f"{'its batch':>9} {'range':>9} | {'of best':>7} {'range':>9} | {'client cores':>12}"
     )
     verdict = False
     for label, (max_batch, _) in zip(labels, configs, strict=True):
@@ -391,11 +395,13 @@ def table2(ns: argparse.Namespace, tmp: Path) -> None:
             f"{label:>18} {med([w.p50 for w in ws]):8.1f} {med([w.p99 for w in ws]):8.1f} "
             f"{med([w.rate for w in ws]):7.0f} | {'batch ' + str(max_batch):>10} "
             f"{med(same):9.0%} {min(same):4.0%}-{max(same):.0%} | {med(top):7.0%} "
-            f"{min(top):4.0%}-{max(top):.0%}"
+            f"{min(top):4.0%}-{max(top):.0%} | {med([w.client_cores for w in ws]):12.2f}"
         )
     print(
         "of peak: served img/s / the same round's in-process img/s, at the configuration's max\n"
-        "batch size (like for like) and at the round's best batch size; median and range"
+        "batch size (like for like) and at the round's best batch size; median and range;\n"
+        f"client cores: CPU the load generator itself used, of the machine's {os.cpu_count()} "
+        "(the peak process has no client)"
     )
     print(
         "a batching configuration reaches a median >= 90% of the best in-process peak: "
