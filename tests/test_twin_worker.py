@@ -8,42 +8,12 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from fpga_serve.core.errors import DeviceError
-from fpga_serve.core.isa import Buffer, Instr, Opcode, Program, TensorRef, quantize_multiplier
 from fpga_serve.core.settings import ServerSettings
 from fpga_serve.hw.registry import select_device
 from fpga_serve.hw.twin.device import TwinDevice
+from test_twin import tiny_program  # a 3x3 conv over 6x6x4 with fused ReLU
 
 RNG = np.random.default_rng(11)
-
-
-def conv_program() -> Program:
-    m, s = quantize_multiplier(0.002)
-    weights = [
-        RNG.integers(-127, 128, (3, 3, 8, 6), dtype=np.int8),
-        RNG.integers(-500, 500, 6).astype(np.int32),
-        np.full(6, m, np.int32),
-        np.full(6, s, np.int32),
-    ]
-    return Program(
-        buffers=[Buffer(0, 10, 10, 8, 0.1), Buffer(1, 10, 10, 6, 0.2)],
-        instrs=[
-            Instr(
-                Opcode.CONV,
-                (TensorRef(0, 0, 8),),
-                TensorRef(1, 0, 6),
-                kernel=(3, 3),
-                pad=(1, 1, 1, 1),
-                relu=True,
-                weight=0,
-                bias=1,
-                multiplier=2,
-                shift=3,
-            )
-        ],
-        input=TensorRef(0, 0, 8),
-        output=TensorRef(1, 0, 6),
-        weights=weights,
-    )
 
 
 @pytest.fixture
@@ -54,10 +24,10 @@ def device() -> Iterator[TwinDevice]:
 
 
 def test_worker_equals_the_reference_and_frees_programs(device: TwinDevice) -> None:
-    program = conv_program()
+    program = tiny_program()
     loaded = device.load(program)
     assert loaded.path.endswith("own process")  # type: ignore[attr-defined]
-    x = RNG.integers(-128, 128, (3, 10, 10, 8), dtype=np.int8)
+    x = RNG.integers(-128, 128, (3, 6, 6, 4), dtype=np.int8)
     want = TwinDevice(reference=True).load(program).run(x)
     assert np.array_equal(loaded.run(x), want)
     assert device.worker is not None and device.worker.process.pid is not None
@@ -68,9 +38,9 @@ def test_worker_equals_the_reference_and_frees_programs(device: TwinDevice) -> N
 
 
 def test_a_dead_worker_is_a_device_error_and_reset_restores_it(device: TwinDevice) -> None:
-    program = conv_program()
+    program = tiny_program()
     loaded = device.load(program)
-    x = RNG.integers(-128, 128, (1, 10, 10, 8), dtype=np.int8)
+    x = RNG.integers(-128, 128, (1, 6, 6, 4), dtype=np.int8)
     want = loaded.run(x)
     assert device.worker is not None
     device.worker.process.kill()

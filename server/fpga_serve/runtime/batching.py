@@ -131,12 +131,9 @@ class Batcher:
         if not self._admit(pending):
             return pending.future.result()
         try:
-            if deadline is not None and time.monotonic() >= deadline:
-                self._observer.dropped("deadline")
-                raise DeadlineExceeded("deadline passed while queued")
-            if cancelled():
-                self._observer.dropped("cancelled")
-                raise FpgaServeError("cancelled by the client", Status.CANCELLED)
+            unwanted = self._unwanted(pending)
+            if unwanted is not None:
+                raise unwanted
             self._observer.batch(pending.size, 1, (0.0,))
             return self._run(inputs)
         finally:
@@ -232,17 +229,21 @@ class Batcher:
         if not pending.future.set_running_or_notify_cancel():
             self._observer.dropped("cancelled")
             return False
-        if pending.deadline is not None and time.monotonic() >= pending.deadline:
-            pending.future.set_exception(DeadlineExceeded("deadline passed while queued"))
-            self._observer.dropped("deadline")
-            return False
-        if pending.cancelled():
-            pending.future.set_exception(
-                FpgaServeError("cancelled by the client", Status.CANCELLED)
-            )
-            self._observer.dropped("cancelled")
+        unwanted = self._unwanted(pending)
+        if unwanted is not None:
+            pending.future.set_exception(unwanted)
             return False
         return True
+
+    def _unwanted(self, pending: _Pending) -> FpgaServeError | None:
+        """Why ``pending`` must not reach the device (counted as dropped), or None."""
+        if pending.deadline is not None and time.monotonic() >= pending.deadline:
+            self._observer.dropped("deadline")
+            return DeadlineExceeded("deadline passed while queued")
+        if pending.cancelled():
+            self._observer.dropped("cancelled")
+            return FpgaServeError("cancelled by the client", Status.CANCELLED)
+        return None
 
     def _execute(self, batch: list[_Pending]) -> None:
         now = time.monotonic()

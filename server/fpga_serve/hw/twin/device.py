@@ -9,7 +9,8 @@ import numpy as np
 from fpga_serve.core.errors import DeviceError
 from fpga_serve.core.isa import Program
 from fpga_serve.hw.base import Device, LoadedProgram
-from fpga_serve.hw.twin import fast, native, reference
+from fpga_serve.hw.twin import fast, reference
+from fpga_serve.hw.twin import native as twin_native
 from fpga_serve.hw.twin.executor import execute
 from fpga_serve.hw.twin.worker import TwinWorker
 
@@ -21,9 +22,9 @@ class TwinProgram(LoadedProgram):
     def __init__(self, device: TwinDevice, program: Program) -> None:
         super().__init__(device, program)
         self.reference = device.reference
-        self.plan: native.NativePlan | None = None
+        self.plan: twin_native.NativePlan | None = None
         if not self.reference and device.native:
-            self.plan = native.NativePlan(program)
+            self.plan = twin_native.NativePlan(program)
             # Warm up: compiles (or loads from numba's cache) every kernel this program uses,
             # so the first request does not pay for it.
             shape = (1, *program.input_shape())
@@ -72,12 +73,19 @@ class TwinDevice(Device):
     ) -> None:
         super().__init__()
         self.reference = reference
-        self.native = (native is not False) and not reference and _native_available()
-        # isolated: programs run in a worker process with its own GIL (twin/worker.py)
+        # isolated: programs run in a worker process with its own GIL (twin/worker.py); the
+        # worker, not this process, checks whether the native path is there
         self.worker: TwinWorker | None = None
         self.resident: dict[int, Program] = {}
         if isolated and not reference:
             self.worker = TwinWorker(native)
+            try:
+                self.native = bool(self.worker.call("native", 0))
+            except DeviceError:
+                self.worker.stop()
+                raise
+            return
+        self.native = (native is not False) and not reference and twin_native.available()
         if native and not self.native:
             raise DeviceError(
                 "the twin's native path is not available here (numba or onnxruntime missing, "
@@ -105,7 +113,3 @@ class TwinDevice(Device):
         if self.worker is not None:
             return IsolatedTwinProgram(self, program)
         return TwinProgram(self, program)
-
-
-def _native_available() -> bool:
-    return native.available()

@@ -27,7 +27,8 @@ _POOL_LOCK = threading.Lock()
 _GLOBAL_POOL: dict[str, bool] = {}  # "set": whether the process-wide pool could be made
 
 
-def _threads() -> int:
+def twin_threads() -> int:
+    """Threads the twin computes with: FPGA_SERVE_TWIN_THREADS, else one per core."""
     return int(os.environ.get("FPGA_SERVE_TWIN_THREADS", "0")) or (os.cpu_count() or 1)
 
 
@@ -42,14 +43,14 @@ def _session_options():  # type: ignore[no-untyped-def]
     with _POOL_LOCK:
         if "set" not in _GLOBAL_POOL:
             try:
-                _pybind_state.set_global_thread_pool_sizes(_threads(), 1)
+                _pybind_state.set_global_thread_pool_sizes(twin_threads(), 1)
                 _GLOBAL_POOL["set"] = True
             except Exception:  # the environment already exists (another user in-process)
                 _GLOBAL_POOL["set"] = False
     if _GLOBAL_POOL["set"]:
         options.use_per_session_threads = False
     else:
-        options.intra_op_num_threads = _threads()
+        options.intra_op_num_threads = twin_threads()
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from fpga_serve.core.isa import Instr, Opcode, Program, TensorRef
+from fpga_serve.core.isa import Instr, Opcode, Program
+from fpga_serve.hw.twin.gemm import twin_threads
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +32,9 @@ SPLIT_ROWS = 2048
 _POOL: list[ThreadPoolExecutor] = []  # made on first use
 
 
-def _threads() -> int:
-    return int(os.environ.get("FPGA_SERVE_TWIN_THREADS", "0")) or (os.cpu_count() or 1)
-
-
 def _split(kernel: Callable[..., None], rows: int, *args: Any) -> None:
     """kernel(*args, r0, r1) over [0, rows), in one chunk per core when large enough."""
-    parts = _threads()
+    parts = twin_threads()
     if rows < SPLIT_ROWS or parts == 1:
         kernel(*args, 0, rows)
         return
@@ -80,17 +78,9 @@ class NativePlan:
         self._k = kernels
         self.steps: list[tuple[Instr, Step]] = [(i, self._step(i)) for i in program.instrs]
 
-    # Buffers ---------------------------------------------------------------------------
-
-    def _shape(self, ref: TensorRef, n: int) -> tuple[int, int, int, int]:
-        b = self.program.buffer(ref)
-        return (n, b.height, b.width, b.channels)
-
     def run(
         self, x: np.ndarray, on_step: Callable[[Instr, float], None] | None = None
     ) -> np.ndarray:
-        import time
-
         n = x.shape[0]
         bufs: dict[int, np.ndarray] = {}
         for i, b in enumerate(self.program.buffers):
@@ -194,11 +184,13 @@ class NativePlan:
     def _maxpool(self, instr: Instr) -> Step:
         return self._window(instr, self._k.maxpool, np.uint8(instr.pad_value + 128))
 
+    def _shift(self, instr: Instr) -> tuple[np.int64, np.int64]:
+        """The one shift S of a non-CONV op, with its rounding term 2^(S-1)."""
+        shift = np.int64(self.program.weights[instr.shift][0])
+        return np.int64(1) << (shift - 1), shift
+
     def _scalar_requant(self, instr: Instr) -> tuple[np.int64, np.int64, np.int64]:
-        w = self.program.weights
-        mult = np.int64(w[instr.multiplier][0])
-        shift = np.int64(w[instr.shift][0])
-        return mult, np.int64(1) << (shift - 1), shift
+        return np.int64(self.program.weights[instr.multiplier][0]), *self._shift(instr)
 
     def _avgpool(self, instr: Instr) -> Step:
         return self._window(instr, self._k.avgpool, *self._scalar_requant(instr))
@@ -228,8 +220,7 @@ class NativePlan:
         w = self.program.weights
         m = w[instr.multiplier]
         m0, m1 = np.int64(m[0]), np.int64(m[1])
-        shift = np.int64(w[instr.shift][0])
-        half = np.int64(1) << (shift - 1)
+        half, shift = self._shift(instr)
         low = np.int64(0 if instr.relu else -128)
         k = self._k
 
@@ -260,8 +251,7 @@ class NativePlan:
         w = self.program.weights
         mult = w[instr.multiplier].astype(np.int64)
         bias = w[instr.bias].astype(np.int64)
-        shift = np.int64(w[instr.shift][0])
-        half = np.int64(1) << (shift - 1)
+        half, shift = self._shift(instr)
         low = np.int64(0 if instr.relu else -128)
         k = self._k
 

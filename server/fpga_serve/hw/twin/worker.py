@@ -26,7 +26,7 @@ def _serve(conn: Connection, native: bool | None) -> None:  # pragma: no cover -
     """The worker's loop: (op, program id, payload) -> ("ok", value) | ("error", message)."""
     from fpga_serve.hw.twin.device import TwinDevice
 
-    device = TwinDevice(native=native)
+    device: TwinDevice | None = None
     programs: dict[int, Any] = {}
     while True:
         try:
@@ -34,9 +34,13 @@ def _serve(conn: Connection, native: bool | None) -> None:  # pragma: no cover -
         except (EOFError, OSError):
             return
         try:
-            if op == "load":
+            if device is None:  # built here so that its refusal reaches the host as an error
+                device = TwinDevice(native=native)
+            if op == "native":
+                result: Any = device.native
+            elif op == "load":
                 programs[pid] = device.load(payload)
-                result: Any = programs[pid].path
+                result = programs[pid].path
             elif op == "run":
                 result = programs[pid].run(payload)
             elif op == "close":
