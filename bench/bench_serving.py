@@ -25,6 +25,14 @@ process like the servers (twin device, same environment, so the same twin/BLAS t
 back at batch 1, 8 and 16, in the same rounds as the servers. Each configuration is compared with
 the peak at its own max batch size (like for like) and with the best batch size of that round.
 
+Table 2 also gives a CPU budget: CPU milliseconds per image, from /proc/<pid>/stat (user + system)
+sampled at the start and end of every window, for the server process itself, its device worker
+(all the server's descendants: the twin's worker process, multiprocessing's resource tracker),
+and the load generator (this process); and the peak process's own CPU per image (its twin runs
+in-process). While the model keeps every core busy, served/peak cannot exceed the peak's CPU per
+image over the served path's (server + worker + client): that ratio is printed as the ceiling
+(the peak line also gives the cores the peak used; well below the machine's, it is no bound).
+
 Every load loop is bounded by --requests and --seconds per window; the client is this process
 (its threads share the 2 cores with the servers, as they would with any local client).
 """
@@ -130,6 +138,40 @@ def wait_ready(proc: subprocess.Popen[str], ready: str) -> None:
     raise RuntimeError(f"{proc.args} did not start")
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(pid: int) -> tuple[float, dict[int, float]]:
+    """CPU seconds (user + system, all threads) of ``pid`` and of each of its descendants.
+
+    Scans /proc/*/stat for parent links (/proc/<pid>/task/*/children needs a kernel option).
+    """
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # exited while scanning
+            continue
+        fields = text[text.rindex(")") + 2 :].split()  # the name may hold spaces and ")"
+        child = int(stat.parent.name)
+        parents[child] = int(fields[1])  # field 4, ppid; fields 14-15, utime and stime
+        cpu[child] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    family: dict[int, float] = {}
+    frontier = [pid]
+    while frontier:
+        frontier = [c for c, parent in parents.items() if parent in frontier and c not in family]
+        family.update((c, cpu[c]) for c in frontier)
+    return cpu.get(pid, 0.0), family
+
+
+def cpu_used(before: tuple[float, dict[int, float]], pid: int) -> tuple[float, float]:
+    """CPU seconds ``pid`` and its descendants used since ``before`` (a ``cpu_snapshot``); a
+    descendant born since counts whole, one that died since is lost (the twin's worker stays)."""
+    own, family = cpu_snapshot(pid)
+    return own - before[0], sum(t - before[1].get(c, 0.0) for c, t in family.items())
+
+
 @dataclass
 class Window:
     p50: float
@@ -137,10 +179,27 @@ class Window:
     rate: float
     client_cores: float = 0.0
     """CPU the load generator (this process) used during the window, in cores."""
+    server_ms: float = 0.0
+    """CPU ms per request of the server process itself (when ``load`` was given its pid)."""
+    worker_ms: float = 0.0
+    """CPU ms per request of the server's descendants (its device worker)."""
+
+    @property
+    def client_ms(self) -> float:
+        """CPU ms per request of the load generator."""
+        return self.client_cores / self.rate * 1000
 
 
-def load(address: str, request: Any, inflight: int, requests: int, seconds: float) -> Window:
-    """``inflight`` clients, each on its own channel, send ``request`` back to back."""
+def load(
+    address: str,
+    request: Any,
+    inflight: int,
+    requests: int,
+    seconds: float,
+    server_pid: int | None = None,
+) -> Window:
+    """``inflight`` clients, each on its own channel, send ``request`` back to back; with
+    ``server_pid``, the server's and its descendants' CPU is sampled around the window."""
     import grpc
     from fpga_serve_client.protos import prediction_service_pb2_grpc
 
@@ -148,8 +207,11 @@ def load(address: str, request: Any, inflight: int, requests: int, seconds: floa
     lock = threading.Lock()
     counter = iter(range(requests))
     clock = {"deadline": 0.0, "t0": 0.0, "cpu0": 0.0}
+    server0: list[tuple[float, dict[int, float]]] = []
 
     def start_clock() -> None:  # runs once, before any client is released
+        if server_pid is not None:  # first, so the client's CPU leaves the /proc scan out
+            server0.append(cpu_snapshot(server_pid))
         clock["deadline"] = time.monotonic() + seconds
         clock["t0"] = time.perf_counter()
         clock["cpu0"] = time.process_time()
@@ -180,10 +242,15 @@ def load(address: str, request: Any, inflight: int, requests: int, seconds: floa
         t.join()
     elapsed = time.perf_counter() - clock["t0"]
     cores = (time.process_time() - clock["cpu0"]) / elapsed
+    window = Window(0.0, 0.0, len(latencies) / elapsed, cores)
+    if server_pid is not None:
+        server_s, worker_s = cpu_used(server0[0], server_pid)
+        window.server_ms = server_s / len(latencies) * 1000
+        window.worker_ms = worker_s / len(latencies) * 1000
     latencies.sort()
-    p50 = statistics.median(latencies) * 1000
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
-    return Window(p50, p99, len(latencies) / elapsed, cores)
+    window.p50 = statistics.median(latencies) * 1000
+    window.p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    return window
 
 
 def med(values: list[float]) -> float:
@@ -198,7 +265,8 @@ def spread(values: list[float], fmt: str) -> str:
 
 
 def peak_worker(zip_path: Path, data_path: Path) -> None:
-    """Reads "BATCH SECONDS" lines, runs the stage back to back, answers images per second."""
+    """Reads "BATCH SECONDS" lines, runs the stage back to back, answers "IMG/S CPU-MS/IMG": images
+    per second and this process's CPU (all threads; the twin runs in-process) per image."""
     from fpga_serve.modelzip import LoadContext, load_pipeline
 
     archive = load_pipeline(zip_path, LoadContext())  # no device given: the twin, as --device twin
@@ -210,19 +278,22 @@ def peak_worker(zip_path: Path, data_path: Path) -> None:
     for line in sys.stdin:
         batch, seconds = int(line.split()[0]), float(line.split()[1])
         x = data[:batch]
-        n, t0 = 0, time.perf_counter()
+        n, t0, cpu0 = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - t0 < seconds:
             stage.run([x])
             n += batch
-        print(f"{n / (time.perf_counter() - t0):.3f}", flush=True)
+        cpu_ms = (time.process_time() - cpu0) / n * 1000
+        print(f"{n / (time.perf_counter() - t0):.3f} {cpu_ms:.4f}", flush=True)
     archive.close()
 
 
-def ask_peak(proc: subprocess.Popen[str], batch: int, seconds: float) -> float:
+def ask_peak(proc: subprocess.Popen[str], batch: int, seconds: float) -> tuple[float, float]:
+    """The peak worker's images per second and CPU ms per image at ``batch``."""
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(f"{batch} {seconds}\n")
     proc.stdin.flush()
-    return float(proc.stdout.readline())
+    rate, cpu_ms = proc.stdout.readline().split()
+    return float(rate), float(cpu_ms)
 
 
 # Tables ----------------------------------------------------------------------------------------
@@ -350,6 +421,7 @@ def table2(ns: argparse.Namespace, tmp: Path) -> None:
             wait_ready(proc, "ready" if name == "peak" else '"serving"')
 
         peaks: dict[int, list[float]] = {b: [] for b in PEAK_BATCHES}
+        peak_ms: dict[int, list[float]] = {b: [] for b in PEAK_BATCHES}  # CPU ms per image
         served: dict[str, list[Window]] = {label: [] for label in labels}
         turns: list[str] = ["peak", *labels]
         for r in range(ns.rounds):
@@ -357,10 +429,13 @@ def table2(ns: argparse.Namespace, tmp: Path) -> None:
             for turn in order:
                 if turn == "peak":
                     for b in PEAK_BATCHES:
-                        peaks[b].append(ask_peak(procs["peak"], b, ns.seconds))
+                        rate, cpu_ms = ask_peak(procs["peak"], b, ns.seconds)
+                        peaks[b].append(rate)
+                        peak_ms[b].append(cpu_ms)
                 else:
                     address = f"127.0.0.1:{ports[turn]}"
-                    served[turn].append(load(address, request, 32, ns.requests, ns.seconds))
+                    pid = procs[turn].pid
+                    served[turn].append(load(address, request, 32, ns.requests, ns.seconds, pid))
             print(f"table 2: round {r + 1}/{ns.rounds} done", file=sys.stderr, flush=True)
     finally:
         for proc in procs.values():
@@ -377,12 +452,17 @@ def table2(ns: argparse.Namespace, tmp: Path) -> None:
     )
     print(
         "in-process peak img/s: "
-        + ", ".join(f"batch {b} {med(v):.0f}" for b, v in peaks.items())
+        + ", ".join(
+            f"batch {b} {med(v):.0f} ({med(peak_ms[b]):.2f} core-ms/img, "
+            f"{med(v) * med(peak_ms[b]) / 1000:.2f} cores)"
+            for b, v in peaks.items()
+        )
         + f"; best batch per round {med(best):.0f}"
     )
     print(
         f"{'batching':>18} {'p50 ms':>8} {'p99 ms':>8} {'img/s':>7} | {'of peak at':>10} "
-        f"{'its batch':>9} {'range':>9} | {'of best':>7} {'range':>9} | {'client cores':>12}"
+        f"{'its batch':>9} {'range':>9} | {'of best':>7} {'range':>9} | {'client cores':>12} | "
+        f"{'server ms/img':>13} {'worker ms/img':>13} {'client ms/img':>13} {'ceiling':>7}"
     )
     verdict = False
     for label, (max_batch, _) in zip(labels, configs, strict=True):
@@ -391,17 +471,28 @@ def table2(ns: argparse.Namespace, tmp: Path) -> None:
         top = [w.rate / p for w, p in zip(ws, best, strict=True)]
         if max_batch > 1:
             verdict = verdict or med(top) >= 0.9
+        budget = [med([w.server_ms for w in ws]), med([w.worker_ms for w in ws])]
+        budget.append(med([w.client_ms for w in ws]))
+        ceiling = med(peak_ms[max_batch]) / sum(budget)
         print(
             f"{label:>18} {med([w.p50 for w in ws]):8.1f} {med([w.p99 for w in ws]):8.1f} "
             f"{med([w.rate for w in ws]):7.0f} | {'batch ' + str(max_batch):>10} "
             f"{med(same):9.0%} {min(same):4.0%}-{max(same):.0%} | {med(top):7.0%} "
-            f"{min(top):4.0%}-{max(top):.0%} | {med([w.client_cores for w in ws]):12.2f}"
+            f"{min(top):4.0%}-{max(top):.0%} | {med([w.client_cores for w in ws]):12.2f} | "
+            + " ".join(f"{ms:13.2f}" for ms in budget)
+            + f" {ceiling:7.0%}"
         )
     print(
         "of peak: served img/s / the same round's in-process img/s, at the configuration's max\n"
         "batch size (like for like) and at the round's best batch size; median and range;\n"
         f"client cores: CPU the load generator itself used, of the machine's {os.cpu_count()} "
-        "(the peak process has no client)"
+        "(the peak process has no client);\n"
+        "ms/img: CPU (user + system) per image of the server process, its device worker (all its\n"
+        "descendants) and the load generator, over the same windows; medians over rounds;\n"
+        "ceiling: the in-process peak's CPU per image (at the configuration's max batch size)\n"
+        "over the served path's CPU per image (server, its device worker, the load generator):\n"
+        "served/peak cannot exceed it while the model keeps every core busy (if the peak's\n"
+        f"cores are well below {os.cpu_count()}, it does not, and served/peak may exceed it)"
     )
     print(
         "a batching configuration reaches a median >= 90% of the best in-process peak: "
