@@ -247,3 +247,138 @@ def test_run_answers_inline_or_from_the_queue_and_drops_like_submit() -> None:
     assert answers == {2: [4], 3: [6]}
     assert sorted(model.batches[-1]) == [2, 3] and threads[-1].startswith("batcher-")
     batcher.close()
+
+
+class CountingModel(GatedModel):
+    """A gated model that records how many batches were inside it at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active = 0
+        self.most = 0
+        self._count = threading.Lock()
+
+    def __call__(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        with self._count:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            return super().__call__(arrays)
+        finally:
+            with self._count:
+                self.active -= 1
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 3])
+def test_concurrency_bounds_the_batches_executing_at_once(concurrency: int) -> None:
+    model = CountingModel()
+    model.gate.clear()
+    batcher = Batcher(model, BatchingConfig(max_batch_size=2, concurrency=concurrency))
+    futures = [batcher.submit(item(i)) for i in range(1, 9)]
+    give_up = time.monotonic() + 5
+    while model.active < concurrency and time.monotonic() < give_up:
+        time.sleep(0.001)
+    time.sleep(0.05)  # time for a wrongly admitted extra batch to show up
+    assert model.active == concurrency
+    assert batcher.depth() == 8 - 2 * concurrency  # the rest wait in the queue, in batches of 2
+    model.gate.set()
+    assert [f.result(5)[0].tolist() for f in futures] == [[2 * i] for i in range(1, 9)]
+    assert model.most == concurrency
+    assert sorted(v for b in model.batches for v in b) == list(range(1, 9))  # each exactly once
+    batcher.close()
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_a_batch_being_gathered_is_cut_as_soon_as_it_fills(concurrency: int) -> None:
+    model = GatedModel()
+    batcher = Batcher(
+        model,
+        BatchingConfig(max_batch_size=2, max_queue_delay_us=3_000_000, concurrency=concurrency),
+    )
+    start = time.monotonic()
+    a = batcher.submit(item(1))
+    time.sleep(0.05)  # a worker is now gathering, waiting up to 3 s for company
+    b = batcher.submit(item(2))
+    assert [a.result(5)[0].tolist(), b.result(5)[0].tolist()] == [[2], [4]]
+    assert model.batches == [[1, 2]]
+    assert time.monotonic() - start < 2  # woken by the arrival that filled it, not the delay
+    batcher.close()
+
+
+def test_with_two_slots_the_second_lone_request_also_runs_inline() -> None:
+    threads: list[str] = []
+    model = CountingModel()
+
+    def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        threads.append(threading.current_thread().name)
+        return model(arrays)
+
+    batcher = Batcher(run, BatchingConfig(max_batch_size=8, max_queue_delay_us=0, concurrency=2))
+    model.gate.clear()
+    model.started.clear()
+    holder = threading.Thread(target=lambda: batcher.run(item(0)), name="holder")
+    holder.start()
+    assert model.started.wait(5)
+    second = threading.Thread(target=lambda: batcher.run(item(1)), name="second")
+    second.start()
+    give_up = time.monotonic() + 5
+    while len(threads) < 2 and time.monotonic() < give_up:
+        time.sleep(0.001)
+    assert threads == ["holder", "second"] and batcher.depth() == 0  # both slots, no queue
+    third = batcher.submit(item(2))  # both slots taken: this one queues for a worker
+    time.sleep(0.05)
+    assert batcher.depth() == 1 and model.active == 2  # no worker runs it beside the two
+    model.gate.set()
+    holder.join(5)
+    second.join(5)
+    assert third.result(5)[0].tolist() == [4]
+    assert threads[-1].startswith("batcher-") and model.most == 2
+    batcher.close()
+
+
+def test_a_free_slot_starts_the_next_batch_while_one_runs() -> None:
+    model = CountingModel()
+    model.gate.clear()
+    batcher = Batcher(
+        model, BatchingConfig(max_batch_size=2, max_queue_delay_us=3_000_000, concurrency=2)
+    )
+    first = batcher.submit(item(1))
+    time.sleep(0.05)  # one worker is gathering a batch around it; the other sleeps
+    rest = [batcher.submit(item(i)) for i in (2, 3, 4)]
+    give_up = time.monotonic() + 2
+    while model.active < 2 and time.monotonic() < give_up:
+        time.sleep(0.001)
+    assert model.active == 2  # [1, 2] runs and the full [3, 4] did not wait for it
+    model.gate.set()
+    assert [f.result(5)[0].tolist() for f in (first, *rest)] == [[2], [4], [6], [8]]
+    assert sorted(map(sorted, model.batches)) == [[1, 2], [3, 4]]
+    batcher.close()
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_close_with_several_workers_drains_then_stops_them_all(concurrency: int) -> None:
+    model = GatedModel()
+    model.gate.clear()
+    batcher = Batcher(model, BatchingConfig(max_batch_size=1, concurrency=concurrency))
+    futures = [batcher.submit(item(i)) for i in range(1, 6)]
+    closer = threading.Thread(target=batcher.close)
+    closer.start()
+    time.sleep(0.05)
+    model.gate.set()
+    closer.join(5)
+    assert not closer.is_alive()
+    assert [f.result(0)[0].tolist() for f in futures] == [[2 * i] for i in range(1, 6)]
+    assert not any(w.is_alive() for w in batcher._workers)
+    with pytest.raises(InvalidInput, match="bad batching"):
+        BatchingConfig(concurrency=0)
+
+
+def test_the_server_setting_reaches_every_models_batcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fpga_serve.adapters.server import Server
+    from fpga_serve.core.settings import ServerSettings
+
+    assert ServerSettings().batch_concurrency == 1  # the default: one batch at a time
+    monkeypatch.setenv("FPGA_SERVE_BATCH_CONCURRENCY", "2")
+    server = Server(ServerSettings(metrics_port=-1))
+    assert server.repository.batching is not None
+    assert server.repository.batching.concurrency == 2

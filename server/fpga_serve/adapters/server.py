@@ -70,6 +70,7 @@ class Server:
                 max_queue_delay_us=settings.batch_max_queue_delay_us,
                 preferred_batch_sizes=tuple(settings.batch_preferred_sizes),
                 max_queue_size=settings.max_queue_size,
+                concurrency=settings.batch_concurrency,
             ),
         )
         self.plane = DataPlane(self.repository, self.metrics)

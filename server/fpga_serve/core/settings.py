@@ -80,6 +80,13 @@ class ServerSettings(BaseSettings):
     batch_preferred_sizes: list[int] = Field(default_factory=list)
     """Batch sizes dispatched as soon as they are reached."""
 
+    batch_concurrency: int = Field(1, ge=1, le=16)
+    """Batches of one model executing at once (TF Serving's num_batch_threads). 2 lets the host
+    prepare one batch (preprocessing, quantisation, transfer) while a board's device runs
+    another; the device still runs one program at a time, and a batch waiting for it was checked
+    for deadline and cancellation when it left the queue. On the twin, which computes on the
+    host's own cores, 2 gained nothing (bench/README.md)."""
+
     max_queue_size: int = Field(128, ge=1)
     """Requests waiting per model; one more is answered RESOURCE_EXHAUSTED."""
 

@@ -1,10 +1,14 @@
 """Dynamic batching that wraps a pipeline (it does not live inside one).
 
-Requests from any protocol and any client queue per model; one worker thread forms a batch as soon
+Requests from any protocol and any client queue per model; a worker thread forms a batch as soon
 as it reaches ``max_batch_size`` items, hits a preferred size, or the oldest request has waited
 ``max_queue_delay_us``. Requests whose deadline has passed or whose client went away are dropped
-before they reach the device. A full queue answers ``Overloaded`` (RESOURCE_EXHAUSTED). One worker
-per model is also what keeps a model's device work strictly serialised.
+before they reach the device. A full queue answers ``Overloaded`` (RESOURCE_EXHAUSTED).
+
+Up to ``concurrency`` batches of a model execute at once (TF Serving's ``num_batch_threads``):
+with 2, the host's part of one batch (preprocessing, quantisation, transfer, postprocessing)
+overlaps the device's part of another. The device itself still runs one program at a time (its
+lock, hw/base.py), so the second batch waits there; one worker forms batches at a time.
 """
 
 from __future__ import annotations
@@ -44,9 +48,16 @@ class BatchingConfig:
     """Sizes dispatched at once when reached (e.g. sizes the device is fastest at)."""
     max_queue_size: int = 128
     """Requests waiting at most; one more is refused with RESOURCE_EXHAUSTED."""
+    concurrency: int = 1
+    """Batches executing at once (each on its own worker thread, or inline)."""
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1 or self.max_queue_delay_us < 0 or self.max_queue_size < 1:
+        if (
+            self.max_batch_size < 1
+            or self.max_queue_delay_us < 0
+            or self.max_queue_size < 1
+            or self.concurrency < 1
+        ):
             raise InvalidInput(f"bad batching config {self}")
 
 
@@ -82,7 +93,7 @@ class BatchObserver:
 
 
 class Batcher:
-    """Queues requests for one model and runs them in batches on one worker thread."""
+    """Queues requests for one model and runs them in batches on ``concurrency`` worker threads."""
 
     def __init__(
         self,
@@ -95,11 +106,18 @@ class Batcher:
         self.config = config
         self._observer = observer or BatchObserver()
         self._queue: deque[_Pending] = deque()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # workers with nothing to do wait here
+        self._grow = threading.Condition(self._lock)  # the worker forming a batch waits here
         self._closing = False
-        self._busy = False  # a batch is executing (on the worker or inline)
-        self._worker = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
-        self._worker.start()
+        self._running = 0  # batches executing (on workers or inline)
+        self._forming = False  # a worker is gathering a batch (waiting for size or delay)
+        self._workers = [
+            threading.Thread(target=self._loop, name=f"batcher-{name}-{i}", daemon=True)
+            for i in range(config.concurrency)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     def submit(
         self,
@@ -140,50 +158,56 @@ class Batcher:
             self._release(worker=False)
 
     def _admit(self, pending: _Pending) -> bool:
-        """Queue ``pending``, or claim the idle model for it (True: the caller runs it now)."""
-        with self._cond:
+        """Queue ``pending``, or claim a free slot for it (True: the caller runs it now)."""
+        with self._lock:
             if self._closing:
                 raise FpgaServeError("the model is being unloaded", Status.UNAVAILABLE)
             if len(self._queue) >= self.config.max_queue_size:
                 raise Overloaded(
                     f"queue full ({self.config.max_queue_size} requests waiting); retry later"
                 )
-            if not self._busy and not self._queue and self.config.max_queue_delay_us == 0:
-                self._busy = True
+            free = self._running < self.config.concurrency
+            if free and not self._queue and self.config.max_queue_delay_us == 0:
+                self._running += 1
                 return True
             if pending.future is _INLINE:
                 pending.future = Future()
             self._queue.append(pending)
             self._observer.queued(len(self._queue))
-            if not self._busy:
-                # While a batch runs the worker could not act on a wake-up; whoever ends that
-                # batch looks at the queue (see _release).
-                self._cond.notify()
+            if self._forming:
+                self._grow.notify()  # the batch being gathered may now be full
+            elif free:
+                # With every slot taken no worker could act on a wake-up; whoever ends a batch
+                # looks at the queue (see _release).
+                self._idle.notify()
             return False
 
     def _release(self, worker: bool) -> None:
-        """A batch has ended: the model is free. Only the worker waits on the condition, so it is
-        woken only when there is queued work and it is not the one releasing."""
-        with self._cond:
-            self._busy = False
+        """A batch has ended: a slot is free. A releasing worker looks at the queue itself;
+        otherwise an idle worker is woken when there is queued work."""
+        with self._lock:
+            self._running -= 1
             if not worker and (self._queue or self._closing):
-                self._cond.notify()
+                self._idle.notify()
 
     def depth(self) -> int:
-        with self._cond:
+        with self._lock:
             return len(self._queue)
 
     def close(self, drain: bool = True, timeout: float | None = None) -> None:
         """Stop taking requests; with ``drain`` finish the queued ones, else fail them."""
-        with self._cond:
+        with self._lock:
             self._closing = True
             if not drain:
                 while self._queue:
                     self._queue.popleft().future.set_exception(
                         FpgaServeError("the model was unloaded", Status.UNAVAILABLE)
                     )
-            self._cond.notify_all()
-        self._worker.join(timeout)
+            self._idle.notify_all()
+            self._grow.notify_all()
+        end = None if timeout is None else time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(None if end is None else max(0.0, end - time.monotonic()))
 
     # The worker ---------------------------------------------------------------------------
 
@@ -201,11 +225,12 @@ class Batcher:
 
     def _next_batch(self) -> list[_Pending] | None:
         cfg = self.config
-        with self._cond:
-            while not self._queue or self._busy:
+        with self._lock:
+            while not self._queue or self._running >= cfg.concurrency or self._forming:
                 if self._closing and not self._queue:
                     return None
-                self._cond.wait()
+                self._idle.wait()
+            self._forming = True
             flush_at = self._queue[0].enqueued + cfg.max_queue_delay_us / 1e6
             while not self._closing:
                 size = sum(p.size for p in self._queue)
@@ -214,7 +239,7 @@ class Batcher:
                 remaining = flush_at - time.monotonic()
                 if remaining <= 0:
                     break
-                self._cond.wait(remaining)
+                self._grow.wait(remaining)
             batch: list[_Pending] = []
             total = 0
             while self._queue and (not batch or total + self._queue[0].size <= cfg.max_batch_size):
@@ -222,7 +247,10 @@ class Batcher:
                 batch.append(pending)
                 total += pending.size
             self._observer.queued(len(self._queue))
-            self._busy = True
+            self._forming = False
+            self._running += 1
+            if self._queue and self._running < cfg.concurrency:
+                self._idle.notify()  # another slot is free: the next batch can start forming
             return batch
 
     def _still_wanted(self, pending: _Pending) -> bool:

@@ -127,7 +127,7 @@ class ModelRepository:
         self._context_factory = context_factory
         self._metrics = metrics
         self._max_batch_size = max_batch_size
-        self._batching = batching
+        self.batching = batching
         self._models: dict[str, dict[str, ServedModel]] = {}
         self._default: str | None = None
         self._newest: dict[str, ServedModel] = {}
@@ -155,10 +155,10 @@ class ModelRepository:
             raise
         observer = self._metrics.stage_observer(model_name, model_version)
         batcher = None
-        if self._batching is not None and self._batching.max_batch_size > 1:
+        if self.batching is not None and self.batching.max_batch_size > 1:
             batcher = Batcher(
                 lambda arrays: pipeline.execute(arrays, observer),
-                self._batching,
+                self.batching,
                 self._metrics.batch_observer(model_name, model_version),
                 name=f"{model_name}:{model_version}",
             )
