@@ -373,6 +373,18 @@ def test_close_with_several_workers_drains_then_stops_them_all(concurrency: int)
         BatchingConfig(concurrency=0)
 
 
+def test_close_stops_a_worker_that_was_waiting_while_another_gathered() -> None:
+    model = GatedModel()
+    batcher = Batcher(
+        model, BatchingConfig(max_batch_size=4, max_queue_delay_us=3_000_000, concurrency=2)
+    )
+    lone = batcher.submit(item(1))
+    time.sleep(0.05)  # one worker gathers around it for up to 3 s; the other waits its turn
+    batcher.close(timeout=2)  # cuts the gathered batch short and drains it
+    assert lone.result(0)[0].tolist() == [2]
+    assert not any(w.is_alive() for w in batcher._workers)  # neither is left waiting
+
+
 def test_the_server_setting_reaches_every_models_batcher(monkeypatch: pytest.MonkeyPatch) -> None:
     from fpga_serve.adapters.server import Server
     from fpga_serve.core.settings import ServerSettings

@@ -251,6 +251,8 @@ class Batcher:
             self._running += 1
             if self._queue and self._running < cfg.concurrency:
                 self._idle.notify()  # another slot is free: the next batch can start forming
+            elif self._closing and not self._queue:
+                self._idle.notify_all()  # drained: workers still waiting for a slot may exit
             return batch
 
     def _still_wanted(self, pending: _Pending) -> bool:
