@@ -1,12 +1,16 @@
 """The overlay's hardware source (bitstreams/fpga_cnn/rtl/) simulated in Icarus Verilog against
 the twin's reference, bit for bit: the datapath units on random and extreme vectors, every
 opcode through the register interface with memory images packed exactly as the PYNQ driver
-packs them, errors, and a program from the real compiler. Also: Verilator lints the RTL and
-yosys synthesises it (no latches). Skipped only where the tools are not installed (.ci/run
-installs them)."""
+packs them, errors, and a program from the real compiler. A representative set runs again on
+the top cnn_accel_axi, its AXI4 master m_axi_gmem served by a slave memory with random wait
+states under a protocol checker (the ``bus`` parameter: "mem" is the engine's simple port,
+"axi" the AXI4 adapter), with AXI error responses and SOFT_RESET mid-transaction. Also:
+Verilator lints the RTL and yosys synthesises it (no latches). Skipped only where the tools are
+not installed (.ci/run installs them)."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 from typing import Any
@@ -25,7 +29,7 @@ from fpga_serve.core.isa import (
 )
 from fpga_serve.hw.twin import executor, reference
 from rtl import harness
-from rtl.harness import CTRL, ERRORS, POLL, READ, REG, STATUS, WAIT, WRITE, UnitVector
+from rtl.harness import CTRL, ERRORS, POLL, READ, REG, STATUS, WAIT, WRITE, AxiBus, UnitVector
 
 pytestmark = pytest.mark.skipif(
     harness.simulator_missing() is not None, reason=str(harness.simulator_missing())
@@ -33,6 +37,19 @@ pytestmark = pytest.mark.skipif(
 
 RNG = np.random.default_rng(2026)
 I32 = np.iinfo(np.int32)
+
+# The engine's simple memory port, or cnn_accel_axi with an AXI4 slave memory that stalls every
+# READY/VALID it drives at random (READY half the cycles; responses 0..3 cycles late).
+MEM = pytest.param(None, id="mem")
+AXI = pytest.param(AxiBus(seed=11), id="axi")
+BUSES = [MEM, AXI]
+
+
+def _mem_cases_and_one_on_axi(values: list[Any], on_axi: Any, bus: AxiBus) -> list[Any]:
+    """Parameters (value, bus): every value on the simple port, one of them also on AXI4."""
+    return [pytest.param(v, None, id=str(v)) for v in values] + [
+        pytest.param(on_axi, bus, id="axi")
+    ]
 
 
 # Datapath units ----------------------------------------------------------------------------
@@ -163,10 +180,21 @@ def _x(batch: int, h: int, w: int, c: int) -> np.ndarray:
     return RNG.integers(-128, 128, (batch, h, w, c)).astype(np.int8)
 
 
+def _check_bus(run: harness.Run, bus: AxiBus | None) -> None:
+    """On the AXI4 bus: every transaction answered, none with an error, wait states seen."""
+    if bus is None:
+        assert not run.axi
+        return
+    axi = run.axi
+    assert axi["ar"] == axi["r"] > 0 and axi["aw"] == axi["w"] == axi["b"] > 0, axi
+    assert axi["errors"] == 0 and axi["valid_waits"] > 0, axi
+
+
 def _check(program: Program, x: np.ndarray, **kwargs: Any) -> harness.Run:
     got, run = harness.run_program(program, x, **kwargs)
     assert run.polls[-1][0] == STATUS["DONE"], (run.polls, run.reg("ERROR_CODE"))
     assert run.bad_accesses == 0
+    _check_bus(run, kwargs.get("bus"))
     want = executor.execute(program, x, reference)
     assert got.shape == want.shape
     assert np.array_equal(got, want), (got, want)
@@ -174,8 +202,13 @@ def _check(program: Program, x: np.ndarray, **kwargs: Any) -> harness.Run:
     return run
 
 
-@pytest.mark.parametrize("relu", [False, True])
-def test_conv_stride_2_asymmetric_padding_channel_slices_batch_2(relu: bool) -> None:
+@pytest.mark.parametrize(
+    ("relu", "bus"),
+    _mem_cases_and_one_on_axi([False, True], True, AxiBus(seed=3, ready_pct=30)),
+)
+def test_conv_stride_2_asymmetric_padding_channel_slices_batch_2(
+    relu: bool, bus: AxiBus | None
+) -> None:
     # Input is channels [2, 5) of a 6-channel buffer; the output goes to channels [1, 5) of 7.
     cin, cout = 3, 4
     conv = Instr(
@@ -199,7 +232,7 @@ def test_conv_stride_2_asymmetric_padding_channel_slices_batch_2(relu: bool) -> 
         TensorRef(1, 1, cout),
         _conv_weights(3, 2, cin, cout, 39),
     )
-    run = _check(program, _x(2, 5, 6, cin))
+    run = _check(program, _x(2, 5, 6, cin), bus=bus)
     assert run.reg("CYCLES_LO") > 0 and run.reg("VERSION") == 0x00010000
 
 
@@ -224,8 +257,11 @@ def test_conv_1x1_on_a_1x1_map_is_a_dense_layer() -> None:
     _check(program, _x(3, 1, 1, 16))
 
 
-@pytest.mark.parametrize("pad_value", [-128, 0])
-def test_maxpool_with_pad_value(pad_value: int) -> None:
+@pytest.mark.parametrize(
+    ("pad_value", "bus"),
+    _mem_cases_and_one_on_axi([-128, 0], -128, AxiBus(seed=4, max_delay=6)),
+)
+def test_maxpool_with_pad_value(pad_value: int, bus: AxiBus | None) -> None:
     # Mostly negative input so that a zero pad_value shows at the borders.
     pool = Instr(
         Opcode.MAXPOOL,
@@ -238,10 +274,11 @@ def test_maxpool_with_pad_value(pad_value: int) -> None:
     )
     program = _program([(6, 5, 4), (3, 2, 3)], [pool], TensorRef(0, 1, 3), TensorRef(1, 0, 3), [])
     x = (RNG.integers(-128, 20, (2, 6, 5, 3))).astype(np.int8)
-    _check(program, x)
+    _check(program, x, bus=bus)
 
 
-def test_avgpool_counts_zero_padding() -> None:
+@pytest.mark.parametrize("bus", BUSES)
+def test_avgpool_counts_zero_padding(bus: AxiBus | None) -> None:
     pool = Instr(
         Opcode.AVGPOOL,
         (TensorRef(0, 0, 5),),
@@ -256,10 +293,11 @@ def test_avgpool_counts_zero_padding() -> None:
     program = _program(
         [(4, 4, 5), (4, 4, 5)], [pool], TensorRef(0, 0, 5), TensorRef(1, 0, 5), weights
     )
-    _check(program, _x(2, 4, 4, 5))
+    _check(program, _x(2, 4, 4, 5), bus=bus)
 
 
-def test_global_avgpool() -> None:
+@pytest.mark.parametrize("bus", BUSES)
+def test_global_avgpool(bus: AxiBus | None) -> None:
     gap = Instr(
         Opcode.GLOBAL_AVGPOOL, (TensorRef(0, 0, 24),), TensorRef(1, 4, 24), multiplier=0, shift=1
     )
@@ -267,11 +305,13 @@ def test_global_avgpool() -> None:
     program = _program(
         [(5, 5, 24), (1, 1, 30)], [gap], TensorRef(0, 0, 24), TensorRef(1, 4, 24), weights
     )
-    _check(program, _x(2, 5, 5, 24))
+    _check(program, _x(2, 5, 5, 24), bus=bus)
 
 
-@pytest.mark.parametrize("relu", [False, True])
-def test_add_of_two_slices_with_two_scales(relu: bool) -> None:
+@pytest.mark.parametrize(
+    ("relu", "bus"), _mem_cases_and_one_on_axi([False, True], True, AxiBus(seed=5))
+)
+def test_add_of_two_slices_with_two_scales(relu: bool, bus: AxiBus | None) -> None:
     # a = channels [0, 4) and b = channels [4, 8) of one buffer; out = channels [2, 6) of 6.
     add = Instr(
         Opcode.ADD,
@@ -285,11 +325,14 @@ def test_add_of_two_slices_with_two_scales(relu: bool) -> None:
     program = _program(
         [(3, 2, 8), (3, 2, 6)], [add], TensorRef(0, 0, 8), TensorRef(1, 2, 4), weights
     )
-    _check(program, _x(2, 3, 2, 8))
+    _check(program, _x(2, 3, 2, 8), bus=bus)
 
 
-@pytest.mark.parametrize("relu", [False, True])
-def test_scale_shift_per_channel(relu: bool) -> None:
+@pytest.mark.parametrize(
+    ("relu", "bus"),
+    _mem_cases_and_one_on_axi([False, True], False, AxiBus(seed=6, ready_pct=80)),
+)
+def test_scale_shift_per_channel(relu: bool, bus: AxiBus | None) -> None:
     ss = Instr(
         Opcode.SCALE_SHIFT,
         (TensorRef(0, 1, 6),),
@@ -307,7 +350,7 @@ def test_scale_shift_per_channel(relu: bool) -> None:
     program = _program(
         [(3, 3, 7), (3, 3, 6)], [ss], TensorRef(0, 1, 6), TensorRef(1, 0, 6), weights
     )
-    _check(program, _x(2, 3, 3, 6))
+    _check(program, _x(2, 3, 3, 6), bus=bus)
 
 
 def _concat_program() -> Program:
@@ -373,14 +416,19 @@ def test_a_program_with_concatenation_by_addressing() -> None:
     assert np.array_equal(got, executor.execute(program, x, reference))
 
 
-def test_memory_wait_states_and_a_64_bit_address() -> None:
-    """Random memory stalls, and regions above 4 GiB (the _HI registers)."""
+@pytest.mark.parametrize("bus", BUSES)
+def test_memory_wait_states_and_a_64_bit_address(bus: AxiBus | None) -> None:
+    """Random memory stalls, and regions above 4 GiB (the _HI registers); on AXI4, the
+    five-descriptor program with writes whose AW and W the slave took in every order."""
     program = _concat_program()
     x = _x(1, 4, 4, 2)
-    got, run = harness.run_program(program, x, base=0x8_0000_0040, stall=True)
+    got, run = harness.run_program(program, x, base=0x8_0000_0040, stall=True, bus=bus)
     assert run.polls[-1][0] == STATUS["DONE"] and run.bad_accesses == 0
     assert run.reg("DESC_ADDR_HI") == 8 and run.reg("ACT_ADDR_HI") == 8
     assert np.array_equal(got, executor.execute(program, x, reference))
+    _check_bus(run, bus)
+    if bus is not None:
+        assert min(run.axi["aw_first"], run.axi["w_first"], run.axi["together"]) > 0, run.axi
 
 
 # Errors and registers ----------------------------------------------------------------------
@@ -516,10 +564,112 @@ def test_start_while_busy_is_ignored() -> None:
     assert np.array_equal(harness.read_output(image, run.memory), want)
 
 
+# AXI4: error responses and SOFT_RESET with transactions in flight -------------------------
+
+
+def _error_at(image: harness.Image, where: str) -> int:
+    """The physical address of a word the concatenation program certainly accesses."""
+    base, lay = harness.DEFAULT_BASE, image.lay
+    if where == "descriptor read":  # word 4 of the third descriptor
+        return base + image.desc_at + 2 * 64 + 16
+    if where == "activation read":  # the input's second word
+        return base + image.act_at + lay.buffer_offsets[0] + 4
+    return base + image.act_at + lay.buffer_offsets[1]  # the first CONV's first output word
+
+
+@pytest.mark.parametrize(
+    ("where", "resp"),
+    [("descriptor read", 2), ("activation read", 3), ("output write", 2)],
+    ids=["descriptor-read-SLVERR", "activation-read-DECERR", "output-write-SLVERR"],
+)
+def test_an_axi_error_response_ends_the_run_with_bus_error_then_a_clean_run(
+    where: str, resp: int
+) -> None:
+    """An SLVERR or DECERR on R or B ends the run with STATUS.ERROR and ERROR_CODE BUS_ERROR;
+    after SOFT_RESET a START runs the program exactly (the injection fires once)."""
+    program = _concat_program()
+    x = _x(1, 4, 4, 2)
+    image = harness.memory_image(program, x)
+    base = harness.DEFAULT_BASE
+    bus = AxiBus(seed=21 + resp, error_at=_error_at(image, where), error_resp=resp)
+    start = harness.register_writes(
+        base + image.desc_at, image.count, base + image.act_at, base + image.wgt_at, 1
+    )
+    done_or_error = STATUS["DONE"] | STATUS["ERROR"]
+    script = [
+        *start,
+        (POLL, done_or_error, 10_000),
+        (READ, REG["STATUS"], 0),
+        (READ, REG["ERROR_CODE"], 0),
+        (READ, REG["CYCLES_LO"], 0),
+        (WAIT, 50, 0),
+        (READ, REG["CYCLES_LO"], 0),  # stopped: CYCLES no longer counts
+        (WRITE, REG["CTRL"], CTRL["SOFT_RESET"]),
+        (READ, REG["STATUS"], 0),
+        (READ, REG["ERROR_CODE"], 0),
+        (WRITE, REG["CTRL"], CTRL["START"]),
+        (POLL, done_or_error, 10_000),
+        (READ, REG["ERROR_CODE"], 0),
+        (READ, REG["CYCLES_LO"], 0),
+    ]
+    run = harness.run_script(bytes(image.data), script, bus=bus)
+    assert run.polls[0][0] == STATUS["ERROR"]
+    status, code, cycles_at_error, cycles_later, *rest = (v for _, v in run.reads)
+    assert (status, code) == (STATUS["ERROR"], ERRORS["BUS_ERROR"])
+    assert 0 < cycles_at_error == cycles_later
+    assert rest[:3] == [0, ERRORS["NONE"], ERRORS["NONE"]]  # SOFT_RESET clears, the run is clean
+    assert run.polls[1][0] == STATUS["DONE"] and rest[3] > cycles_at_error
+    assert run.axi["errors"] == 1 and run.bad_accesses == 0, run.axi
+    want = executor.execute(program, x, reference)
+    assert np.array_equal(harness.read_output(image, run.memory), want)
+
+
+@pytest.mark.parametrize(
+    "restart",
+    [
+        [(WRITE, REG["CTRL"], CTRL["SOFT_RESET"] | CTRL["START"])],
+        [(WRITE, REG["CTRL"], CTRL["SOFT_RESET"]), (WRITE, REG["CTRL"], CTRL["START"])],
+    ],
+    ids=["soft-reset-and-start", "soft-reset-then-start"],
+)
+def test_soft_reset_with_an_axi_access_in_flight_then_an_exact_run(
+    restart: list[tuple[int, int, int]],
+) -> None:
+    """A SOFT_RESET cannot withdraw an AXI transaction: the adapter finishes it and drops its
+    answer, so the run started at once (in the same write, or the next) gets no stale data."""
+    program = _concat_program()
+    x = _x(1, 4, 4, 2)
+    image = harness.memory_image(program, x)
+    base = harness.DEFAULT_BASE
+    start = harness.register_writes(
+        base + image.desc_at, image.count, base + image.act_at, base + image.wgt_at, 1
+    )
+    script = [
+        *start,
+        (WAIT, 1500, 0),  # into the first CONV: activation, weight and constant reads
+        *restart,
+        (POLL, STATUS["DONE"] | STATUS["ERROR"], 10_000),
+        (READ, REG["ERROR_CODE"], 0),
+    ]
+    # a slow bus, so that the SOFT_RESET finds an access in flight, and it is still in flight
+    # when the new run asks for its first descriptor word
+    bus = AxiBus(seed=31, ready_pct=20, max_delay=8)
+    run = harness.run_script(bytes(image.data), script, bus=bus)
+    assert run.axi["withdrawn"] == 1, run.axi
+    assert run.polls[0][0] == STATUS["DONE"]
+    assert run.reads == [(REG["ERROR_CODE"], ERRORS["NONE"])]
+    assert run.axi["errors"] == 0 and run.bad_accesses == 0
+    want = executor.execute(program, x, reference)
+    assert np.array_equal(harness.read_output(image, run.memory), want)
+
+
 # A program from the real compiler -----------------------------------------------------------
 
 
-def test_a_compiled_keras_model_runs_exactly_on_the_rtl() -> None:
+@functools.cache
+def _compiled_keras_case() -> tuple[Program, np.ndarray]:
+    """A small Keras model compiled by fpga_serve.compiler (all six opcodes) and a quantised
+    batch of 2; compiled once for both buses."""
     import keras
     from fpga_serve.compiler import CompileOptions, compile_model
 
@@ -544,17 +694,28 @@ def test_a_compiled_keras_model_runs_exactly_on_the_rtl() -> None:
     program = compile_model(model, data, CompileOptions(calibration_method="max")).program
     ops = {i.op.name for i in program.instrs}
     assert ops == {"CONV", "MAXPOOL", "AVGPOOL", "GLOBAL_AVGPOOL", "ADD", "SCALE_SHIFT"}, ops
-    xq = quantize_input(data[:2], program.input_scale)
-    got, run = harness.run_program(program, xq)
+    return program, quantize_input(data[:2], program.input_scale)
+
+
+@pytest.mark.parametrize(
+    "bus", [MEM, pytest.param(AxiBus(seed=12, ready_pct=60, max_delay=2), id="axi")]
+)
+def test_a_compiled_keras_model_runs_exactly_on_the_rtl(bus: AxiBus | None) -> None:
+    program, xq = _compiled_keras_case()
+    if bus is not None:
+        xq = xq[:1]  # one image on AXI4 (about 2.5x the cycles; batch 2 is covered above)
+    got, run = harness.run_program(program, xq, bus=bus)
     assert run.polls[-1][0] == STATUS["DONE"] and run.bad_accesses == 0
     assert np.array_equal(got, executor.execute(program, xq, reference))
+    _check_bus(run, bus)
 
 
 # Lint and synthesis ------------------------------------------------------------------------
 
 
 @pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator is not installed")
-def test_verilator_lints_the_rtl_clean() -> None:
+@pytest.mark.parametrize("top", ["cnn_accel", "cnn_axi_master", "cnn_accel_axi"])
+def test_verilator_lints_the_rtl_clean(top: str) -> None:
     proc = subprocess.run(
         [
             "verilator",
@@ -562,7 +723,7 @@ def test_verilator_lints_the_rtl_clean() -> None:
             "-Wall",
             "-Wno-DECLFILENAME",
             "--top-module",
-            "cnn_accel",
+            top,
             *map(str, harness.RTL_SOURCES),
         ],
         check=False,
@@ -573,10 +734,11 @@ def test_verilator_lints_the_rtl_clean() -> None:
 
 
 @pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys is not installed")
-def test_yosys_synthesises_cnn_accel_without_latches() -> None:
+def test_yosys_synthesises_cnn_accel_axi_without_latches() -> None:
+    """The AXI4 top and, below it unflattened, cnn_accel and cnn_axi_master."""
     sources = " ".join(map(str, harness.RTL_SOURCES))
     script = (
-        f"read_verilog {sources}; synth -top cnn_accel; "
+        f"read_verilog {sources}; synth -top cnn_accel_axi; "
         "select -assert-none t:$dlatch t:$adlatch t:$_DLATCH* t:$_DLATCHSR*; "
         "check -assert; stat"
     )
@@ -585,7 +747,8 @@ def test_yosys_synthesises_cnn_accel_without_latches() -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     assert "Latch inferred" not in proc.stdout
-    assert "=== cnn_accel ===" in proc.stdout
+    for module in ("cnn_accel_axi", "cnn_accel", "cnn_axi_master", "cnn_engine"):
+        assert f"=== {module} ===" in proc.stdout, module
 
 
 @pytest.mark.slow

@@ -1,14 +1,21 @@
 // Testbench for cnn_accel: a flat memory behind the engine's memory port, and an AXI4-Lite
 // master that plays a script of register operations written by tests/rtl/harness.py.
+// Compiled with -DAXI_GMEM it tests cnn_accel_axi instead: the same memory behind an AXI4 slave
+// model on m_axi_gmem (tb_axi_gmem.vh: random wait states, AW and W in any order, an injected
+// error response) and a checker of the master's AXI4 obligations that stops the simulation
+// with "FATAL" on the first violation.
 //
 // Plusargs: +image=FILE (memory words, $readmemh), +words=N (how many to write back),
 // +out=FILE ($writememh of the memory after the script), +script=FILE, +log=FILE,
-// +base=HEX (physical address of memory word 0), +stall=1 (memory answers after random waits).
+// +base=HEX (physical address of memory word 0), +stall=1 (memory answers after random waits;
+// without AXI_GMEM). With AXI_GMEM: +seed=N, +ready_pct=P, +max_delay=D, +err_addr=HEX,
+// +err_resp=R (see tb_axi_gmem.vh).
 // Script lines are three hex numbers "op a b":
 //   1 addr value   AXI-Lite write          2 addr 0      AXI-Lite read, logged "R addr value"
 //   3 mask limit   poll STATUS (every ~40 cycles) until (STATUS & mask) != 0, at most `limit`
 //                  reads; logged "P status reads"        4 cycles 0    wait
-// The log also gets "M bad_accesses" (accesses outside the memory) at the end.
+// The log also gets "M bad_accesses" (accesses outside the memory) at the end, and with
+// AXI_GMEM "A" and the bus counters (tb_axi_gmem.vh).
 `timescale 1ns / 1ps
 `default_nettype none
 
@@ -27,6 +34,14 @@ module tb_cnn_accel;
     wire [1:0]  bresp, rresp;
     wire [31:0] rdata;
 
+    // ---- memory ------------------------------------------------------------------------------
+    reg  [31:0] mem [0:MEM_WORDS-1];
+    reg  [63:0] base = 64'h4000_0000;
+    integer     bad_accesses = 0;
+
+`ifdef AXI_GMEM
+    `include "tb_axi_gmem.vh"
+`else
     wire        mem_req, mem_we;
     wire [63:0] mem_addr;
     wire [31:0] mem_wdata;
@@ -46,15 +61,11 @@ module tb_cnn_accel;
         .s_axi_control_rresp(rresp), .s_axi_control_rvalid(rvalid),
         .s_axi_control_rready(1'b1),
         .mem_req(mem_req), .mem_we(mem_we), .mem_addr(mem_addr), .mem_wdata(mem_wdata),
-        .mem_wstrb(mem_wstrb), .mem_ready(mem_ready), .mem_rdata(mem_rdata)
+        .mem_wstrb(mem_wstrb), .mem_ready(mem_ready), .mem_rdata(mem_rdata), .mem_err(1'b0)
     );
 
-    // ---- memory ------------------------------------------------------------------------------
-    reg  [31:0] mem [0:MEM_WORDS-1];
-    reg  [63:0] base = 64'h4000_0000;
     reg         stall = 1'b0;
     reg  [15:0] lfsr = 16'hace1;
-    integer     bad_accesses = 0;
     wire [63:0] offset = mem_addr - base;
     wire        in_range = mem_addr >= base && offset < 4 * MEM_WORDS;
     wire [31:0] word = offset[33:2];
@@ -73,6 +84,7 @@ module tb_cnn_accel;
             end
         end
     end
+`endif
 
     // ---- AXI4-Lite master (signals change on the falling edge, the DUT samples on rising) ---
     task axi_write(input [15:0] a, input [31:0] d);
@@ -113,7 +125,11 @@ module tb_cnn_accel;
         if (!$value$plusargs("log=%s", log_file)) $fatal(1, "no +log");
         if (!$value$plusargs("words=%d", words)) $fatal(1, "no +words");
         if ($value$plusargs("base=%h", base)) ;
+`ifdef AXI_GMEM
+        axi_gmem_plusargs;
+`else
         if ($test$plusargs("stall")) stall = 1'b1;
+`endif
         $readmemh(image_file, mem, 0, words - 1);
         fd = $fopen(script_file, "r");
         log = $fopen(log_file, "w");
@@ -143,6 +159,9 @@ module tb_cnn_accel;
             got = $fscanf(fd, "%h %h %h\n", op, a, b);
         end
         $fdisplay(log, "M %0d", bad_accesses);
+`ifdef AXI_GMEM
+        axi_gmem_log(log);
+`endif
         $fclose(log);
         $writememh(out_file, mem, 0, words - 1);
         $finish;

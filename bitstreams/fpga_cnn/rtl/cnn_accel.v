@@ -3,14 +3,15 @@
 //
 // s_axi_control: an AXI4-Lite slave carrying the register file of bitstreams/README.md
 // (byte offsets, 32-bit registers; 64 KiB window, unmapped offsets read 0 and ignore writes).
-// mem_*: the engine's simple memory master (see cnn_engine.v). The .hwh names an AXI4 master
-// m_axi_gmem (128-bit) there: the adapter between the two is not written yet.
+// mem_*: the engine's simple memory master (see cnn_engine.v); mem_err (valid with mem_ready)
+// ends the run with ERROR_CODE 4. cnn_axi_master.v turns this port into the AXI4 master
+// m_axi_gmem, and cnn_accel_axi.v is the top with both (what a block design connects).
 //
 // Registers:
 //   0x00 CTRL        W   bit 0 START (self-clearing, ignored while BUSY), bit 1 SOFT_RESET;
 //                        reads 0
 //   0x04 STATUS      R   bit 0 DONE, bit 1 BUSY, bit 2 ERROR
-//   0x08 ERROR_CODE  R   0 none, 1 bad opcode, 2 bad address, 3 bad descriptor
+//   0x08 ERROR_CODE  R   0 none, 1 bad opcode, 2 bad address, 3 bad descriptor, 4 bus error
 //   0x0C VERSION     R   0x00010000 (spec 1.0)
 //   0x10/0x14 DESC_ADDR_LO/HI, 0x18 DESC_COUNT, 0x1C/0x20 ACT_ADDR_LO/HI,
 //   0x24/0x28 WGT_ADDR_LO/HI, 0x2C BATCH                       RW (byte strobes honoured)
@@ -50,7 +51,8 @@ module cnn_accel #(
     output wire [31:0] mem_wdata,
     output wire [3:0]  mem_wstrb,
     input  wire        mem_ready,
-    input  wire [31:0] mem_rdata
+    input  wire [31:0] mem_rdata,
+    input  wire        mem_err        // with mem_ready: the access failed (ERROR_CODE 4)
 );
     localparam [15:0] R_CTRL = 16'h00, R_STATUS = 16'h04, R_ERROR_CODE = 16'h08,
                       R_VERSION = 16'h0C, R_DESC_LO = 16'h10, R_DESC_HI = 16'h14,
@@ -61,7 +63,7 @@ module cnn_accel #(
     reg  [31:0] desc_lo, desc_hi, desc_count, act_lo, act_hi, wgt_lo, wgt_hi, batch;
     reg         start, abort;
     wire        busy, done, error;
-    wire [1:0]  err_code;
+    wire [2:0]  err_code;
     wire [63:0] cycles;
 
     function [31:0] strobed(input [31:0] old, input [31:0] data, input [3:0] strb);
@@ -127,7 +129,7 @@ module cnn_accel #(
             s_axi_control_rvalid <= 1'b1;
             case (rd_addr)
                 R_STATUS:     s_axi_control_rdata <= {29'd0, error, busy, done};
-                R_ERROR_CODE: s_axi_control_rdata <= {30'd0, err_code};
+                R_ERROR_CODE: s_axi_control_rdata <= {29'd0, err_code};
                 R_VERSION:    s_axi_control_rdata <= VERSION;
                 R_DESC_LO:    s_axi_control_rdata <= desc_lo;
                 R_DESC_HI:    s_axi_control_rdata <= desc_hi;
@@ -152,7 +154,8 @@ module cnn_accel #(
         .act_addr({act_hi, act_lo}), .wgt_addr({wgt_hi, wgt_lo}), .batch(batch),
         .busy(busy), .done(done), .error(error), .err_code(err_code), .cycles(cycles),
         .mem_req(mem_req), .mem_we(mem_we), .mem_addr(mem_addr), .mem_wdata(mem_wdata),
-        .mem_wstrb(mem_wstrb), .mem_ready(mem_ready), .mem_rdata(mem_rdata)
+        .mem_wstrb(mem_wstrb), .mem_ready(mem_ready), .mem_rdata(mem_rdata),
+        .mem_err(mem_err)
     );
 endmodule
 

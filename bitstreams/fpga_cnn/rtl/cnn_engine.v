@@ -11,11 +11,14 @@
 // The engine raises mem_req with mem_addr/mem_we/mem_wdata/mem_wstrb and holds them until the
 // memory answers mem_ready (in the same cycle or later); for a read, mem_rdata is valid in the
 // cycle mem_req && mem_ready. Bytes are little-endian within a word. Writes are single bytes
-// (one-hot mem_wstrb).
+// (one-hot mem_wstrb). mem_err, valid with mem_ready, says the access failed (the AXI4 adapter,
+// cnn_axi_master.v, raises it for an SLVERR or DECERR response; tie it low for a memory that
+// cannot fail).
 //
 // Errors end the run with `error` and err_code: 1 bad opcode; 2 bad address (descriptor region
 // or an int32 constant not 4-byte aligned); 3 bad descriptor (zero sizes or stride, a channel
-// slice outside its buffer, an output shape the input, kernel, stride and padding do not give).
+// slice outside its buffer, an output shape the input, kernel, stride and padding do not give);
+// 4 bus error (a memory access answered with mem_err).
 
 `default_nettype none
 
@@ -32,7 +35,7 @@ module cnn_engine (
     output reg         busy,
     output reg         done,
     output reg         error,
-    output reg  [1:0]  err_code,
+    output reg  [2:0]  err_code,
     output reg  [63:0] cycles,
     // memory port
     output reg         mem_req,
@@ -41,11 +44,13 @@ module cnn_engine (
     output reg  [31:0] mem_wdata,
     output reg  [3:0]  mem_wstrb,
     input  wire        mem_ready,
-    input  wire [31:0] mem_rdata
+    input  wire [31:0] mem_rdata,
+    input  wire        mem_err
 );
     localparam [7:0] OP_CONV = 8'd1, OP_MAXPOOL = 8'd2, OP_AVGPOOL = 8'd3,
                      OP_GAP = 8'd4, OP_ADD = 8'd5, OP_SCALE_SHIFT = 8'd6;
-    localparam [1:0] ERR_OPCODE = 2'd1, ERR_ADDRESS = 2'd2, ERR_DESCRIPTOR = 2'd3;
+    localparam [2:0] ERR_OPCODE = 3'd1, ERR_ADDRESS = 3'd2, ERR_DESCRIPTOR = 3'd3,
+                     ERR_BUS = 3'd4;
 
     localparam [3:0] S_IDLE = 4'd0, S_FETCH = 4'd1, S_DECODE = 4'd2, S_ELEM = 4'd3,
                      S_LOADK = 4'd4, S_TAP = 4'd5, S_TAP_W = 4'd6, S_UPD = 4'd7,
@@ -219,7 +224,7 @@ module cnn_engine (
         end
     endtask
 
-    task automatic fail(input [1:0] code);
+    task automatic fail(input [2:0] code);
         begin
             busy     <= 1'b0;
             error    <= 1'b1;
@@ -231,7 +236,7 @@ module cnn_engine (
     always @(posedge clk) begin
         if (!rst_n) begin
             state <= S_IDLE; ret_state <= S_IDLE; dest <= D_NONE; lane <= 2'd0;
-            busy <= 1'b0; done <= 1'b0; error <= 1'b0; err_code <= 2'd0; cycles <= 64'd0;
+            busy <= 1'b0; done <= 1'b0; error <= 1'b0; err_code <= 3'd0; cycles <= 64'd0;
             mem_req <= 1'b0; mem_we <= 1'b0; mem_addr <= 64'd0; mem_wdata <= 32'd0;
             mem_wstrb <= 4'd0;
             desc_index <= 32'd0; word_index <= 5'd0; k_index <= 2'd0;
@@ -245,14 +250,14 @@ module cnn_engine (
         end else if (start && (abort || state == S_IDLE)) begin
             // START (also right after a SOFT_RESET in the same write)
             mem_req <= 1'b0;
-            busy <= 1'b1; done <= 1'b0; error <= 1'b0; err_code <= 2'd0; cycles <= 64'd0;
+            busy <= 1'b1; done <= 1'b0; error <= 1'b0; err_code <= 3'd0; cycles <= 64'd0;
             desc_index <= 32'd0; word_index <= 5'd0;
             if (desc_addr[1:0] != 2'b00) fail(ERR_ADDRESS);
             else if (desc_count == 32'd0) begin busy <= 1'b0; done <= 1'b1; end
             else state <= S_FETCH;
         end else if (abort) begin
             mem_req <= 1'b0;
-            busy <= 1'b0; done <= 1'b0; error <= 1'b0; err_code <= 2'd0;
+            busy <= 1'b0; done <= 1'b0; error <= 1'b0; err_code <= 3'd0;
             state <= S_IDLE;
         end else begin
             if (busy) cycles <= cycles + 64'd1;
@@ -366,7 +371,11 @@ module cnn_engine (
                     end
 
                 S_WAIT:
-                    if (mem_ready) begin
+                    if (mem_ready && mem_err) begin  // the access failed: end the run
+                        mem_req <= 1'b0;
+                        mem_we <= 1'b0;
+                        fail(ERR_BUS);
+                    end else if (mem_ready) begin
                         mem_req <= 1'b0;
                         mem_we <= 1'b0;
                         state <= ret_state;
