@@ -35,9 +35,6 @@ REG = {k: int(v) for k, v in SPEC["registers"].items()}
 STATUS = {k: int(v) for k, v in SPEC["status_bits"].items()}
 CTRL = {k: int(v) for k, v in SPEC["ctrl_bits"].items()}
 ERRORS = {k: int(v) for k, v in SPEC["error_codes"].items()}
-# The RTL's code for an access the bus answered SLVERR or DECERR (cnn_engine.v,
-# bitstreams/README.md); spec.json does not list it yet.
-ERRORS.setdefault("BUS_ERROR", 4)
 DEFAULT_BASE = 0x4000_0000
 MEM_BYTES = 4 << 20  # the testbench memory (MEM_WORDS x 4)
 
