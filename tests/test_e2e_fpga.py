@@ -50,9 +50,34 @@ def test_digits_served_through_the_twin_within_one_point_of_float(
             [client.score_numpy(x_test[i : i + 64]) for i in range(0, len(x_test), 64)]
         )
         assert client.labels() == [str(d) for d in range(10)]
+        busy, fpga_stage = _device_busy_and_fpga_stage_seconds(server)
+    # The device's busy time is counted (wired at the server) and is a part of the FPGA stage's
+    # time: the stage also quantises on the host.
+    assert 0 < busy <= fpga_stage, (busy, fpga_stage)
     served_acc = float((scores.argmax(1) == y_test).mean())
     assert scores.shape == (len(x_test), 10)
     assert abs(served_acc - float_acc) <= 0.01, (served_acc, float_acc)
+
+
+def _device_busy_and_fpga_stage_seconds(server: Any) -> tuple[float, float]:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    busy = stage = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "fpga_serve_device_busy_seconds_total":
+                assert sample.labels["device"] == "twin"
+                busy += sample.value
+            elif (
+                sample.name == "fpga_serve_stage_duration_seconds_sum"
+                and sample.labels.get("kind") == "fpga"
+            ):
+                stage += sample.value
+    return busy, stage
 
 
 def _rewrite(src: Path, dst: Path, member_suffix: str, edit: Any) -> Path:

@@ -216,6 +216,51 @@ def test_device_checks_its_input_and_health() -> None:
     assert loaded.run(np.zeros((1, 6, 6, 4), np.int8)).shape == (1, 6, 6, 6)
 
 
+def test_busy_time_is_the_time_a_run_holds_the_device_not_its_wait() -> None:
+    import threading
+    import time
+
+    from fpga_serve.hw.twin.device import TwinProgram
+
+    gate = threading.Event()
+
+    class HeldProgram(TwinProgram):  # the first run holds the device until the gate opens
+        def _run(self, x: np.ndarray) -> np.ndarray:
+            if not gate.is_set():
+                gate.wait(5)
+            return super()._run(x)
+
+    device = TwinDevice()
+    told: list[float] = []
+    device.busy_hook = told.append
+    loaded = HeldProgram(device, tiny_program())
+    x = np.zeros((1, 6, 6, 4), np.int8)
+    first = threading.Thread(target=loaded.run, args=(x,))
+    first.start()
+    give_up = time.monotonic() + 5
+    while not device.lock.locked() and time.monotonic() < give_up:
+        time.sleep(0.001)
+    waited = time.perf_counter()
+    second_started = threading.Event()
+
+    def run_second() -> None:
+        second_started.set()
+        loaded.run(x)  # waits for the device behind the first run
+
+    second = threading.Thread(target=run_second)
+    second.start()
+    assert second_started.wait(5)
+    time.sleep(0.5)
+    gate.set()
+    first.join(5)
+    second.join(5)
+    waited = time.perf_counter() - waited
+    assert len(told) == 2
+    assert told[0] >= 0.5  # the first held the device while the gate was shut
+    assert told[1] < 0.25  # the second's 0.5 s wait for the device is not busy time
+    assert sum(told) <= waited
+
+
 def test_registry_falls_back_to_the_twin_and_names_unknown_devices() -> None:
     assert "twin" in available()
     assert select_device("twin").name == "twin"

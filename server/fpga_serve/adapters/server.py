@@ -59,6 +59,7 @@ class Server:
                 "twin_path": settings.twin_path,
                 "twin_isolated": settings.twin_isolated,
             },
+            busy=self.metrics.device_busy_hook,
         )
         self.repository = ModelRepository(
             self.devices.context,

@@ -8,7 +8,9 @@ one. ``load(program)`` uploads a program once (weights into device memory) and r
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,8 +36,15 @@ class LoadedProgram(ABC):
             )
         if not self.device.healthy:
             raise DeviceError(f"device {self.device.name} is not healthy (reset pending)")
+        x = np.ascontiguousarray(x)
         with self.device.lock:  # one owner: programs never interleave on the device
-            return self._run(np.ascontiguousarray(x))
+            start = time.perf_counter()
+            try:
+                return self._run(x)
+            finally:
+                hook = self.device.busy_hook
+                if hook is not None:  # the time it held the device, not the time it waited
+                    hook(time.perf_counter() - start)
 
     @abstractmethod
     def _run(self, x: np.ndarray) -> np.ndarray: ...
@@ -51,6 +60,8 @@ class Device(ABC):
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._healthy = True
+        self.busy_hook: Callable[[float], None] | None = None
+        """Told the seconds of every run, measured while the run holds the device (metrics)."""
 
     @classmethod
     def create(cls, options: dict[str, Any]) -> Device:

@@ -25,10 +25,12 @@ class DeviceHolder:
         name: str,
         validate: Callable[[str, bool], None] | None = None,
         options: dict[str, Any] | None = None,
+        busy: Callable[[str], Callable[[float], None]] | None = None,
     ) -> None:
         self.name = name
         self.validate = validate
         self.options = dict(options or {})
+        self.busy = busy  # device name -> the hook told each run's seconds on the device
         self._device: Device | None = None
         self._lock = threading.Lock()
 
@@ -39,7 +41,10 @@ class DeviceHolder:
     def get(self) -> Device:
         with self._lock:
             if self._device is None:
-                self._device = select_device(self.name, self.options)
+                device = select_device(self.name, self.options)
+                if self.busy is not None:
+                    device.busy_hook = self.busy(device.name)
+                self._device = device
             return self._device
 
     def context(self) -> LoadContext:

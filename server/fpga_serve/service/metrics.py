@@ -7,7 +7,7 @@ model and its version so one scrape can tell models apart.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -145,21 +145,22 @@ class Metrics:
     def stage_observer(self, model: str, version: str) -> StageObserver:
         """Stage timing hook for one model version."""
 
-        bound: dict[str, tuple[Any, Any]] = {}  # per stage: its children, looked up once
+        bound: dict[str, Any] = {}  # per stage: its histogram child, looked up once
 
         def observe(stage: StageRunner, seconds: float, batch: int) -> None:
-            if stage.name not in bound:
-                device = getattr(stage, "device_name", None)
-                bound[stage.name] = (
-                    self.stage_latency.labels(model, version, stage.name, stage.kind),
-                    None if device is None else self.device_busy.labels(device),
-                )
-            latency, busy = bound[stage.name]
+            latency = bound.get(stage.name)
+            if latency is None:
+                latency = self.stage_latency.labels(model, version, stage.name, stage.kind)
+                bound[stage.name] = latency
             latency.observe(seconds)
-            if busy is not None:
-                busy.inc(seconds)
 
         return observe
+
+    def device_busy_hook(self, device: str) -> Callable[[float], None]:
+        """The device's busy counter, told each run's seconds on the device (hw/base.py): the
+        time a run holds the device, not an FPGA stage's whole time (host-side quantisation,
+        waiting for the device behind another batch)."""
+        return self.device_busy.labels(device).inc  # type: ignore[no-any-return]
 
     def forget_model(self, model: str, version: str) -> None:
         """Drop the per-model series of an unloaded model."""
