@@ -128,8 +128,8 @@ class Batcher:
         """Queue one request (already validated); ``deadline`` is a time.monotonic() value."""
         pending = _Pending(inputs, int(inputs[0].shape[0]), deadline, cancelled)
         if self._admit(pending):
-            # An idle model and no delay to wait for: run in the caller's thread, sparing the
-            # hand-off to the worker (the lone-request latency). Still one batch at a time.
+            # A free slot, an empty queue and no delay to wait for: run in the caller's thread,
+            # sparing the hand-off to a worker (the lone-request latency). It holds the slot.
             try:
                 if self._still_wanted(pending):
                     self._execute([pending])
@@ -143,8 +143,8 @@ class Batcher:
         deadline: float | None = None,
         cancelled: Callable[[], bool] = _never,
     ) -> list[np.ndarray]:
-        """``submit(...).result()``: the request's outputs, or its error raised. Inline (idle
-        model, no delay) it skips the Future and the per-request bookkeeping of a queued item."""
+        """``submit(...).result()``: the request's outputs, or its error raised. Inline (a free
+        slot, no delay) it skips the Future and the per-request bookkeeping of a queued item."""
         pending = _Pending(inputs, int(inputs[0].shape[0]), deadline, cancelled, _INLINE)
         if not self._admit(pending):
             return pending.future.result()
