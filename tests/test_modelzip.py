@@ -261,3 +261,43 @@ def test_not_a_zip_and_missing_file(tmp_path: Path) -> None:
         validate_archive(junk)
     with pytest.raises(ModelLoadError, match="no such file"):
         validate_archive(tmp_path / "absent.zip")
+
+
+def test_session_stage_keeps_only_the_graph_between_its_tensors(tmp_path: Path, tf: object) -> None:
+    """The seed's classifier stage starts at the featurizer's output: what lies upstream (here
+    a Python op, which the load policy refuses, and a variable) is neither saved nor checked,
+    and a placeholder given its shape with set_shape is saved with it."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        raw = tf.compat.v1.placeholder(tf.float32, name="raw")  # unknown rank
+        raw.set_shape([None, 2])
+        upstream = tf.Variable([[3.0, 0.0], [0.0, 3.0]], name="upstream")
+        mid = tf.compat.v1.numpy_function(lambda a: a + 1.0, [tf.matmul(raw, upstream)], tf.float32)
+        mid = tf.identity(tf.reshape(mid, [-1, 2]), name="features")
+        w = tf.Variable([[1.0, -1.0], [0.5, 2.0]], name="w")
+        out = tf.nn.softmax(tf.matmul(mid, w), name="out")
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            head = TensorflowStage(sess, mid, out)
+            first = TensorflowStage(sess, raw, mid * 1.0)
+            want = sess.run(out, {mid: [[1.0, 2.0]]})
+    ops = {node.op for node in head._graph_def.node}  # type: ignore[union-attr]
+    assert "PyFunc" not in ops and "MatMul" in ops
+    assert not any(node.name.startswith("upstream") for node in head._graph_def.node)  # type: ignore[union-attr]
+    model_def = ModelDefinition(name="head")
+    model_def.pipeline.append(head)
+    model_def.save(tmp_path / "head.zip")
+    archive = _load(tmp_path / "head.zip")
+    try:
+        assert [s.describe() for s in archive.inputs] == ["features:0: FP32[?,2]"]  # type: ignore[attr-defined]
+        (got,) = archive.stages[0].run([np.array([[1.0, 2.0]], np.float32)])  # type: ignore[attr-defined]
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    finally:
+        archive.close()  # type: ignore[attr-defined]
+    placeholder = next(n for n in first._graph_def.node if n.name == "raw")  # type: ignore[union-attr]
+    assert [d.size for d in placeholder.attr["shape"].shape.dim] == [-1, 2]
+    with graph.as_default(), pytest.raises(InvalidInput, match="one of 2 outputs"):
+        pair = tf.split(out, 2, axis=1)
+        TensorflowStage(tf.compat.v1.Session(graph=graph), pair[1], out)

@@ -49,14 +49,16 @@ class FpgaStage:
 
 
 class FpgaRunner:
+    """Runs a program on a device: quantise the float input, run, dequantise the output."""
+
     def __init__(
         self,
-        record: StageRecord,
+        name: str,
         program: Program,
         device: Any,
         validate: Callable[[str, bool], None] | None = None,
     ) -> None:
-        self.name = record.name
+        self.name = name
         self.kind = "fpga"
         self.inputs, self.outputs = _specs(program)
         self.program = program
@@ -65,7 +67,7 @@ class FpgaRunner:
         try:
             self.loaded = device.load(program)
         except FpgaServeError as exc:
-            raise ModelLoadError(f"stage {record.name!r}: {exc}") from exc
+            raise ModelLoadError(f"stage {name!r}: {exc}") from exc
         self._validate = validate
         self._twin = None
         if validate is not None and self.device_name != "twin":
@@ -106,7 +108,7 @@ class FpgaKind:
             from fpga_serve.hw.twin.device import TwinDevice
 
             device = TwinDevice()
-        return FpgaRunner(record, program, device, context.validate)
+        return FpgaRunner(record.name, program, device, context.validate)
 
 
 register_kind(FpgaKind())

@@ -26,8 +26,9 @@ class TensorflowStage:
     - ``TensorflowStage(fn)``: a ``tf.function`` with an input_signature, or a ``tf.Module``
       whose ``__call__`` is one; saved as a SavedModel. Tensors of several inputs or outputs are
       ordered by name; a function returning one tensor names its output ``output_0``.
-    - ``TensorflowStage(sess, input_tensor, output_tensor)``: the seed's TF1 form; the session's
-      graph is frozen into a GraphDef.
+    - ``TensorflowStage(sess, input_tensor, output_tensor)``: the seed's TF1 form; the part of
+      the session's graph between the tensors is frozen into a GraphDef (inputs may be any
+      single-output op's tensor, not only placeholders).
     - ``TensorflowStage.from_graph_def(graph_def, inputs=[...], outputs=[...])``.
     """
 
@@ -39,10 +40,7 @@ class TensorflowStage:
             if len(tensors) != 2:
                 raise InvalidInput("TensorflowStage(sess, input_tensor, output_tensor)")
             ins, outs = (_as_list(t) for t in tensors)
-            out_ops = [t.op.name for t in outs]
-            frozen = tf.compat.v1.graph_util.convert_variables_to_constants(
-                fn, fn.graph.as_graph_def(), out_ops
-            )
+            frozen = _freeze_between(fn, ins, outs)
             self._set_graph(frozen, [t.name for t in ins], [t.name for t in outs])
             self.kind = "tensorflow_graphdef"
             return
@@ -98,6 +96,35 @@ class TensorflowStage:
 
 def _as_list(t: Any) -> list[Any]:
     return list(t) if isinstance(t, (list, tuple)) else [t]
+
+
+def _freeze_between(sess: Any, ins: list[Any], outs: list[Any]) -> Any:
+    """The part of the session's graph between ``ins`` and ``outs``, variables frozen.
+
+    Each input tensor's op becomes a placeholder of the tensor's dtype and static shape (so a
+    stage may start in the middle of a graph, as the seed's classifier stage starts at the
+    featurizer's output, and ``placeholder.set_shape`` counts), then only what the outputs
+    need is kept: nothing upstream of the inputs is saved or checked.
+    """
+    graph_def = sess.graph.as_graph_def()
+    nodes = {node.name: node for node in graph_def.node}
+    for tensor in ins:
+        op = tensor.op
+        if len(op.outputs) != 1:
+            raise InvalidInput(
+                f"stage input {tensor.name!r} is one of {len(op.outputs)} outputs of op "
+                f"{op.name!r}; pass tf.identity({tensor.name.split(':')[0]}) instead"
+            )
+        if tensor.dtype == tf.resource:
+            raise InvalidInput(f"stage input {tensor.name!r} is a variable, not a value")
+        placeholder = tf.compat.v1.NodeDef(name=op.name, op="Placeholder")
+        placeholder.attr["dtype"].type = tensor.dtype.as_datatype_enum
+        placeholder.attr["shape"].shape.CopyFrom(tensor.shape.as_proto())
+        if op.name in nodes:
+            nodes[op.name].CopyFrom(placeholder)
+    out_ops = [t.op.name for t in outs]
+    cut = tf.compat.v1.graph_util.extract_sub_graph(graph_def, out_ops)
+    return tf.compat.v1.graph_util.convert_variables_to_constants(sess, cut, out_ops)
 
 
 def _graph_specs(
