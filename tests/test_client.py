@@ -36,6 +36,8 @@ class FakePredict(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.requests: list[predict_pb2.PredictRequest] = []
         self.metadata: list[dict[str, str]] = []
         self.fail_with: list[grpc.StatusCode] = []
+        self.fail_details = "scripted failure"
+        self.reply_bytes = 0
         self.delay = 0.0
         self.times: list[float] = []
 
@@ -44,12 +46,16 @@ class FakePredict(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.times.append(time.monotonic())
         self.metadata.append(dict(context.invocation_metadata()))
         if self.fail_with:
-            context.abort(self.fail_with.pop(0), "scripted failure")
+            context.abort(self.fail_with.pop(0), self.fail_details)
         time.sleep(self.delay)
         n = len(request.inputs["images"].string_val) or 1
         response = predict_pb2.PredictResponse()
         response.outputs["output_alias"].CopyFrom(to_tensor_proto(np.repeat(SCORES, n, 0)))
         response.outputs["probs"].CopyFrom(to_tensor_proto(np.repeat(SCORES, n, 0)))
+        if self.reply_bytes:
+            response.outputs["padding"].CopyFrom(
+                to_tensor_proto(np.zeros(self.reply_bytes, np.uint8))
+            )
         return response
 
     def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -129,6 +135,37 @@ def test_retries_unavailable_with_back_off_but_never_invalid_argument(fake: Any)
     with PredictionClient(address, retries=2, backoff=0.01) as client, pytest.raises(ServiceError):
         client.score_image(b"x")
     assert len(predict.requests) == 3
+
+
+def test_resource_exhausted_from_its_own_limits_is_not_retried(fake: Any) -> None:
+    """A server's RESOURCE_EXHAUSTED (overloaded) is retried; the client's own metadata or
+    message-size limit refusing an answer is permanent, and is not."""
+    address, predict, _ = fake
+    predict.fail_with = [grpc.StatusCode.RESOURCE_EXHAUSTED]
+    with PredictionClient(address, retries=3, backoff=0.01) as client:
+        client.score_image(b"x")
+    assert len(predict.requests) == 2
+    predict.requests.clear()
+    predict.fail_with = [grpc.StatusCode.NOT_FOUND] * 4
+    predict.fail_details = "model " + "m" * 20_000 + " is not loaded"  # over 16 KiB of metadata
+    with (
+        PredictionClient(address, retries=3, backoff=0.01) as client,
+        pytest.raises(ServiceError) as err,
+    ):
+        client.score_image(b"x")
+    assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "metadata" in err.value.details
+    assert len(predict.requests) == 1
+    predict.requests.clear()
+    predict.fail_with = []
+    predict.reply_bytes = 4096
+    with (
+        PredictionClient(address, retries=3, backoff=0.01, max_message_bytes=2048) as client,
+        pytest.raises(ServiceError) as err,
+    ):
+        client.score_image(b"x")
+    assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert len(predict.requests) == 1
 
 
 def test_timeout_is_honoured(fake: Any) -> None:

@@ -153,3 +153,50 @@ def test_malformed_v2_tensors_name_the_problem() -> None:
     few.contents.int_contents.extend([1])
     with pytest.raises(TensorConversionError, match="1 values for shape"):
         from_infer_input(few)
+
+
+def test_headers_are_read_without_decoding_and_count_the_fill_rule() -> None:
+    from fpga_serve_client.convert import infer_input_header, tensor_proto_header
+
+    filled = _proto(tf_tensor_pb2.DT_STRING, [1 << 27])
+    filled.string_val.append(b"x" * 10)
+    header = tensor_proto_header(filled, "s")
+    assert (header.datatype, header.shape, header.payload_bytes) == ("BYTES", (1 << 27,), 10 << 27)
+    floats = _proto(tf_tensor_pb2.DT_DOUBLE, [1 << 40, 0])
+    floats.double_val.append(1.0)
+    assert tensor_proto_header(floats).payload_bytes == 0  # the server bounds each dimension
+    assert tensor_proto_header(_proto(tf_tensor_pb2.DT_HALF, [3, 2])).datatype == "FP16"
+    tensor = v2.ModelInferRequest.InferInputTensor(name="b", datatype="BYTES", shape=[2, 3])
+    assert infer_input_header(tensor, b"\x00" * 40).payload_bytes == 40
+    fp = v2.ModelInferRequest.InferInputTensor(name="x", datatype="FP64", shape=[5, 7])
+    assert infer_input_header(fp).payload_bytes == 5 * 7 * 8
+    with pytest.raises(TensorConversionError, match="33 dimensions, over the limit of 32"):
+        tensor_proto_header(_proto(tf_tensor_pb2.DT_FLOAT, [1] * 33), "t")
+
+
+def test_one_string_fills_the_shape_exactly() -> None:
+    for value in (b"ab\0\0", b"\0", b"\xff" * 3, b""):
+        proto = _proto(tf_tensor_pb2.DT_STRING, [2, 2])
+        proto.string_val.append(value)
+        array = from_tensor_proto(proto, "s")
+        assert array.dtype == object and array.shape == (2, 2)
+        assert all(item == value for item in array.reshape(-1)), array
+
+
+def test_a_zero_does_not_excuse_a_huge_dimension() -> None:
+    with pytest.raises(TensorConversionError, match="too large"):
+        from_tensor_proto(_proto(tf_tensor_pb2.DT_FLOAT, [0, 1 << 62]), "t")
+    for dims in ([0, 1 << 62], [0, 1 << 40, 1 << 40], [1 << 62, 0]):
+        tensor = v2.ModelInferRequest.InferInputTensor(name="t", datatype="BYTES", shape=dims)
+        with pytest.raises(TensorConversionError, match="too large"):
+            from_infer_input(tensor, b"")
+    extra = v2.ModelInferRequest.InferInputTensor(name="t", datatype="BYTES", shape=[1])
+    with pytest.raises(TensorConversionError, match="more BYTES elements than shape"):
+        from_infer_input(extra, struct.pack("<I", 1) + b"a" + struct.pack("<I", 0))
+
+
+def test_messages_quote_long_names_cut_short() -> None:
+    name = "n" * 20_000
+    with pytest.raises(TensorConversionError) as err:
+        from_tensor_proto(_proto(tf_tensor_pb2.DT_RESOURCE, [1]), name)
+    assert len(str(err.value)) < 200 and "20,000 characters" in str(err.value)

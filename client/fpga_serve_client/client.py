@@ -33,6 +33,22 @@ T = TypeVar("T")
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 """Only these are retried; INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED... never are."""
 
+LOCAL_LIMITS = ("metadata size exceeds", "message larger than max")
+"""How gRPC words a RESOURCE_EXHAUSTED raised by this side's own limits (metadata over
+``grpc.max_metadata_size``, a message over the send/receive maximum): the same call would
+fail the same way, so it is never retried."""
+
+
+def retryable(code: grpc.StatusCode, details: str) -> bool:
+    """UNAVAILABLE, and RESOURCE_EXHAUSTED from the server (overloaded, queue full) only."""
+    if code not in RETRYABLE:
+        return False
+    lowered = details.lower()
+    return not (
+        code is grpc.StatusCode.RESOURCE_EXHAUSTED and any(s in lowered for s in LOCAL_LIMITS)
+    )
+
+
 OUTPUT_ALIAS = "output_alias"
 
 
@@ -43,7 +59,8 @@ class PredictionClient:
     ``authorization: Bearer <token>``; ``private_key``/``certificate_chain`` (PEM) present a
     client certificate to servers that require mutual TLS. Image calls time out after
     ``timeout`` seconds, numpy calls after ``numpy_timeout``; UNAVAILABLE and
-    RESOURCE_EXHAUSTED are retried ``retries`` times with doubling back-off (plus jitter).
+    RESOURCE_EXHAUSTED are retried ``retries`` times with doubling back-off (plus jitter),
+    except a RESOURCE_EXHAUSTED from the client's own metadata or message-size limits.
     """
 
     def __init__(
@@ -192,7 +209,7 @@ class PredictionClient:
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
                 details = exc.details() if hasattr(exc, "details") else str(exc)
-                if code not in RETRYABLE or attempt >= self.retries:
+                if not retryable(code, details or "") or attempt >= self.retries:
                     raise ServiceError(code, details or "") from None
                 delay = self.backoff * (2**attempt)
                 time.sleep(delay + random.uniform(0, delay / 2))

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import grpc
-from fpga_serve_client.convert import from_infer_input, to_infer_output
+from fpga_serve_client.convert import from_infer_input, infer_input_header, to_infer_output
 from fpga_serve_client.protos import grpc_predict_v2_pb2 as v2
 from fpga_serve_client.protos import grpc_predict_v2_pb2_grpc
 
 from fpga_serve import __version__
 from fpga_serve.adapters.status import RequestRecorder, deadline_of, handle_errors
-from fpga_serve.core.errors import InvalidInput
-from fpga_serve.core.types import TensorSpec
-from fpga_serve.service.dataplane import DataPlane, InferenceRequest
+from fpga_serve.core.errors import InvalidInput, shown
+from fpga_serve.core.types import TensorHeader, TensorSpec
+from fpga_serve.service.dataplane import DataPlane, EncodedTensor, InferenceRequest
 from fpga_serve.service.lifecycle import ModelManager
 
 PLATFORM = "fpga_serve_pipeline"
@@ -21,6 +21,15 @@ SERVER_NAME = "fpga-serve"
 def _tensor_metadata(spec: TensorSpec) -> v2.ModelMetadataResponse.TensorMetadata:
     return v2.ModelMetadataResponse.TensorMetadata(
         name=spec.name, datatype=spec.dtype.value, shape=list(spec.shape)
+    )
+
+
+def _encoded(tensor: v2.ModelInferRequest.InferInputTensor, raw: bytes | None) -> EncodedTensor:
+    """A request tensor's declaration, and its decoding for later (after every check)."""
+    wire = infer_input_header(tensor, raw)
+    return EncodedTensor(
+        TensorHeader(wire.datatype, wire.shape, wire.payload_bytes),
+        lambda: from_infer_input(tensor, raw),
     )
 
 
@@ -82,8 +91,6 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: v2.ModelInferRequest, context: grpc.ServicerContext
     ) -> v2.ModelInferResponse:
         with self.recorder.track() as tracked:
-            served = self.plane.model(request.model_name, request.model_version or None)
-            tracked.model, tracked.version = served.name, served.version
             raw = list(request.raw_input_contents)
             if raw and len(raw) != len(request.inputs):
                 raise InvalidInput(
@@ -94,16 +101,17 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
             inputs = {}
             for index, tensor in enumerate(request.inputs):
                 if tensor.name in inputs:
-                    raise InvalidInput(f"input {tensor.name!r} given twice")
-                inputs[tensor.name] = from_infer_input(tensor, raw[index] if raw else None)
+                    raise InvalidInput(f"input {shown(tensor.name)} given twice")
+                inputs[tensor.name] = _encoded(tensor, raw[index] if raw else None)
             result = self.plane.infer(
                 InferenceRequest(
                     inputs=inputs,
-                    model=served.name,
-                    version=served.version,
+                    model=request.model_name,
+                    version=request.model_version or None,
                     deadline=deadline_of(context),
                     cancelled=lambda: not context.is_active(),
                     outputs=[o.name for o in request.outputs] or None,
+                    resolved=tracked.resolved,
                 )
             )
             response = v2.ModelInferResponse(

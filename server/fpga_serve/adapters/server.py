@@ -24,6 +24,7 @@ from fpga_serve.adapters.metrics_http import MetricsHTTP
 from fpga_serve.adapters.tfserving import PredictionServicer
 from fpga_serve.core.errors import FpgaServeError
 from fpga_serve.core.settings import ServerSettings
+from fpga_serve.core.types import RequestLimits
 from fpga_serve.runtime.batching import BatchingConfig
 from fpga_serve.service import DataPlane, Metrics, ModelRepository
 from fpga_serve.service.devices import DeviceHolder
@@ -64,8 +65,12 @@ class Server:
         self.repository = ModelRepository(
             self.devices.context,
             self.metrics,
-            max_batch_size=settings.max_batch_size,
-            max_image_pixels=settings.max_image_pixels,
+            limits=RequestLimits(
+                max_batch_size=settings.max_batch_size,
+                max_elements=settings.max_request_elements,
+                max_bytes=settings.max_request_bytes,
+                max_image_pixels=settings.max_image_pixels,
+            ),
             batching=BatchingConfig(
                 max_batch_size=settings.batch_max_size,
                 max_queue_delay_us=settings.batch_max_queue_delay_us,

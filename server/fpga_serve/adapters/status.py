@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import grpc
 from fpga_serve_client.errors import TensorConversionError
 
-from fpga_serve.core.errors import FpgaServeError, Status
+from fpga_serve.core.errors import FpgaServeError, Status, bounded
 from fpga_serve.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,9 @@ def handle_errors(
         try:
             return method(self, request, context)
         except TensorConversionError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, bounded(str(exc)))
         except FpgaServeError as exc:
-            context.abort(grpc_code(exc), exc.message)
+            context.abort(grpc_code(exc), bounded(exc.message))
         except Exception:
             log.exception("internal error in %s", method.__qualname__)
             context.abort(grpc.StatusCode.INTERNAL, "internal server error (see server log)")
@@ -100,6 +100,10 @@ class Tracked:
         self.version = ""
         self._recorder = recorder
         self._start = 0.0
+
+    def resolved(self, model: str, version: str) -> None:
+        """The data plane's hook: the model version the request runs on."""
+        self.model, self.version = model, version
 
     def __enter__(self) -> Tracked:
         self._start = time.perf_counter()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 import numpy as np
-from fpga_serve_client.convert import from_tensor_proto, to_tensor_proto
+from fpga_serve_client.convert import from_tensor_proto, tensor_proto_header, to_tensor_proto
 from fpga_serve_client.protos import (
     get_model_metadata_pb2,
     model_pb2,
@@ -15,9 +15,14 @@ from fpga_serve_client.protos import (
 from google.protobuf import any_pb2
 
 from fpga_serve.adapters.status import RequestRecorder, deadline_of, handle_errors
-from fpga_serve.core.errors import InvalidInput
-from fpga_serve.core.types import DType, TensorSpec
-from fpga_serve.service.dataplane import DataPlane, InferenceRequest, ModelMetadata
+from fpga_serve.core.errors import InvalidInput, shown
+from fpga_serve.core.types import DType, TensorHeader, TensorSpec
+from fpga_serve.service.dataplane import (
+    DataPlane,
+    EncodedTensor,
+    InferenceRequest,
+    ModelMetadata,
+)
 
 SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -65,7 +70,7 @@ def _requested(spec: model_pb2.ModelSpec) -> tuple[str, str | None]:
     """(model name, version or None) from a ModelSpec; the Brainwave clients sent none."""
     if spec.signature_name not in ("", SIGNATURE):
         raise InvalidInput(
-            f"unknown signature {spec.signature_name!r}; this server serves {SIGNATURE!r}"
+            f"unknown signature {shown(spec.signature_name)}; this server serves {SIGNATURE!r}"
         )
     which = spec.WhichOneof("version_choice")
     if which == "version":
@@ -73,6 +78,15 @@ def _requested(spec: model_pb2.ModelSpec) -> tuple[str, str | None]:
     if which == "version_label":
         return spec.name, spec.version_label
     return spec.name, None
+
+
+def _encoded(proto: tf_tensor_pb2.TensorProto, key: str) -> EncodedTensor:
+    """A request tensor's declaration, and its decoding for later (after every check)."""
+    wire = tensor_proto_header(proto, key)
+    return EncodedTensor(
+        TensorHeader(wire.datatype, wire.shape, wire.payload_bytes),
+        lambda: from_tensor_proto(proto, key),
+    )
 
 
 def _tensor_info(spec: TensorSpec) -> tf_tensor_pb2.TensorInfo:
@@ -109,26 +123,23 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     ) -> predict_pb2.PredictResponse:
         with self.recorder.track() as tracked:
             name, version = _requested(request.model_spec)
-            served = self.plane.model(name, version)
-            tracked.model, tracked.version = served.name, served.version
             if not request.inputs:
                 raise InvalidInput("the request has no inputs")
-            inputs = {key: from_tensor_proto(t, key) for key, t in request.inputs.items()}
-            names = [s.name for s in served.outputs]
-            alias_of = names[0] if len(names) == 1 and OUTPUT_ALIAS not in names else None
             wanted = list(request.output_filter)
-            real = [alias_of if (n == OUTPUT_ALIAS and alias_of) else n for n in wanted]
             result = self.plane.infer(
                 InferenceRequest(
-                    inputs=inputs,
-                    model=served.name,
-                    version=served.version,
+                    inputs={key: _encoded(t, key) for key, t in request.inputs.items()},
+                    model=name,
+                    version=version,
                     deadline=deadline_of(context),
                     cancelled=lambda: not context.is_active(),
-                    outputs=real or None,
+                    outputs=wanted or None,
+                    output_alias=OUTPUT_ALIAS,
+                    resolved=tracked.resolved,
                 )
             )
             response = _response(result.model, result.version)
+            alias_of = result.alias_of
             keys = wanted or [*result.outputs, *([OUTPUT_ALIAS] if alias_of else [])]
             converted: dict[str, tf_tensor_pb2.TensorProto] = {}  # the alias reuses its tensor
             for key in dict.fromkeys(keys):
@@ -161,7 +172,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 packed.Pack(to_tensor_proto(names, "labels"))
             else:
                 raise InvalidInput(
-                    f"unknown metadata field {field!r}; supported: 'signature_def', 'labels'"
+                    f"unknown metadata field {shown(field)}; supported: 'signature_def', 'labels'"
                 )
             response.metadata[field].CopyFrom(packed)
         return response

@@ -4,6 +4,28 @@ from __future__ import annotations
 
 from enum import Enum
 
+NAME_CHARS = 64
+"""Longest name (model, version, input, output, member) echoed whole in an error message."""
+MESSAGE_CHARS = 1024
+"""Longest error message answered; gRPC sends it as metadata, and clients refuse metadata over
+8-16 KiB (non-ASCII characters are sent percent-encoded, 3 bytes each)."""
+
+
+def shown(name: object, limit: int = NAME_CHARS) -> str:
+    """``repr(name)`` for an error message, cut to ``limit`` characters (with the full length)
+    so that a client-chosen name cannot make the message unbounded."""
+    text = name if isinstance(name, str) else str(name)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
+def bounded(message: str, limit: int = MESSAGE_CHARS) -> str:
+    """The message cut to ``limit`` characters, saying so."""
+    if len(message) <= limit:
+        return message
+    return message[: limit - 16] + " ... (truncated)"
+
 
 class Status(Enum):
     """Protocol-neutral status, named after the gRPC codes they map to."""
@@ -26,6 +48,7 @@ class FpgaServeError(Exception):
     status: Status = Status.INTERNAL
 
     def __init__(self, message: str, status: Status | None = None) -> None:
+        message = bounded(message)
         super().__init__(message)
         self.message = message
         if status is not None:

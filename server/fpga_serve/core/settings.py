@@ -68,7 +68,16 @@ class ServerSettings(BaseSettings):
     """Largest gRPC message accepted or sent (default 64 MiB, room for a batch of JPEGs)."""
 
     max_batch_size: int = Field(64, ge=1)
-    """Largest batch one request may carry."""
+    """Largest batch one request may carry (checked from its declared shape, before decoding)."""
+
+    max_request_elements: int = Field(1 << 25, ge=1)
+    """Most elements a request's inputs may declare, in all and in any one dimension (checked
+    from the declared shapes, before anything is decoded; a zero beside a huge dimension is
+    still refused)."""
+
+    max_request_bytes: int = Field(128 << 20, ge=1024)
+    """Most bytes a request's decoded inputs may take (BYTES: their lengths + 32 per element),
+    counted from the declared shapes and TensorFlow's fill rule before anything is decoded."""
 
     batch_max_size: int = Field(8, ge=1)
     """Dynamic batching: most items per device batch (1 turns batching off)."""
@@ -90,8 +99,10 @@ class ServerSettings(BaseSettings):
     max_queue_size: int = Field(128, ge=1)
     """Requests waiting per model; one more is answered RESOURCE_EXHAUSTED."""
 
-    max_image_pixels: int = Field(64_000_000, ge=1)
-    """Largest decoded image (width x height) accepted; larger ones are refused unread."""
+    max_image_pixels: int = Field(1 << 24, ge=1)
+    """Largest decoded image (width x height) accepted; larger ones are refused from their
+    header, before decoding (default 16 Mpx, 4096 x 4096: preprocessing costs ~30 bytes per
+    decoded pixel)."""
 
     api_keys: list[SecretStr] = Field(default_factory=list)
     """Accepted bearer keys (primary, secondary, ...); FPGA_SERVE_API_KEYS='["k1","k2"]'.

@@ -6,6 +6,7 @@ Shapes use -1 for a dimension of any size; dimension 0 is the batch dimension.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fpga_serve.core.errors import InvalidInput
+from fpga_serve.core.errors import InvalidInput, shown
 
 
 class DType(str, Enum):
@@ -64,6 +65,63 @@ _FROM_NUMPY: dict[np.dtype[Any], DType] = {
 }
 
 
+BYTES_OVERHEAD = 32
+"""Bytes a BYTES element costs beyond its length: its reference in the request's array and the
+string header TensorFlow copies it into (a ``tstring`` is 24 bytes)."""
+
+
+def shape_text(shape: Sequence[int], dims: int = 8) -> str:
+    """A shape for an error message, the first ``dims`` dimensions and the rank beyond that."""
+    if len(shape) <= dims:
+        return str(list(shape))
+    return f"[{', '.join(map(str, shape[:dims]))}, ... ({len(shape)} dimensions)]"
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request may declare (the server's settings of the same names)."""
+
+    max_batch_size: int = 64
+    """Items in the batch dimension of every input."""
+    max_elements: int = 1 << 25
+    """Elements over all inputs, and in any one dimension."""
+    max_bytes: int = 128 << 20
+    """Bytes the decoded inputs occupy (BYTES: their lengths + BYTES_OVERHEAD per element)."""
+    max_image_pixels: int | None = 1 << 24
+    """Pixels of any image as decoded, and as the preprocessing resizes it (None: no check)."""
+
+
+@dataclass(frozen=True)
+class TensorHeader:
+    """What a request declares about one input, read before its data is decoded."""
+
+    dtype: str
+    """A DType value; or the wire's own name of a type no model takes (UINT16, ...)."""
+    shape: tuple[int, ...]
+    payload_bytes: int
+    """Bytes of the decoded values (BYTES: the sum of their lengths, an upper bound)."""
+
+    @property
+    def elements(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """What decoding it allocates, as counted against ``max_bytes``."""
+        extra = BYTES_OVERHEAD * self.elements if self.dtype == DType.BYTES.value else 0
+        return self.payload_bytes + extra
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> TensorHeader:
+        """The header of an array given in process (SDK callers, tests)."""
+        dtype = DType.from_numpy(array.dtype)
+        if dtype is DType.BYTES:
+            payload = sum(len(item) for item in array.reshape(-1) if hasattr(item, "__len__"))
+        else:
+            payload = int(array.nbytes)
+        return cls(dtype.value, tuple(int(d) for d in array.shape), payload)
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """Name, element type and shape of one stage or pipeline tensor (-1: any size)."""
@@ -103,20 +161,32 @@ class TensorSpec:
         dims = ",".join("?" if d == -1 else str(d) for d in self.shape)
         return f"{self.name}: {self.dtype.value}[{dims}]"
 
-    def check(self, array: np.ndarray, max_batch: int | None = None) -> None:
+    def check_header(self, header: TensorHeader, limits: RequestLimits) -> None:
+        """Raise InvalidInput naming the problem when a declared input does not fit this spec
+        or the limits; nothing of its data has been decoded yet."""
+        name = shown(self.name)
+        if header.dtype != self.dtype.value:
+            raise InvalidInput(
+                f"input {name} has dtype {shown(header.dtype)}, expected {self.dtype.value}"
+            )
+        if not self.accepts_shape(header.shape):
+            raise InvalidInput(
+                f"input {name} has shape {shape_text(header.shape)}, expected {self.describe()}"
+            )
+        if header.shape and header.shape[0] > limits.max_batch_size:
+            raise InvalidInput(
+                f"input {name} has batch {header.shape[0]:,}, over the limit of "
+                f"{limits.max_batch_size} (max_batch_size)"
+            )
+        for index, size in enumerate(header.shape):
+            if size > limits.max_elements:
+                raise InvalidInput(
+                    f"input {name} dimension {index} is {size:,}, over the limit of "
+                    f"{limits.max_elements:,} elements (max_request_elements)"
+                )
+        if header.shape and header.shape[0] == 0:
+            raise InvalidInput(f"input {name} is empty (batch 0)")
+
+    def check(self, array: np.ndarray, limits: RequestLimits | None = None) -> None:
         """Raise InvalidInput naming the problem when ``array`` does not fit this spec."""
-        got = DType.from_numpy(array.dtype)
-        if got != self.dtype:
-            raise InvalidInput(
-                f"input {self.name!r} has dtype {got.value}, expected {self.dtype.value}"
-            )
-        if not self.accepts_shape(array.shape):
-            raise InvalidInput(
-                f"input {self.name!r} has shape {list(array.shape)}, expected {self.describe()}"
-            )
-        if max_batch is not None and array.ndim > 0 and array.shape[0] > max_batch:
-            raise InvalidInput(
-                f"input {self.name!r} has batch {array.shape[0]}, over the limit of {max_batch}"
-            )
-        if array.ndim > 0 and array.shape[0] == 0:
-            raise InvalidInput(f"input {self.name!r} is empty (batch 0)")
+        self.check_header(TensorHeader.of(array), limits or RequestLimits())

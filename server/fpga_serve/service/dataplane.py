@@ -2,30 +2,53 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from fpga_serve.core.errors import InvalidInput, ModelNotFound, ModelRetired
-from fpga_serve.core.types import TensorSpec
+from fpga_serve.core.errors import InvalidInput, ModelNotFound, ModelRetired, shown
+from fpga_serve.core.types import TensorHeader, TensorSpec
 from fpga_serve.service.metrics import Metrics
 from fpga_serve.service.models import ModelRepository, ServedModel
 
 
+@dataclass(frozen=True)
+class EncodedTensor:
+    """An input as a protocol received it: what it declares, and how to decode it (called only
+    after the declaration passed every check, at most once per request)."""
+
+    header: TensorHeader
+    decode: Callable[[], np.ndarray]
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> EncodedTensor:
+        return cls(TensorHeader.of(array), lambda: array)
+
+
+def _ignore(name: str, version: str) -> None:
+    pass
+
+
 @dataclass
 class InferenceRequest:
-    """One request as every protocol sees it."""
+    """One request as every protocol sees it: the model as the caller named it (the data plane
+    resolves it, once), inputs not yet decoded."""
 
-    inputs: dict[str, np.ndarray]
+    inputs: Mapping[str, EncodedTensor | np.ndarray]
     model: str = ""
     version: str | None = None
+    """None or "": the newest version."""
     outputs: list[str] | None = None
     """Output names to return; None: all outputs."""
+    output_alias: str | None = None
+    """A name that also stands for a model's only output (TF Serving's ``output_alias``)."""
     deadline: float | None = None
     """time.monotonic() after which the caller no longer wants the answer."""
     cancelled: Callable[[], bool] = lambda: False
     """True once the caller has gone away."""
+    resolved: Callable[[str, str], None] = field(default=_ignore)
+    """Told the (model, version) the request runs on, each time it is resolved."""
 
 
 @dataclass
@@ -33,6 +56,8 @@ class InferenceResponse:
     model: str
     version: str
     outputs: dict[str, np.ndarray]
+    alias_of: str | None = None
+    """The output that ``output_alias`` stands for on this model (it has only that one)."""
 
 
 @dataclass(frozen=True)
@@ -55,24 +80,40 @@ class DataPlane:
         self.repository = repository
         self.metrics = metrics
 
-    def model(self, name: str = "", version: str | None = None) -> ServedModel:
-        return self.repository.get(name, version)
-
     def infer(self, request: InferenceRequest) -> InferenceResponse:
-        """Validate and execute; raises FpgaServeError subclasses with a protocol-neutral status."""
+        """Resolve the model, check what the request declares against it and the limits, decode,
+        execute. Raises FpgaServeError subclasses with a protocol-neutral status.
+
+        The model is resolved here and only here: a version retired between resolution and
+        execution (a swap) is resolved once more, so swaps fail no request.
+        """
+        inputs = {
+            key: value if isinstance(value, EncodedTensor) else EncodedTensor.of(value)
+            for key, value in request.inputs.items()
+        }
+        declared = {key: value.header for key, value in inputs.items()}
+        decoded: dict[str, np.ndarray] = {}
         for attempt in (1, 2):
-            served = self.repository.get(request.model, request.version)
-            wanted = _resolve_outputs(served, request.outputs)
-            bound = served.pipeline.bind(request.inputs)
+            served = self.repository.get(request.model, request.version or None)
+            request.resolved(served.name, served.version)
+            alias_of = _alias_target(served, request.output_alias)
+            wanted = _resolve_outputs(served, request.outputs, request.output_alias, alias_of)
+            keys = served.pipeline.route(declared)  # every limit, before anything is decoded
+            for key in keys:
+                if key not in decoded:
+                    decoded[key] = inputs[key].decode()
+            bound = served.pipeline.take(decoded, keys)
             try:  # counts itself in fpga_serve_inflight_requests
                 arrays = served.execute(bound, request.deadline, request.cancelled)
             except ModelRetired:
-                # Swapped or unloaded between lookup and execution: look it up once more.
+                # Swapped or unloaded between resolution and execution: resolve once more.
                 if attempt == 2:
                     raise
                 continue
             produced = {s.name: a for s, a in zip(served.outputs, arrays, strict=True)}
-            return InferenceResponse(served.name, served.version, {n: produced[n] for n in wanted})
+            return InferenceResponse(
+                served.name, served.version, {n: produced[n] for n in wanted}, alias_of
+            )
         raise AssertionError("unreachable")
 
     def metadata(self, name: str = "", version: str | None = None) -> ModelMetadata:
@@ -103,13 +144,24 @@ class DataPlane:
         return True
 
 
-def _resolve_outputs(served: ServedModel, requested: list[str] | None) -> list[str]:
+def _alias_target(served: ServedModel, alias: str | None) -> str | None:
+    """The output ``alias`` stands for: the model's only output, unless one is named so."""
+    names = [s.name for s in served.outputs]
+    if alias is None or len(names) != 1 or alias in names:
+        return None
+    return names[0]
+
+
+def _resolve_outputs(
+    served: ServedModel, requested: list[str] | None, alias: str | None, alias_of: str | None
+) -> list[str]:
     """The output names to return, in order; unknown names are the caller's error."""
     names = [s.name for s in served.outputs]
     if not requested:
         return names
-    for name in requested:
+    real = [alias_of if (alias_of and name == alias) else name for name in requested]
+    for name in real:
         if name not in names:
             known = ", ".join(map(repr, names))
-            raise InvalidInput(f"unknown output {name!r}; this model returns {known}")
-    return list(dict.fromkeys(requested))
+            raise InvalidInput(f"unknown output {shown(name)}; this model returns {known}")
+    return list(dict.fromkeys(real))

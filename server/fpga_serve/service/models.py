@@ -18,8 +18,9 @@ from fpga_serve.core.errors import (
     ModelLoadError,
     ModelNotFound,
     ModelRetired,
+    shown,
 )
-from fpga_serve.core.types import TensorSpec
+from fpga_serve.core.types import RequestLimits, TensorSpec
 from fpga_serve.modelzip import LoadContext, LoadedArchive, load_pipeline
 from fpga_serve.runtime import Pipeline, StageObserver
 from fpga_serve.runtime.batching import Batcher, BatchingConfig
@@ -119,14 +120,12 @@ class ModelRepository:
         context_factory: Callable[[], LoadContext],
         metrics: Metrics,
         *,
-        max_batch_size: int = 64,
-        max_image_pixels: int | None = None,
+        limits: RequestLimits | None = None,
         batching: BatchingConfig | None = None,
     ) -> None:
-        self._max_image_pixels = max_image_pixels
+        self.limits = limits or RequestLimits(max_image_pixels=None)
         self._context_factory = context_factory
         self._metrics = metrics
-        self._max_batch_size = max_batch_size
         self.batching = batching
         self._models: dict[str, dict[str, ServedModel]] = {}
         self._default: str | None = None
@@ -144,8 +143,7 @@ class ModelRepository:
             pipeline = Pipeline(
                 archive.stages,
                 input_aliases=archive.input_aliases,
-                max_batch_size=self._max_batch_size,
-                max_image_pixels=self._max_image_pixels,
+                limits=self.limits,
             )
         except FpgaServeError as exc:
             archive.close()
@@ -174,6 +172,11 @@ class ModelRepository:
             inflight_gauge=self._metrics.inflight.labels(model_name, model_version),
         )
 
+    def build(self, path: Path, name: str | None = None, version: str | None = None) -> ServedModel:
+        """Validate and load a pipeline zip without serving it yet (``commit`` does); raises
+        ModelLoadError and leaves nothing behind."""
+        return self._build(path, name, version)
+
     def load(
         self,
         path: Path,
@@ -188,37 +191,65 @@ class ModelRepository:
         is ready; requests in flight on the old one finish on it.
         """
         served = self._build(path, name, version)
-        with self._lock:
-            versions = self._models.setdefault(served.name, {})
-            old = versions.get(served.version)
-            if old is not None and not replace:
-                conflict = True
-            else:
-                conflict = False
-                versions[served.version] = served
-                self._refresh_newest(served.name)
-                if self._default is None:
-                    self._default = served.name
-        if conflict:
-            served.close(drain=False)
-            raise ModelLoadError(
-                f"model {served.name!r} version {served.version} is already loaded"
-            )
-        self._metrics.model_load_seconds.labels(served.name, served.version).set(
-            served.load_seconds
-        )
-        self._metrics.model_ready.labels(served.name, served.version).set(1)
-        log.info(
-            "%s model %s version %s from %s in %.2f s",
-            "replaced" if old else "loaded",
-            served.name,
-            served.version,
-            path,
-            served.load_seconds,
-        )
-        if old is not None:
-            old.close(drain=True)
+        if not replace:
+            with self._lock:
+                conflict = served.version in self._models.get(served.name, {})
+            if conflict:
+                served.close(drain=False)
+                raise ModelLoadError(
+                    f"model {shown(served.name)} version {served.version} is already loaded"
+                )
+        self.commit(served.name, [served])
         return served
+
+    def commit(
+        self, name: str, add: list[ServedModel], remove: tuple[str, ...] | list[str] = ()
+    ) -> None:
+        """Serve ``add`` (built versions of ``name``, replacing loaded copies of the same
+        versions) and stop serving the versions in ``remove``, in one step under the lock:
+        a request resolves either the old set or the new one. Replaced and removed versions
+        finish their in-flight requests, then are freed."""
+        retired: list[tuple[ServedModel, bool]] = []  # (model, replaced by a new copy)
+        with self._lock:
+            versions = self._models.setdefault(name, {})
+            for served in add:
+                old = versions.get(served.version)
+                if old is not None:
+                    retired.append((old, True))
+                versions[served.version] = served
+            for version in remove:
+                old = versions.pop(version, None)
+                if old is not None:
+                    retired.append((old, False))
+            if not versions:
+                self._models.pop(name, None)
+            self._refresh_newest(name)
+            if self._default is None and name in self._models:
+                self._default = name
+            elif self._default == name and name not in self._models:
+                self._default = next(iter(self._models), None)
+        for served in add:
+            self._metrics.model_load_seconds.labels(served.name, served.version).set(
+                served.load_seconds
+            )
+            self._metrics.model_ready.labels(served.name, served.version).set(1)
+            log.info(
+                "loaded model %s version %s from %s in %.2f s",
+                served.name,
+                served.version,
+                served.source,
+                served.load_seconds,
+            )
+        for old, replaced in retired:
+            old.close(drain=True)
+            if not replaced:
+                self._metrics.forget_model(old.name, old.version)
+            log.info(
+                "%s model %s version %s",
+                "replaced" if replaced else "unloaded",
+                old.name,
+                old.version,
+            )
 
     def get(self, name: str = "", version: str | None = None) -> ServedModel:
         """The named model (the default one when ``name`` is empty), newest version unless given."""
@@ -232,13 +263,14 @@ class ModelRepository:
                 raise ModelNotFound("no model is loaded")
             versions = self._models.get(model_name)
             if not versions:
-                known = ", ".join(sorted(self._models)) or "none"
-                raise ModelNotFound(f"model {model_name!r} is not loaded (loaded: {known})")
+                known = ", ".join(sorted(self._models)[:20]) or "none"
+                raise ModelNotFound(f"model {shown(model_name)} is not loaded (loaded: {known})")
             if version:
                 if version not in versions:
-                    listed = ", ".join(sorted(versions, key=version_key))
+                    listed = ", ".join(sorted(versions, key=version_key)[-20:])
                     raise ModelNotFound(
-                        f"model {model_name!r} has no version {version!r} (versions: {listed})"
+                        f"model {shown(model_name)} has no version {shown(version)} "
+                        f"(versions: {listed})"
                     )
                 return versions[version]
             return versions[max(versions, key=version_key)]
@@ -264,21 +296,11 @@ class ModelRepository:
         with self._lock:
             versions = self._models.get(name)
             if not versions or (version is not None and version not in versions):
-                raise ModelNotFound(f"model {name!r} version {version or 'any'} is not loaded")
-            if version is None:
-                removed = list(versions.values())
-                versions.clear()
-            else:
-                removed = [versions.pop(version)]
-            if not versions:
-                self._models.pop(name, None)
-            self._refresh_newest(name)
-            if self._default == name and name not in self._models:
-                self._default = next(iter(self._models), None)
-        for model in removed:
-            model.close(drain=True)
-            self._metrics.forget_model(model.name, model.version)
-            log.info("unloaded model %s version %s", model.name, model.version)
+                raise ModelNotFound(
+                    f"model {shown(name)} version {shown(version or 'any')} is not loaded"
+                )
+            removed = list(versions.values()) if version is None else [versions[version]]
+        self.commit(name, [], [m.version for m in removed])
         return removed
 
     def close(self) -> None:

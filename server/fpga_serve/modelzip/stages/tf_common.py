@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +25,28 @@ def to_numpy(value: Any, spec: TensorSpec) -> np.ndarray:
     if spec.dtype is DType.BYTES:
         return array.astype(object, copy=False)
     return array.astype(spec.dtype.numpy, copy=False)
+
+
+_NOISE = re.compile(
+    r"^(Graph execution error:|Detected at node .*|<stack traces unavailable>|Node: .*)$"
+)
+_TAILS = re.compile(r"\s*(\[\[\{\{node [^}]*\}\}\]\]|\[Op:[^\]]*\])")
+
+
+def tf_error_text(exc: BaseException) -> str:
+    """What TensorFlow found wrong, without its wrapping: a graph execution error's message
+    starts with "Graph execution error:", the node and the stack where it was defined, and ends
+    with the node and op names; the line between says what was wrong ("Unknown image file
+    format. One of JPEG, PNG, GIF, BMP, WebP required.")."""
+    text = str(getattr(exc, "message", None) or exc)
+    kept = []
+    for line in text.splitlines():
+        if line.startswith("  ") or _NOISE.match(line.strip()):  # stack frames, headers
+            continue
+        useful = _TAILS.sub("", line).strip()
+        if useful:
+            kept.append(useful)
+    return " ".join(kept) or type(exc).__name__
 
 
 class TfRunner:
@@ -63,14 +86,14 @@ class TfRunner:
 
     def _locate(self, inputs: Sequence[np.ndarray], exc: Exception) -> InvalidInput:
         """On the failure path only: find the first item that fails on its own."""
-        message = getattr(exc, "message", str(exc)).strip().splitlines()[0]
+        message = tf_error_text(exc)
         batch = int(inputs[0].shape[0]) if inputs and inputs[0].ndim else 1
         if batch > 1:
             for index in range(batch):
                 try:
                     self._once([a[index : index + 1] for a in inputs])
                 except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as item_exc:
-                    item_msg = getattr(item_exc, "message", str(item_exc)).strip().splitlines()[0]
+                    item_msg = tf_error_text(item_exc)
                     return InvalidInput(
                         f"stage {self.name!r} cannot process item {index}: {item_msg}"
                     )
