@@ -394,3 +394,55 @@ def test_the_server_setting_reaches_every_models_batcher(monkeypatch: pytest.Mon
     server = Server(ServerSettings(metrics_port=-1))
     assert server.repository.batching is not None
     assert server.repository.batching.concurrency == 2
+
+
+class RowSums:
+    """A model over rows of any width: each row's sum; records the shape of every batch."""
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()
+
+    def __call__(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        self.started.set()
+        self.gate.wait(10)
+        self.shapes.append(arrays[0].shape)
+        return [arrays[0].sum(axis=1, keepdims=True)]
+
+
+def test_only_requests_whose_other_dimensions_match_share_a_batch() -> None:
+    """Finding 4 of issue 10: rows of widths 3-6 queued together must not be concatenated
+    into one batch (which failed all of them); each width forms its own batches, in order."""
+    model = RowSums()
+    batcher = Batcher(model, BatchingConfig(max_batch_size=8))
+    model.gate.clear()
+    first = batcher.submit([np.ones((1, 2), np.float32)])
+    assert model.started.wait(5)
+    widths = [3, 4, 3, 5, 6, 4, 3, 6, 5, 5, 3, 4]
+    futures = [batcher.submit([np.full((1, w), w, np.float32)]) for w in widths]
+    model.gate.set()
+    first.result(5)
+    for w, fut in zip(widths, futures, strict=True):
+        assert fut.result(5)[0].tolist() == [[w * w]]
+    batches = model.shapes[1:]
+    assert sum(s[0] for s in batches) == len(widths)
+    assert len(batches) == len(set(widths))  # one batch per width: all were queued together
+    assert [s[1] for s in batches] == [3, 4, 5, 6]  # in the order of each width's first request
+    batcher.close()
+
+
+def test_a_mixed_queue_never_waits_for_company_it_cannot_have() -> None:
+    """The batch being gathered counts only requests it could take: a queue full of other
+    widths does not end the wait early, nor does one width's request delay another's past
+    the queue delay."""
+    model = RowSums()
+    batcher = Batcher(model, BatchingConfig(max_batch_size=4, max_queue_delay_us=200_000))
+    start = time.monotonic()
+    futures = [batcher.submit([np.ones((1, w), np.float32)]) for w in (3, 4, 4, 4, 4)]
+    for fut in futures:
+        fut.result(5)
+    assert (1, 3) in model.shapes and (4, 4) in model.shapes
+    assert time.monotonic() - start < 2.0
+    batcher.close()

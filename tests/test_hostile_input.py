@@ -296,3 +296,25 @@ def test_sizes_within_the_limits_still_work(channel: grpc.Channel, tmp_path: Pat
     y = np.frombuffer(reply.outputs["y"].tensor_content, "<f4")
     np.testing.assert_allclose(y, [500.0] * 3)
 
+
+def test_variable_width_requests_are_batched_by_width(channel: grpc.Channel) -> None:
+    """Finding 4: 80 concurrent valid requests of widths 3-6 on a [-1, -1] model; before the
+    fix the batcher concatenated mixed widths and failed whole batches with INTERNAL."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tfs = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+    def one(i: int) -> tuple[str, float]:
+        width = 3 + i % 4
+        row = [float(i)] * width
+        request = predict("widths", {"x": tensor_proto(tf.DT_FLOAT, [1, width], float_val=row)})
+        try:
+            reply = tfs.Predict(request, timeout=30)
+        except grpc.RpcError as exc:
+            return exc.code().name, 0.0
+        return "OK", float(np.frombuffer(reply.outputs["y"].tensor_content, "<f4")[0])
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, range(80)))
+    assert [code for code, _ in results] == ["OK"] * 80, results
+    assert [value for _, value in results] == [float(i * (3 + i % 4)) for i in range(80)]

@@ -69,6 +69,12 @@ _INLINE: Future[list[np.ndarray]] = Future()
 """Placeholder future of a ``Batcher.run`` request until it is queued (never resolved)."""
 
 
+def shape_key(inputs: Sequence[np.ndarray]) -> tuple[tuple[tuple[int, ...], str], ...]:
+    """What must match for requests to share a batch: every input's dtype and dimensions
+    after the batch dimension (rows of width 3 and 4 cannot be concatenated)."""
+    return tuple((a.shape[1:], a.dtype.str) for a in inputs)
+
+
 @dataclass
 class _Pending:
     inputs: list[np.ndarray]
@@ -77,6 +83,10 @@ class _Pending:
     cancelled: Callable[[], bool]
     future: Future[list[np.ndarray]] = field(default_factory=Future)
     enqueued: float = field(default_factory=time.monotonic)
+    key: tuple[tuple[tuple[int, ...], str], ...] = ()
+
+    def __post_init__(self) -> None:
+        self.key = shape_key(self.inputs)
 
 
 class BatchObserver:
@@ -231,21 +241,17 @@ class Batcher:
                     return None
                 self._idle.wait()
             self._forming = True
-            flush_at = self._queue[0].enqueued + cfg.max_queue_delay_us / 1e6
+            head = self._queue[0]
+            flush_at = head.enqueued + cfg.max_queue_delay_us / 1e6
             while not self._closing:
-                size = sum(p.size for p in self._queue)
+                size = sum(p.size for p in self._queue if p.key == head.key)
                 if size >= cfg.max_batch_size or size in cfg.preferred_batch_sizes:
                     break
                 remaining = flush_at - time.monotonic()
                 if remaining <= 0:
                     break
                 self._grow.wait(remaining)
-            batch: list[_Pending] = []
-            total = 0
-            while self._queue and (not batch or total + self._queue[0].size <= cfg.max_batch_size):
-                pending = self._queue.popleft()
-                batch.append(pending)
-                total += pending.size
+            batch = self._take_batch(head.key)
             self._observer.queued(len(self._queue))
             self._forming = False
             self._running += 1
@@ -254,6 +260,25 @@ class Batcher:
             elif self._closing and not self._queue:
                 self._idle.notify_all()  # drained: workers still waiting for a slot may exit
             return batch
+
+    def _take_batch(self, key: tuple[tuple[tuple[int, ...], str], ...]) -> list[_Pending]:
+        """Under the lock: the oldest request and, in order, the queued ones of the same shape
+        key that fit beside it; the others stay queued, in order, for the next batch."""
+        batch: list[_Pending] = []
+        kept: list[_Pending] = []
+        total = 0
+        while self._queue:
+            pending = self._queue.popleft()
+            fits = not batch or total + pending.size <= self.config.max_batch_size
+            if pending.key == key and fits:
+                batch.append(pending)
+                total += pending.size
+            else:
+                kept.append(pending)
+                if pending.key == key:  # the batch is full; keep the rest in order
+                    break
+        self._queue.extendleft(reversed(kept))
+        return batch
 
     def _still_wanted(self, pending: _Pending) -> bool:
         if not pending.future.set_running_or_notify_cancel():
