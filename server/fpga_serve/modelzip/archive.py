@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import struct
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from fpga_serve.core.errors import ModelLoadError
+from fpga_serve.core.errors import ModelLoadError, shown
 from fpga_serve.modelzip.manifest import MANIFEST_NAME, FileRecord, Manifest, parse_manifest
 
 _CHUNK = 1 << 20
@@ -83,7 +85,7 @@ def _check_name(name: str) -> None:
         or any(part in ("..", ".", "") for part in name.split("/"))
         or path.is_absolute()
     ):
-        raise ModelLoadError(f"member {name!r} has an unsafe path (absolute, '..', or odd)")
+        raise ModelLoadError(f"member {shown(name)} has an unsafe path (absolute, '..', or odd)")
 
 
 def _check_entry(info: zipfile.ZipInfo, limits: ArchiveLimits) -> None:
@@ -91,27 +93,42 @@ def _check_entry(info: zipfile.ZipInfo, limits: ArchiveLimits) -> None:
     _check_name(name)
     mode = (info.external_attr >> 16) & 0o170000
     if info.is_dir() or (mode and mode != stat.S_IFREG):
-        raise ModelLoadError(f"member {name!r} is not a regular file (link, device or folder)")
+        raise ModelLoadError(f"member {shown(name)} is not a regular file (link, device or folder)")
     if info.flag_bits & 0x1:
-        raise ModelLoadError(f"member {name!r} is encrypted")
+        raise ModelLoadError(f"member {shown(name)} is encrypted")
     if info.file_size > limits.max_member_bytes:
-        raise ModelLoadError(f"member {name!r} expands to {info.file_size} bytes, over the limit")
-    if info.file_size > 1 << 16 and info.file_size > limits.max_ratio * max(info.compress_size, 1):
         raise ModelLoadError(
-            f"member {name!r} expands {info.file_size / max(info.compress_size, 1):.0f}x, over "
+            f"member {shown(name)} expands to {info.file_size} bytes, over the limit"
+        )
+    if info.file_size > 1 << 16 and info.file_size > limits.max_ratio * max(info.compress_size, 1):
+        ratio = info.file_size / max(info.compress_size, 1)
+        raise ModelLoadError(
+            f"member {shown(name)} expands {ratio:.0f}x, over "
             f"the ratio limit of {limits.max_ratio:.0f}x (zip bomb?)"
         )
 
 
+_CORRUPT = (zlib.error, zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError)
+"""What zipfile raises for a damaged member: bad deflate data (zlib.error), a bad CRC-32
+(BadZipFile), a stream that ends early (EOFError), an unsupported method (NotImplementedError)."""
+
+
 def _stream(zf: zipfile.ZipFile, name: str, limit: int) -> Iterator[bytes]:
-    """The member's bytes, stopping with an error as soon as more than ``limit`` arrive."""
+    """The member's bytes, stopping with an error as soon as more than ``limit`` arrive; a
+    damaged member is a ModelLoadError naming it."""
     seen = 0
-    with zf.open(name) as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            seen += len(block)
-            if seen > limit:
-                raise ModelLoadError(f"member {name!r} is larger than the manifest says")
-            yield block
+    try:
+        with zf.open(name) as fh:
+            for block in iter(lambda: fh.read(_CHUNK), b""):
+                seen += len(block)
+                if seen > limit:
+                    raise ModelLoadError(f"member {shown(name)} is larger than the manifest says")
+                yield block
+    except _CORRUPT as exc:
+        reason = str(exc).split(" for file ")[0]  # zipfile repeats the name
+        raise ModelLoadError(
+            f"member {shown(name)} is corrupt ({type(exc).__name__}: {reason})"
+        ) from exc
 
 
 def validate_archive(zip_path: Path, limits: ArchiveLimits | None = None) -> Manifest:
@@ -121,7 +138,7 @@ def validate_archive(zip_path: Path, limits: ArchiveLimits | None = None) -> Man
         zf = zipfile.ZipFile(zip_path)
     except FileNotFoundError as exc:
         raise ModelLoadError(f"{zip_path}: no such file") from exc
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (*_CORRUPT, struct.error, zipfile.LargeZipFile) as exc:
         raise ModelLoadError(f"{zip_path}: not a readable zip archive ({exc})") from exc
     with zf:
         infos = zf.infolist()
@@ -131,41 +148,37 @@ def validate_archive(zip_path: Path, limits: ArchiveLimits | None = None) -> Man
         for info in infos:
             _check_entry(info, limits)
             if info.filename in seen:
-                raise ModelLoadError(f"member {info.filename!r} appears twice")
+                raise ModelLoadError(f"member {shown(info.filename)} appears twice")
             seen.add(info.filename)
         if MANIFEST_NAME not in seen:
             raise ModelLoadError(f"{zip_path}: missing {MANIFEST_NAME} (not a pipeline zip?)")
-        try:
-            raw = b"".join(_stream(zf, MANIFEST_NAME, limits.max_manifest_bytes))
-        except ModelLoadError:
-            raise ModelLoadError(
-                f"{MANIFEST_NAME} is over {limits.max_manifest_bytes} bytes"
-            ) from None
+        if zf.getinfo(MANIFEST_NAME).file_size > limits.max_manifest_bytes:
+            raise ModelLoadError(f"{MANIFEST_NAME} is over {limits.max_manifest_bytes} bytes")
+        raw = b"".join(_stream(zf, MANIFEST_NAME, limits.max_manifest_bytes))
         manifest = parse_manifest(raw)
         members = seen - {MANIFEST_NAME}
         for name in sorted(manifest.files):
             _check_name(name)
             if name not in members:
-                raise ModelLoadError(f"member {name!r} is listed in {MANIFEST_NAME} but missing")
+                raise ModelLoadError(
+                    f"member {shown(name)} is listed in {MANIFEST_NAME} but missing"
+                )
         extra = sorted(members - set(manifest.files))
         if extra:
-            raise ModelLoadError(f"member {extra[0]!r} is not listed in {MANIFEST_NAME}")
+            raise ModelLoadError(f"member {shown(extra[0])} is not listed in {MANIFEST_NAME}")
         total = sum(r.size for r in manifest.files.values())
         if total > limits.max_total_bytes:
             raise ModelLoadError(f"{zip_path}: expands to {total} bytes, over the limit")
         for name, record in sorted(manifest.files.items()):
             if zf.getinfo(name).file_size != record.size:
-                raise ModelLoadError(f"member {name!r} has a size the manifest does not list")
-            try:
-                digest = hashlib.sha256()
-                size = 0
-                for block in _stream(zf, name, record.size):
-                    digest.update(block)
-                    size += len(block)
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-                raise ModelLoadError(f"member {name!r} cannot be read: {exc}") from exc
+                raise ModelLoadError(f"member {shown(name)} has a size the manifest does not list")
+            digest = hashlib.sha256()
+            size = 0
+            for block in _stream(zf, name, record.size):
+                digest.update(block)
+                size += len(block)
             if size != record.size or digest.hexdigest() != record.sha256:
-                raise ModelLoadError(f"member {name!r} does not match its sha256 (tampered?)")
+                raise ModelLoadError(f"member {shown(name)} does not match its sha256 (tampered?)")
     return manifest
 
 
@@ -179,7 +192,7 @@ def extract_archive(zip_path: Path, manifest: Manifest, parent: Path | None = No
         for name, record in sorted(manifest.files.items()):
             target = dest.joinpath(*name.split("/"))
             if dest not in target.resolve().parents:
-                raise ModelLoadError(f"member {name!r} escapes the extraction directory")
+                raise ModelLoadError(f"member {shown(name)} escapes the extraction directory")
             target.parent.mkdir(parents=True, exist_ok=True)
             digest = hashlib.sha256()
             with target.open("xb") as out:
@@ -187,5 +200,5 @@ def extract_archive(zip_path: Path, manifest: Manifest, parent: Path | None = No
                     digest.update(block)
                     out.write(block)
             if digest.hexdigest() != record.sha256:
-                raise ModelLoadError(f"member {name!r} changed while loading")
+                raise ModelLoadError(f"member {shown(name)} changed while loading")
     return dest

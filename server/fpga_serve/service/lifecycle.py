@@ -8,8 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fpga_serve.core.errors import FpgaServeError, InvalidInput, ModelLoadError, ModelNotFound
-from fpga_serve.service.models import ModelRepository, version_key
+from fpga_serve.core.errors import (
+    FpgaServeError,
+    InvalidInput,
+    ModelLoadError,
+    ModelNotFound,
+    shown,
+)
+from fpga_serve.service.models import ModelRepository, ServedModel, version_key
 from fpga_serve.service.repodir import scan
 
 log = logging.getLogger(__name__)
@@ -56,6 +62,7 @@ class ModelManager:
         self._on_change()
 
     def _load_entry(self, name: str, version: str, path: Path | None, problem: str | None) -> bool:
+        """Load one repository version at start; a failure is reported, never raised."""
         key = (name, version)
         if path is None:
             self._problems[key] = problem or "unusable"
@@ -63,40 +70,61 @@ class ModelManager:
             return False
         try:
             self.repository.load(path, name=name, version=version, replace=True)
-        except FpgaServeError as exc:
-            self._problems[key] = exc.message
-            log.error("model %s version %s failed to load: %s", name, version, exc.message)
+        except Exception as exc:  # one bad model must not stop the others
+            self._problems[key] = _reason(exc)
+            log.error("model %s version %s failed to load: %s", name, version, _reason(exc))
+            if not isinstance(exc, FpgaServeError):
+                log.exception("unexpected error loading %s", path)
             return False
         self._problems.pop(key, None)
         return True
 
     def load(self, name: str) -> None:
-        """(Re)load every version of ``name`` from the repository; versions gone from it are
-        unloaded. A version that fails keeps its previous copy serving; the error is raised."""
+        """(Re)load every version of ``name`` from the repository, all or nothing: every
+        version is built first; if any fails, none is applied (the loaded versions keep
+        serving, none is unloaded) and ModelLoadError (FAILED_PRECONDITION) names the failures,
+        which the index also shows. Otherwise the new versions replace the loaded ones and the
+        versions gone from the directory are unloaded, in one step."""
         if self.repo_dir is None:
             raise InvalidInput("no model repository is configured (--model-repository)")
         with self._control:
             entries = scan(self.repo_dir, only=name)
             if not entries:
-                raise ModelNotFound(f"model {name!r} is not in the repository {self.repo_dir}")
-            failures = []
-            found = set()
+                raise ModelNotFound(f"model {shown(name)} is not in the repository {self.repo_dir}")
             for entry in entries:
                 if entry.path is None:  # junk beside the model: reported in the index only
                     self._load_entry(entry.name, entry.version, None, entry.problem)
-                    continue
-                found.add(entry.version)
-                if not self._load_entry(entry.name, entry.version, entry.path, None):
-                    problem = self._problems[(name, entry.version)]
-                    failures.append(f"version {entry.version}: {problem}")
+            found = [e for e in entries if e.path is not None]
             if not found:
-                raise ModelNotFound(f"model {name!r} has no loadable version in {self.repo_dir}")
-            for version in self.repository.versions(name):
-                if version not in found:
-                    self.repository.unload(name, version)
+                raise ModelNotFound(
+                    f"model {shown(name)} has no loadable version in {self.repo_dir}"
+                )
+            built: list[ServedModel] = []
+            failures: dict[str, str] = {}
+            for entry in found:
+                assert entry.path is not None
+                try:
+                    built.append(self.repository.build(entry.path, name, entry.version))
+                except Exception as exc:  # reported; nothing applied
+                    failures[entry.version] = _reason(exc)
+                    if not isinstance(exc, FpgaServeError):
+                        log.exception("unexpected error loading %s", entry.path)
+            if failures:
+                for served in built:
+                    served.close(drain=False)
+                for version, reason in failures.items():
+                    self._problems[(name, version)] = reason
+                    log.error("model %s version %s failed to load: %s", name, version, reason)
+                listed = "; ".join(f"version {v}: {r}" for v, r in sorted(failures.items()))
+                raise ModelLoadError(
+                    f"model {shown(name)} was not reloaded (nothing changed): {listed}"
+                )
+            versions = {e.version for e in found}
+            gone = [v for v in self.repository.versions(name) if v not in versions]
+            self.repository.commit(name, built, gone)
+            for version in [*versions, *gone]:
+                self._problems.pop((name, version), None)
         self._on_change()
-        if failures:
-            raise ModelLoadError(f"model {name!r}: " + "; ".join(failures))
 
     def unload(self, name: str) -> None:
         with self._control:
@@ -106,10 +134,13 @@ class ModelManager:
         self._on_change()
 
     def index(self, ready_only: bool = False) -> list[IndexEntry]:
-        entries = {
-            (m.name, m.version): IndexEntry(m.name, m.version, "READY")
-            for m in self.repository.loaded()
-        }
+        """Loaded versions READY (with the reason a reload of it failed, if one did); versions
+        in the repository that are not loaded UNAVAILABLE with the reason."""
+        entries = {}
+        for m in self.repository.loaded():
+            problem = self._problems.get((m.name, m.version))
+            reason = f"serving the loaded copy; reloading it failed: {problem}" if problem else ""
+            entries[(m.name, m.version)] = IndexEntry(m.name, m.version, "READY", reason)
         if not ready_only:
             if self.repo_dir is not None and self.repo_dir.is_dir():
                 for found in scan(self.repo_dir):
@@ -120,3 +151,9 @@ class ModelManager:
             for key, reason in self._problems.items():
                 entries.setdefault(key, IndexEntry(key[0], key[1], "UNAVAILABLE", reason))
         return sorted(entries.values(), key=lambda e: (e.name, version_key(e.version)))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, FpgaServeError):
+        return exc.message
+    return f"internal error while loading ({type(exc).__name__}; see the server log)"
