@@ -206,3 +206,38 @@ def largest_member(zip_path: Path) -> str:
 
     with zipfile.ZipFile(zip_path) as zf:
         return max(zf.infolist(), key=lambda i: i.compress_size).filename
+
+
+def build_fpga_model_def(name: str = "conv") -> Any:
+    """FP32 [-1, 8, 8, 1] -> a small CNN's features on the FPGA overlay (the twin here); random
+    weights, calibrated on random images (what the arithmetic is does not matter to the tests
+    that use it, only that the device runs it)."""
+    import keras
+    import numpy as np
+    from fpga_serve.compiler import CompileOptions, compile_model
+    from fpga_serve.pipeline import FpgaStage, ModelDefinition
+
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="features")(x)
+    model = keras.Model(inp, x)
+    calibration = np.random.default_rng(2).random((32, 8, 8, 1)).astype(np.float32)
+    compiled = compile_model(model, calibration, CompileOptions(output_layer="features"))
+    model_def = ModelDefinition(name=name)
+    model_def.pipeline.append(FpgaStage(compiled))
+    return model_def
+
+
+def twin_worker_pid(server_pid: int) -> int:
+    """The server's twin worker process (started by multiprocessing's spawn)."""
+    for pid in children(server_pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            return pid
+    raise LookupError(f"server {server_pid} has no twin worker")

@@ -2,7 +2,11 @@
 
 A device class declares ``name``, ``priority`` and ``probe()``; ``registry.select_device`` picks
 one. ``load(program)`` uploads a program once (weights into device memory) and returns a
-``LoadedProgram`` whose ``run`` executes a batch. Faults raise ``DeviceError``.
+``LoadedProgram`` whose ``run`` executes a batch. Faults raise ``DeviceError``, and this module
+is the one place that turns one into a failed device: any ``DeviceError`` out of a backend's
+``_run`` marks its device failed, and ``check`` (the server's supervisor calls it every
+interval) marks a device failed that ``alive`` says is gone, with no request needed to notice.
+The supervisor then resets it (``reset``) and reports SERVING again.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ class LoadedProgram(ABC):
             start = time.perf_counter()
             try:
                 return self._run(x)
+            except DeviceError:
+                self.device.mark_failed()  # for every backend, here: the supervisor resets it
+                raise
             finally:
                 hook = self.device.busy_hook
                 if hook is not None:  # the time it held the device, not the time it waited
@@ -79,6 +86,18 @@ class Device(ABC):
 
     def mark_failed(self) -> None:
         self._healthy = False
+
+    def alive(self) -> bool:
+        """A cheap liveness probe (a worker process still running, a board still answering);
+        backends that can tell override it."""
+        return True
+
+    def check(self) -> bool:
+        """The supervisor's probe: marks the device failed when ``alive`` says it is gone;
+        True when the device is healthy."""
+        if self._healthy and not self.alive():
+            self.mark_failed()
+        return self._healthy
 
     def load(self, program: Program) -> LoadedProgram:
         if program.spec_version != SPEC_VERSION:

@@ -53,7 +53,9 @@ class DeviceHolder:
         )
 
     def healthy(self) -> bool:
-        return self._device is None or self._device.healthy
+        """False while the device is failed; probes it (``Device.check``: a dead twin worker
+        is noticed here, without a request)."""
+        return self._device is None or self._device.check()
 
     def try_reset(self) -> bool:
         """Reset and re-verify a failed device; True when it is healthy again."""

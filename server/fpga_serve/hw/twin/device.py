@@ -99,9 +99,12 @@ class TwinDevice(Device):
         native = {"auto": None, "native": True, "numpy": False}[path]
         return cls(native=native, isolated=bool(options.get("twin_isolated", False)))
 
+    def alive(self) -> bool:
+        return self.worker is None or self.worker.alive()
+
     def reset(self) -> None:
         """A dead worker is replaced and every resident program uploaded again."""
-        if self.worker is not None and not self.worker.process.is_alive():
+        if self.worker is not None and not self.worker.alive():
             self.worker.restart(self.resident)
         super().reset()
 

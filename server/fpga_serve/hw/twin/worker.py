@@ -6,24 +6,49 @@ batch ran 1.6-2x slower than the same batch alone (bench/README.md, #5). In a wo
 twin has a GIL of its own: per batch the host pickles the input into a pipe, blocks without the
 GIL, and unpickles the result, like a driver waiting for DONE.
 
-Programs are uploaded once (``load``), run by id, and freed (``close``). If the worker dies,
-calls raise DeviceError; ``reset`` starts a new worker and uploads the programs again.
+Programs are uploaded once (``load``), run by id, and freed (``close``). Errors keep their type
+across the pipe (an InvalidInput raised in the worker is an InvalidInput here; a bug in the twin
+is INTERNAL, not a device fault). If the worker dies, calls raise DeviceError and ``alive`` says
+so; ``reset`` starts a new worker and uploads the programs again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing
 import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
-from fpga_serve.core.errors import DeviceError, FpgaServeError
+from fpga_serve.core import errors
+from fpga_serve.core.errors import DeviceError, FpgaServeError, Status
 from fpga_serve.core.isa import Program
+
+STOP_TIMEOUT_S = 5.0
+"""How long ``stop`` waits for a run in progress, and then for the worker to exit, before it
+kills the process."""
+
+
+def _describe(exc: BaseException) -> tuple[str, str, str]:
+    """An error as (class name, status, message) for the pipe."""
+    if isinstance(exc, FpgaServeError):
+        return type(exc).__name__, exc.status.value, exc.message
+    return "FpgaServeError", Status.INTERNAL.value, f"{type(exc).__name__}: {exc}"
+
+
+def _rebuild(kind: str, status: str, message: str) -> FpgaServeError:
+    """The host's copy of an error the worker raised: the same class when core.errors has it,
+    with the same status."""
+    cls = getattr(errors, kind, None)
+    if not (isinstance(cls, type) and issubclass(cls, FpgaServeError)):
+        cls = FpgaServeError
+    return cls(f"twin worker: {message}", Status(status))
 
 
 def _serve(conn: Connection, native: bool | None) -> None:  # pragma: no cover - child process
-    """The worker's loop: (op, program id, payload) -> ("ok", value) | ("error", message)."""
+    """The worker's loop: (op, program id, payload) -> ("ok", value) | ("error", (class name,
+    status, message))."""
     from fpga_serve.hw.twin.device import TwinDevice
 
     device: TwinDevice | None = None
@@ -49,10 +74,8 @@ def _serve(conn: Connection, native: bool | None) -> None:  # pragma: no cover -
             else:
                 return
             conn.send(("ok", result))
-        except FpgaServeError as exc:
-            conn.send(("error", str(exc)))
-        except Exception as exc:  # a bug in the twin: reported, the worker keeps serving
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:  # reported with its type; the worker keeps serving
+            conn.send(("error", _describe(exc)))
 
 
 class TwinWorker:
@@ -73,36 +96,52 @@ class TwinWorker:
         self.process.start()
         child.close()
 
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
     def call(self, op: str, pid: int, payload: Any = None) -> Any:
         with self._lock:
-            try:
-                self._conn.send((op, pid, payload))
-                status, value = self._conn.recv()
-            except (EOFError, OSError, BrokenPipeError) as exc:
-                code = self.process.exitcode
-                raise DeviceError(f"the twin's worker process died (exit code {code})") from exc
+            return self._call(op, pid, payload)
+
+    def _call(self, op: str, pid: int, payload: Any) -> Any:
+        """One request and its answer; the caller holds the lock."""
+        try:
+            self._conn.send((op, pid, payload))
+            status, value = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            code = self.process.exitcode
+            raise DeviceError(f"the twin's worker process died (exit code {code})") from exc
         if status != "ok":
-            raise DeviceError(f"twin worker: {value}")
+            raise _rebuild(*value)
         return value
 
     def new_id(self) -> int:
         return next(self._ids)
 
     def restart(self, programs: dict[int, Program]) -> None:
-        self.stop()
-        self._start()
-        for pid, program in programs.items():
-            self.call("load", pid, program)
+        """A new worker with ``programs`` uploaded again; no call runs meanwhile."""
+        with self._lock:
+            self._end(STOP_TIMEOUT_S)
+            self._start()
+            for pid, program in programs.items():
+                self._call("load", pid, program)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """End the worker: after the run in progress (waiting up to ``timeout``), else at once
+        (the run then fails with DeviceError)."""
+        locked = self._lock.acquire(timeout=max(0.0, timeout))
+        try:
+            self._end(timeout if locked else 0.0)
+        finally:
+            if locked:
+                self._lock.release()
+
+    def _end(self, timeout: float) -> None:
+        if self.process.is_alive() and timeout > 0:
+            with contextlib.suppress(OSError):
+                self._conn.send(("exit", 0, None))
+            self.process.join(timeout=timeout)
         if self.process.is_alive():
-            try:
-                with self._lock:
-                    self._conn.send(("exit", 0, None))
-            except OSError:
-                pass
-            self.process.join(timeout=5)
-            if self.process.is_alive():
-                self.process.kill()
-                self.process.join()
+            self.process.kill()
+            self.process.join()
         self._conn.close()
