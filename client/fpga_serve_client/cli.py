@@ -7,21 +7,38 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from fpga_serve_client.client import PredictionClient
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from fpga_serve_client.client import PredictionClient, make_channel
 from fpga_serve_client.errors import ServiceError, TensorConversionError
 
 
+def _tls(ns: argparse.Namespace) -> dict[str, Any]:
+    """TLS settings from the flags: --ssl, a CA file, a client certificate (mutual TLS)."""
+    read = lambda path: Path(path).read_bytes() if path else None  # noqa: E731
+    if bool(ns.client_cert) != bool(ns.client_key):
+        raise ValueError("--client-cert and --client-key go together")
+    roots, chain, key = read(ns.ca_cert), read(ns.client_cert), read(ns.client_key)
+    return {
+        "use_ssl": ns.ssl or any(x is not None for x in (roots, chain, key)),
+        "root_certificates": roots,
+        "certificate_chain": chain,
+        "private_key": key,
+        "server_name": ns.server_name,
+    }
+
+
 def _client(ns: argparse.Namespace) -> PredictionClient:
-    roots = Path(ns.ca_cert).read_bytes() if ns.ca_cert else None
     return PredictionClient(
         ns.address,
-        use_ssl=ns.ssl or roots is not None,
         access_token=ns.token or os.environ.get("FPGA_SERVE_TOKEN") or None,
         model_name=ns.model,
         timeout=ns.timeout,
-        root_certificates=roots,
         protocol=ns.protocol,
+        **_tls(ns),
     )
 
 
@@ -37,14 +54,8 @@ def _score(ns: argparse.Namespace) -> int:
 
 
 def _health(ns: argparse.Namespace) -> int:
-    try:
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-    except ImportError:
-        print("fpga-serve-client: health needs the grpcio-health-checking package", file=sys.stderr)
-        return 2
-    import grpc
-
-    with grpc.insecure_channel(ns.address) as channel:
+    target = ns.address
+    with make_channel(target, **_tls(ns)) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(
@@ -58,23 +69,67 @@ def _health(ns: argparse.Namespace) -> int:
     return 0 if status == "SERVING" else 1
 
 
+class _ShowDefaults(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless it has none (None, False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or default in (None, False, argparse.SUPPRESS)
+            or ("default" in text)
+        ):
+            return text
+        return f"{text} (default: {default if default != '' else repr('')})".replace("%", "%%")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fpga-serve-client", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--address", default="127.0.0.1:8500", help="host:port of the server")
     common.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
-    score = sub.add_parser("score", parents=[common], help="score image files, print the top k")
+    tls = common.add_argument_group("TLS")
+    tls.add_argument("--ssl", action="store_true", help="use TLS (implied by the files below)")
+    tls.add_argument("--ca-cert", help="PEM file of the CA that signed the server's certificate")
+    tls.add_argument("--client-cert", help="PEM client certificate chain, for mutual TLS")
+    tls.add_argument("--client-key", help="PEM private key of --client-cert")
+    tls.add_argument(
+        "--server-name",
+        help="name to check the server's certificate against, if not the address's host",
+    )
+    defaults = _ShowDefaults
+    score = sub.add_parser(
+        "score",
+        parents=[common],
+        formatter_class=defaults,
+        help="score image files, print the top k",
+        description="Score image files and print the top k 'label confidence' lines.",
+    )
     score.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
-    score.add_argument("--model", default="", help="model name (default: the server's default)")
+    score.add_argument(
+        "--model", default="", help="model name ('': the server's only or default model)"
+    )
     score.add_argument("--top", type=int, default=5, help="how many classes to print")
-    score.add_argument("--token", help="API key (or FPGA_SERVE_TOKEN)")
-    score.add_argument("--ssl", action="store_true", help="use TLS")
-    score.add_argument("--ca-cert", help="PEM file of the CA that signed the server's certificate")
-    score.add_argument("--protocol", choices=["tfserving", "v2"], default="tfserving")
+    score.add_argument("--token", help="API key (default: $FPGA_SERVE_TOKEN)")
+    score.add_argument(
+        "--protocol",
+        choices=["tfserving", "v2"],
+        default="tfserving",
+        help="TF Serving Predict or KServe v2 ModelInfer",
+    )
     score.set_defaults(func=_score)
-    health = sub.add_parser("health", parents=[common], help="grpc.health.v1 status")
-    health.add_argument("--service", default="", help="service or model name ('' = server)")
+    health = sub.add_parser(
+        "health",
+        parents=[common],
+        formatter_class=defaults,
+        help="grpc.health.v1 status (exit 0 when SERVING)",
+        description="Print the grpc.health.v1 status; exit 0 when SERVING, 1 otherwise.",
+    )
+    health.add_argument(
+        "--service", default="", help="service or model name ('': the whole server)"
+    )
     health.set_defaults(func=_health)
     return parser
 
@@ -83,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     try:
         return int(ns.func(ns))
-    except (ServiceError, TensorConversionError, OSError) as exc:
+    except (ServiceError, TensorConversionError, OSError, ValueError) as exc:
         print(f"fpga-serve-client: {exc}", file=sys.stderr)
         return 1
 

@@ -52,12 +52,43 @@ def retryable(code: grpc.StatusCode, details: str) -> bool:
 OUTPUT_ALIAS = "output_alias"
 
 
+def make_channel(
+    target: str,
+    *,
+    use_ssl: bool = False,
+    root_certificates: bytes | None = None,
+    private_key: bytes | None = None,
+    certificate_chain: bytes | None = None,
+    server_name: str | None = None,
+    max_message_bytes: int = 64 * 1024 * 1024,
+) -> grpc.Channel:
+    """A channel to ``target`` (host:port): plaintext, TLS, or mutual TLS with a client
+    certificate (``private_key`` + ``certificate_chain``, PEM)."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+    if not use_ssl:
+        return grpc.insecure_channel(target, options=options)
+    if (private_key is None) != (certificate_chain is None):
+        raise ValueError("a client certificate needs both its private key and its chain")
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=root_certificates,
+        private_key=private_key,
+        certificate_chain=certificate_chain,
+    )
+    return grpc.secure_channel(target, creds, options=options)
+
+
 class PredictionClient:
     """A client for one model on one server.
 
     ``address`` is a host name (with ``port``) or ``host:port``. ``access_token`` is sent as
     ``authorization: Bearer <token>``; ``private_key``/``certificate_chain`` (PEM) present a
-    client certificate to servers that require mutual TLS. Image calls time out after
+    client certificate to servers that require mutual TLS; ``server_name`` is the name checked
+    against the server's certificate when it differs from ``address``. Image calls time out after
     ``timeout`` seconds, numpy calls after ``numpy_timeout``; UNAVAILABLE and
     RESOURCE_EXHAUSTED are retried ``retries`` times with doubling back-off (plus jitter),
     except a RESOURCE_EXHAUSTED from the client's own metadata or message-size limits.
@@ -82,21 +113,18 @@ class PredictionClient:
         certificate_chain: bytes | None = None,
         protocol: Literal["tfserving", "v2"] = "tfserving",
         max_message_bytes: int = 64 * 1024 * 1024,
+        server_name: str | None = None,
     ) -> None:
         target = address if ":" in address.rsplit("]", 1)[-1] else f"{address}:{port}"
-        options = [
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-        ]
-        if use_ssl:
-            creds = grpc.ssl_channel_credentials(
-                root_certificates=root_certificates,
-                private_key=private_key,
-                certificate_chain=certificate_chain,
-            )
-            self._channel = grpc.secure_channel(target, creds, options=options)
-        else:
-            self._channel = grpc.insecure_channel(target, options=options)
+        self._channel = make_channel(
+            target,
+            use_ssl=use_ssl,
+            root_certificates=root_certificates,
+            private_key=private_key,
+            certificate_chain=certificate_chain,
+            server_name=server_name,
+            max_message_bytes=max_message_bytes,
+        )
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._v2 = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {access_token}"),) if access_token else ()

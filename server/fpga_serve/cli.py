@@ -75,6 +75,16 @@ def _serve(ns: argparse.Namespace) -> int:
     if not settings.models and settings.model_repository is None:
         log.error("no model given: fpga-serve serve MODEL.zip or --model-repository DIR")
         return 2
+    keys_file = settings.api_keys_file
+    if keys_file is not None and not keys_file.is_file():
+        # At start a missing file is a mistake (a Secret not mounted), not a rotation in progress:
+        # serving with no valid key would refuse every call without saying why.
+        log.error(
+            "api_keys_file %s does not exist (FPGA_SERVE_API_KEYS_FILE / --api-keys-file): "
+            "mount the key Secret there, or unset it to serve without keys",
+            keys_file,
+        )
+        return 2
     from fpga_serve.adapters.server import Server
 
     server = Server(settings)
