@@ -1,12 +1,12 @@
 """Regenerate the vendored schema subsets in tests/schemas/ from their upstream sources.
 
-    python scripts/vendor_schemas.py kserve CRD.yaml COMMIT
-        CRD.yaml: config/crd/full/serving.kserve.io_inferenceservices.yaml of kserve/kserve.
-        Writes tests/schemas/kserve-inferenceservice-v1beta1.json: the v1beta1 openAPIV3Schema
-        with spec.predictor only (its pod-level fields and containers; the built-in framework
-        predictors, transformer, explainer and status dropped) and without descriptions.
-    python scripts/vendor_schemas.py compose compose-spec.json COMMIT
-        compose-spec.json: schema/compose-spec.json of compose-spec/compose-spec, copied whole.
+python scripts/vendor_schemas.py kserve CRD.yaml COMMIT
+    CRD.yaml: config/crd/full/serving.kserve.io_inferenceservices.yaml of kserve/kserve.
+    Writes tests/schemas/kserve-inferenceservice-v1beta1.json: the v1beta1 openAPIV3Schema
+    with spec.predictor only (its pod-level fields and containers; the built-in framework
+    predictors, transformer, explainer and status dropped) and without descriptions.
+python scripts/vendor_schemas.py compose compose-spec.json COMMIT
+    compose-spec.json: schema/compose-spec.json of compose-spec/compose-spec, copied whole.
 """
 
 from __future__ import annotations
@@ -19,11 +19,25 @@ from typing import Any
 import yaml
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "schemas"
-PREDICTOR_FIELDS = (
-    "affinity annotations containerConcurrency containers labels maxReplicas minReplicas "
-    "nodeSelector runtimeClassName scaleMetric scaleTarget securityContext serviceAccountName "
-    "terminationGracePeriodSeconds timeout tolerations volumes"
-).split()
+PREDICTOR_FIELDS = [
+    "affinity",
+    "annotations",
+    "containerConcurrency",
+    "containers",
+    "labels",
+    "maxReplicas",
+    "minReplicas",
+    "nodeSelector",
+    "runtimeClassName",
+    "scaleMetric",
+    "scaleTarget",
+    "securityContext",
+    "serviceAccountName",
+    "terminationGracePeriodSeconds",
+    "timeout",
+    "tolerations",
+    "volumes",
+]
 
 
 def strip(node: Any) -> Any:

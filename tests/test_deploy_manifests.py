@@ -267,6 +267,7 @@ def test_the_manifests_metrics_settings_scrape_without_a_key_while_grpc_needs_on
     keys.write_text("primary\nsecondary\n")
     env = {k: v for k, v in env_of(container).items() if v is not None}
     env[f"{PREFIX}API_KEYS_FILE"] = str(keys)  # host and ports: run_server's loopback flags
+    env[f"{PREFIX}SHUTDOWN_GRACE_S"] = "2"  # run_server allows 30 s for the stop
     with run_server([tiny_zip], env=env) as server:
         assert _get(f"http://127.0.0.1:{server.metrics_port}/metrics") == 200
         with PredictionClient(server.address) as client, pytest.raises(ServiceError) as denied:
