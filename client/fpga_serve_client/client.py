@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 import grpc
 import numpy as np
 
+from fpga_serve_client import anytensor
 from fpga_serve_client.convert import (
     from_infer_output,
     from_tensor_proto,
@@ -25,7 +26,6 @@ from fpga_serve_client.protos import (
     grpc_predict_v2_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
-    tf_tensor_pb2,
 )
 
 T = TypeVar("T")
@@ -179,8 +179,7 @@ class PredictionClient:
                 request.model_spec.name = self.model_name
             response = self._call(self._predict.GetModelMetadata, request, self.timeout)
             if "labels" in response.metadata:
-                tensor = tf_tensor_pb2.TensorProto()
-                response.metadata["labels"].Unpack(tensor)
+                tensor = anytensor.unpack(response.metadata["labels"])
                 self._labels = [s.decode("utf-8", "replace") for s in tensor.string_val]
             self._labels_fetched = True
         return self._labels

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from fpga_serve_client.protos import grpc_predict_v2_pb2 as fpga__serve__client_dot_protos_dot_grpc__predict__v2__pb2
+from fpga_serve_client.protos import triton_pb2 as fpga__serve__client_dot_protos_dot_triton__pb2
 
 GRPC_GENERATED_VERSION = '1.64.0'
 GRPC_VERSION = grpc.__version__
@@ -84,6 +85,16 @@ class GRPCInferenceServiceStub(object):
                 request_serializer=fpga__serve__client_dot_protos_dot_grpc__predict__v2__pb2.RepositoryModelUnloadRequest.SerializeToString,
                 response_deserializer=fpga__serve__client_dot_protos_dot_grpc__predict__v2__pb2.RepositoryModelUnloadResponse.FromString,
                 _registered_method=True)
+        self.ModelConfig = channel.unary_unary(
+                '/inference.GRPCInferenceService/ModelConfig',
+                request_serializer=fpga__serve__client_dot_protos_dot_triton__pb2.ModelConfigRequest.SerializeToString,
+                response_deserializer=fpga__serve__client_dot_protos_dot_triton__pb2.ModelConfigResponse.FromString,
+                _registered_method=True)
+        self.ModelStatistics = channel.unary_unary(
+                '/inference.GRPCInferenceService/ModelStatistics',
+                request_serializer=fpga__serve__client_dot_protos_dot_triton__pb2.ModelStatisticsRequest.SerializeToString,
+                response_deserializer=fpga__serve__client_dot_protos_dot_triton__pb2.ModelStatisticsResponse.FromString,
+                _registered_method=True)
 
 
 class GRPCInferenceServiceServicer(object):
@@ -150,6 +161,20 @@ class GRPCInferenceServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModelConfig(self, request, context):
+        """Triton's model configuration and statistics extensions (triton.proto; Triton's numbering
+        of the service does not matter on the wire: methods are called by name).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ModelStatistics(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -197,6 +222,16 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     servicer.RepositoryModelUnload,
                     request_deserializer=fpga__serve__client_dot_protos_dot_grpc__predict__v2__pb2.RepositoryModelUnloadRequest.FromString,
                     response_serializer=fpga__serve__client_dot_protos_dot_grpc__predict__v2__pb2.RepositoryModelUnloadResponse.SerializeToString,
+            ),
+            'ModelConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelConfig,
+                    request_deserializer=fpga__serve__client_dot_protos_dot_triton__pb2.ModelConfigRequest.FromString,
+                    response_serializer=fpga__serve__client_dot_protos_dot_triton__pb2.ModelConfigResponse.SerializeToString,
+            ),
+            'ModelStatistics': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelStatistics,
+                    request_deserializer=fpga__serve__client_dot_protos_dot_triton__pb2.ModelStatisticsRequest.FromString,
+                    response_serializer=fpga__serve__client_dot_protos_dot_triton__pb2.ModelStatisticsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -442,6 +477,60 @@ class GRPCInferenceService(object):
             '/inference.GRPCInferenceService/RepositoryModelUnload',
             fpga__serve__client_dot_protos_dot_grpc__predict__v2__pb2.RepositoryModelUnloadRequest.SerializeToString,
             fpga__serve__client_dot_protos_dot_grpc__predict__v2__pb2.RepositoryModelUnloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/ModelConfig',
+            fpga__serve__client_dot_protos_dot_triton__pb2.ModelConfigRequest.SerializeToString,
+            fpga__serve__client_dot_protos_dot_triton__pb2.ModelConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelStatistics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/ModelStatistics',
+            fpga__serve__client_dot_protos_dot_triton__pb2.ModelStatisticsRequest.SerializeToString,
+            fpga__serve__client_dot_protos_dot_triton__pb2.ModelStatisticsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,6 +8,7 @@ from fpga_serve_client.protos import grpc_predict_v2_pb2 as v2
 from fpga_serve_client.protos import grpc_predict_v2_pb2_grpc
 
 from fpga_serve import __version__
+from fpga_serve.adapters import triton
 from fpga_serve.adapters.status import RequestRecorder, deadline_of, handle_errors
 from fpga_serve.core.errors import InvalidInput, shown
 from fpga_serve.core.types import TensorHeader, TensorSpec
@@ -33,10 +34,14 @@ def _encoded(tensor: v2.ModelInferRequest.InferInputTensor, raw: bytes | None) -
     )
 
 
-class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
-    """Liveness, readiness, metadata and ModelInfer (raw or typed contents; raw replies)."""
+class InferenceServicer(
+    triton.TritonExtensions, grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer
+):
+    """Liveness, readiness, metadata and ModelInfer (raw or typed contents; raw replies), with
+    Triton's model configuration, statistics and classification extensions (adapters/triton.py)."""
 
-    extensions: tuple[str, ...] = ("model_repository",)
+    extensions: tuple[str, ...] = ("model_repository", *triton.EXTENSIONS)
+    platform = PLATFORM
 
     def __init__(self, plane: DataPlane, manager: ModelManager) -> None:
         self.plane = plane
@@ -103,6 +108,7 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
                 if tensor.name in inputs:
                     raise InvalidInput(f"input {shown(tensor.name)} given twice")
                 inputs[tensor.name] = _encoded(tensor, raw[index] if raw else None)
+            classes = triton.class_counts(request)
             result = self.plane.infer(
                 InferenceRequest(
                     inputs=inputs,
@@ -117,7 +123,11 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
             response = v2.ModelInferResponse(
                 model_name=result.model, model_version=result.version, id=request.id
             )
-            for key, array in result.outputs.items():
+            labels = self.plane.metadata(result.model, result.version).labels if classes else None
+            for key, value in result.outputs.items():
+                array = (
+                    triton.classify(value, classes[key], labels, key) if key in classes else value
+                )
                 tensor_out, raw_out = to_infer_output(key, array, raw=True)
                 response.outputs.append(tensor_out)
                 if raw_out is not None:

@@ -71,7 +71,8 @@ class RequestRecorder:
     def track(self) -> Tracked:
         return Tracked(self)
 
-    def _count(self, tracked: Tracked, code: grpc.StatusCode, seconds: float | None) -> None:
+    def _count(self, tracked: Tracked, code: grpc.StatusCode, seconds: float) -> None:
+        ok = code is grpc.StatusCode.OK
         model = tracked.model or "_unknown"
         key = (model, tracked.version, code.name)
         counter = self._counters.get(key)
@@ -80,7 +81,9 @@ class RequestRecorder:
                 model, tracked.version, self.protocol, code.name
             )
         counter.inc()
-        if seconds is not None:
+        if tracked.model:  # Triton's ModelStatistics: every request on a resolved version
+            self.metrics.statistics.request(model, tracked.version, ok, seconds)
+        if ok:
             pair = (model, tracked.version)
             latency = self._latencies.get(pair)
             if latency is None:
@@ -112,10 +115,8 @@ class Tracked:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> None:
-        if exc is None:
-            self._recorder._count(self, grpc.StatusCode.OK, time.perf_counter() - self._start)
-        else:
-            self._recorder._count(self, code_of(exc), None)
+        seconds = time.perf_counter() - self._start
+        self._recorder._count(self, grpc.StatusCode.OK if exc is None else code_of(exc), seconds)
 
 
 def code_of(exc: BaseException) -> grpc.StatusCode:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 import numpy as np
+from fpga_serve_client import anytensor
 from fpga_serve_client.convert import from_tensor_proto, tensor_proto_header, to_tensor_proto
 from fpga_serve_client.protos import (
     get_model_metadata_pb2,
@@ -169,7 +170,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 if meta.labels is None:
                     continue
                 names = np.array([label.encode() for label in meta.labels], dtype=object)
-                packed.Pack(to_tensor_proto(names, "labels"))
+                packed = anytensor.pack(to_tensor_proto(names, "labels"))  # TF's type name
             else:
                 raise InvalidInput(
                     f"unknown metadata field {shown(field)}; supported: 'signature_def', 'labels'"

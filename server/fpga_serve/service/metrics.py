@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from fpga_serve.core.stage import StageRunner
 from fpga_serve.runtime import StageObserver
 from fpga_serve.runtime.batching import BatchObserver
+from fpga_serve.service.statistics import Statistics
 
 # Latency buckets from 0.5 ms to 10 s: FPGA inference lives in the millisecond range.
 _LATENCY_BUCKETS = (
@@ -40,6 +41,8 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self.statistics = Statistics()
+        """Triton's per-version totals (ModelStatistics), fed by the same hooks."""
         self.requests = Counter(
             "fpga_serve_requests",
             "Inference requests answered, by model, version, protocol and gRPC status code.",
@@ -124,6 +127,7 @@ class Metrics:
     def batch_observer(self, model: str, version: str) -> BatchObserver:
         """Batching hooks that feed this model's queue and batch metrics."""
         metrics = self
+        statistics = self.statistics
         depth_gauge = self.queue_depth.labels(model, version)
         sizes = self.batch_size.labels(model, version)
         waits = self.queue_latency.labels(model, version)
@@ -136,16 +140,21 @@ class Metrics:
                 sizes.observe(size)
                 for seconds in queue_seconds:
                     waits.observe(seconds)
+                statistics.queued(model, version, queue_seconds)
 
             def dropped(self, reason: str) -> None:
                 metrics.dropped.labels(model, version, reason).inc()
 
         return _Observer()
 
-    def stage_observer(self, model: str, version: str) -> StageObserver:
-        """Stage timing hook for one model version."""
+    def stage_observer(
+        self, model: str, version: str, stages: Sequence[StageRunner] = ()
+    ) -> StageObserver:
+        """Stage timing hook for one model version (``stages``: its pipeline's, in order, for
+        the execution counts of ModelStatistics)."""
 
         bound: dict[str, Any] = {}  # per stage: its histogram child, looked up once
+        executions = self.statistics.stage_observer(model, version, stages)
 
         def observe(stage: StageRunner, seconds: float, batch: int) -> None:
             latency = bound.get(stage.name)
@@ -153,6 +162,7 @@ class Metrics:
                 latency = self.stage_latency.labels(model, version, stage.name, stage.kind)
                 bound[stage.name] = latency
             latency.observe(seconds)
+            executions(stage, seconds, batch)
 
         return observe
 
@@ -164,6 +174,7 @@ class Metrics:
 
     def forget_model(self, model: str, version: str) -> None:
         """Drop the per-model series of an unloaded model."""
+        self.statistics.forget(model, version)
         for gauge in (self.inflight, self.model_load_seconds, self.model_ready, self.queue_depth):
             with contextlib.suppress(KeyError):
                 gauge.remove(model, version)

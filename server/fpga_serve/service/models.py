@@ -151,7 +151,7 @@ class ModelRepository:
         except BaseException:
             archive.close()
             raise
-        observer = self._metrics.stage_observer(model_name, model_version)
+        observer = self._metrics.stage_observer(model_name, model_version, pipeline.stages)
         batcher = None
         if self.batching is not None and self.batching.max_batch_size > 1:
             batcher = Batcher(
