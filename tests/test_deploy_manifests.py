@@ -244,12 +244,15 @@ def test_the_checks_catch_a_misspelt_setting_and_a_keyed_scrape() -> None:
         check_metrics_scrapable({"metrics_port": "8502", "api_keys_file": "/k"}, {"p": "8502"}, "p")
 
 
-def _get(url: str) -> int:
+def _get(url: str, key: str | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url)
+    if key is not None:
+        request.add_header("Authorization", f"Bearer {key}")
     try:
-        with urllib.request.urlopen(url, timeout=10) as reply:
-            return int(reply.status)
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return int(reply.status), reply.read().decode()
     except urllib.error.HTTPError as exc:
-        return exc.code
+        return exc.code, exc.read().decode()
 
 
 def test_the_manifests_metrics_settings_scrape_without_a_key_while_grpc_needs_one(
@@ -269,9 +272,22 @@ def test_the_manifests_metrics_settings_scrape_without_a_key_while_grpc_needs_on
     env[f"{PREFIX}API_KEYS_FILE"] = str(keys)  # host and ports: run_server's loopback flags
     env[f"{PREFIX}SHUTDOWN_GRACE_S"] = "2"  # run_server allows 30 s for the stop
     with run_server([tiny_zip], env=env) as server:
-        assert _get(f"http://127.0.0.1:{server.metrics_port}/metrics") == 200
+        assert _get(f"http://127.0.0.1:{server.metrics_port}/metrics")[0] == 200
         with PredictionClient(server.address) as client, pytest.raises(ServiceError) as denied:
             client.labels()
         assert denied.value.code.name == "UNAUTHENTICATED"
         with PredictionClient(server.address, access_token="secondary") as client:
             assert client.labels()
+
+
+def test_a_keyed_metrics_port_says_what_a_scrape_lacks(tiny_zip: Path) -> None:
+    """Keys on and metrics auth on (the compose file's choice): a scrape without a key is told
+    it sent none and how to send one; a wrong key is told it is wrong."""
+    from serving import run_server
+
+    with run_server([tiny_zip], env={f"{PREFIX}API_KEYS": '["primary"]'}) as server:
+        url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+        status, body = _get(url)
+        assert status == 401 and "no API key" in body and "Authorization: Bearer" in body
+        assert _get(url, "wrong") == (401, "invalid API key\n")
+        assert _get(url, "primary")[0] == 200

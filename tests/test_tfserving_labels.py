@@ -32,5 +32,5 @@ def test_tensorflow_unpacks_the_labels(tiny_server: Any) -> None:
 
 
 def test_unpack_refuses_another_type() -> None:
-    with pytest.raises(TensorConversionError, match="got google.protobuf.Duration"):
+    with pytest.raises(TensorConversionError, match=r"got google\.protobuf\.Duration"):
         anytensor.unpack(any_pb2.Any(type_url="type.googleapis.com/google.protobuf.Duration"))

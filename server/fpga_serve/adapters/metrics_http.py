@@ -27,14 +27,21 @@ class _QuietHandler(WSGIRequestHandler):
         """Scrapes every few seconds would flood the log."""
 
 
+_NO_KEY = (
+    b"no API key: /metrics needs 'Authorization: Bearer <key>' with one of the server's keys"
+    b" (or metrics_auth=false for a metrics port without keys)\n"
+)
+
+
 def _guarded(app: WSGIApp, keys: KeyRing) -> WSGIApp:
     def guarded(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if not keys.check(environ.get("HTTP_AUTHORIZATION")):
+        presented = environ.get("HTTP_AUTHORIZATION")
+        if not keys.check(presented):
             start_response(
                 "401 Unauthorized",
                 [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")],
             )
-            return [b"missing or invalid API key\n"]
+            return [_NO_KEY if not presented else b"invalid API key\n"]
         return app(environ, start_response)
 
     return guarded
