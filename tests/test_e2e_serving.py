@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 import pytest
 from conftest import LABELS
-from fpga_serve_client import PredictionClient
+from fpga_serve_client import PredictionClient, anytensor
 from fpga_serve_client.protos import (
     get_model_metadata_pb2,
     grpc_predict_v2_pb2,
@@ -113,8 +113,9 @@ def test_get_model_metadata_signature_and_labels(channel: Any) -> None:
     assert sig.inputs["images"].dtype == tf_tensor_pb2.DT_STRING
     assert sig.outputs["output_alias"].dtype == tf_tensor_pb2.DT_FLOAT
     assert [d.size for d in sig.outputs["output_alias"].tensor_shape.dim] == [-1, len(LABELS)]
-    labels = tf_tensor_pb2.TensorProto()
-    assert response.metadata["labels"].Unpack(labels)
+    # TensorFlow's type name (tests/test_tfserving_labels.py unpacks it with TensorFlow's class)
+    assert response.metadata["labels"].type_url.endswith("/tensorflow.TensorProto")
+    labels = anytensor.unpack(response.metadata["labels"])
     assert [s.decode() for s in labels.string_val] == LABELS
 
 
