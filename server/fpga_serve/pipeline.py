@@ -1,6 +1,6 @@
 """The pipeline SDK, in the seed's shape.
 
-from fpga_serve.pipeline import ModelDefinition, TensorflowStage, KerasStage
+from fpga_serve.pipeline import ModelDefinition, TensorflowStage, KerasStage, OnnxStage
 model_def = ModelDefinition(name="resnet50")
 model_def.pipeline.append(image_preprocess_stage("resnet50"))
 model_def.pipeline.append(FpgaStage(...))          # the quantized featurizer
@@ -18,7 +18,7 @@ from fpga_serve.modelzip import Manifest, save_pipeline, validate_archive
 from fpga_serve.modelzip.stages.keras_stage import KerasStage
 from fpga_serve.modelzip.stages.tf_stage import TensorflowStage
 
-__all__ = ["FpgaStage", "KerasStage", "ModelDefinition", "TensorflowStage"]  # noqa: F822
+__all__ = ["FpgaStage", "KerasStage", "ModelDefinition", "OnnxStage", "TensorflowStage"]  # noqa: F822
 
 
 @dataclass
@@ -54,4 +54,8 @@ def __getattr__(name: str) -> Any:
         from fpga_serve.modelzip.stages.fpga_stage import FpgaStage
 
         return FpgaStage
+    if name == "OnnxStage":  # imported on use: it pulls in ONNX Runtime
+        from fpga_serve.modelzip.stages.onnx_stage import OnnxStage
+
+        return OnnxStage
     raise AttributeError(name)

@@ -13,11 +13,13 @@ An *SDK stage* (what users append to ``ModelDefinition.pipeline``) knows its kin
         name: str | None
         def save(self, dest: Path) -> SavedStage   # writes files under dest
 
-Kinds here: "tensorflow" (SavedModel), "tensorflow_graphdef" (frozen GraphDef), "keras" (.keras);
-the FPGA stage kind registers itself the same way.
+Kinds here: "tensorflow" (SavedModel), "tensorflow_graphdef" (frozen GraphDef), "keras" (.keras),
+"onnx" (ONNX Runtime); the FPGA stage kind registers itself the same way.
 """
 
 from __future__ import annotations
+
+import importlib
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -73,6 +75,15 @@ class SdkStage(Protocol):
 
 
 _KINDS: dict[str, StageKind] = {}
+_BUILTIN = {
+    "tensorflow": "tf_stage",
+    "tensorflow_graphdef": "tf_stage",
+    "keras": "keras_stage",
+    "fpga": "fpga_stage",
+    "onnx": "onnx_stage",
+}
+"""Built-in kinds and their modules, imported when a zip first needs the kind: TensorFlow is
+imported only for TensorFlow and Keras stages, ONNX Runtime only for ONNX ones."""
 
 
 def register_kind(kind: StageKind) -> StageKind:
@@ -81,13 +92,9 @@ def register_kind(kind: StageKind) -> StageKind:
 
 
 def get_kind(name: str) -> StageKind:
-    _ensure_builtin()
+    if name not in _KINDS and name in _BUILTIN:
+        importlib.import_module(f"{__name__}.{_BUILTIN[name]}")
     if name not in _KINDS:
-        known = ", ".join(sorted(_KINDS))
+        known = ", ".join(sorted(set(_KINDS) | set(_BUILTIN)))
         raise ModelLoadError(f"unknown stage kind {name!r} (this server knows {known})")
     return _KINDS[name]
-
-
-def _ensure_builtin() -> None:
-    # Imported lazily: these import TensorFlow, which reading a manifest must not need.
-    from fpga_serve.modelzip.stages import fpga_stage, keras_stage, tf_stage  # noqa: F401
