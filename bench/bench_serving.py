@@ -61,6 +61,7 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+import procstat
 
 ROOT = Path(__file__).resolve().parent.parent
 PEAK_BATCHES = (1, 8, 16)
@@ -143,38 +144,12 @@ def wait_ready(proc: subprocess.Popen[str], ready: str) -> None:
     raise RuntimeError(f"{proc.args} did not start")
 
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_snapshot(pid: int) -> tuple[float, dict[int, float]]:
-    """CPU seconds (user + system, all threads) of ``pid`` and of each of its descendants.
-
-    Scans /proc/*/stat for parent links (/proc/<pid>/task/*/children needs a kernel option).
-    """
-    parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # exited while scanning
-            continue
-        fields = text[text.rindex(")") + 2 :].split()  # the name may hold spaces and ")"
-        child = int(stat.parent.name)
-        parents[child] = int(fields[1])  # field 4, ppid; fields 14-15, utime and stime
-        cpu[child] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    family: dict[int, float] = {}
-    frontier = [pid]
-    while frontier:
-        frontier = [c for c, parent in parents.items() if parent in frontier and c not in family]
-        family.update((c, cpu[c]) for c in frontier)
-    return cpu.get(pid, 0.0), family
-
-
-def cpu_used(before: tuple[float, dict[int, float]], pid: int) -> tuple[float, float]:
-    """CPU seconds ``pid`` and its descendants used since ``before`` (a ``cpu_snapshot``); a
-    descendant born since counts whole, one that died since is lost (the twin's worker stays)."""
-    own, family = cpu_snapshot(pid)
-    return own - before[0], sum(t - before[1].get(c, 0.0) for c, t in family.items())
+def cpu_used(before: procstat.Snapshot, pid: int) -> tuple[float, float]:
+    """CPU seconds ``pid`` itself and its descendants used since ``before``; a descendant born
+    since counts whole, one that died since is lost (the twin's worker stays)."""
+    after = procstat.snapshot()
+    kids = procstat.family(after, pid) - {pid}
+    return procstat.cpu_between(before, after, {pid}), procstat.cpu_between(before, after, kids)
 
 
 @dataclass
@@ -212,11 +187,11 @@ def load(
     lock = threading.Lock()
     counter = iter(range(requests))
     clock = {"deadline": 0.0, "t0": 0.0, "cpu0": 0.0}
-    server0: list[tuple[float, dict[int, float]]] = []
+    server0: list[procstat.Snapshot] = []
 
     def start_clock() -> None:  # runs once, before any client is released
         if server_pid is not None:  # first, so the client's CPU leaves the /proc scan out
-            server0.append(cpu_snapshot(server_pid))
+            server0.append(procstat.snapshot())
         clock["deadline"] = time.monotonic() + seconds
         clock["t0"] = time.perf_counter()
         clock["cpu0"] = time.process_time()
