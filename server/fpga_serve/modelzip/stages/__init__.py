@@ -20,7 +20,6 @@ Kinds here: "tensorflow" (SavedModel), "tensorflow_graphdef" (frozen GraphDef), 
 from __future__ import annotations
 
 import importlib
-
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
