@@ -229,6 +229,29 @@ def test_an_onnx_only_server_never_imports_tensorflow(tmp_path: Path) -> None:
     assert done.stdout.split("\n")[-2] == "['onnxruntime']", done.stdout + done.stderr
 
 
+def test_an_onnx_stage_loads_after_an_in_process_twin_made_the_global_pool(
+    tmp_path: Path,
+) -> None:
+    """The twin's GEMMs make ONNX Runtime's process-wide thread pool (hw/twin/gemm.py); an ONNX
+    stage loaded after it in the same process must share that pool, not fail."""
+    path = _zip(tmp_path / "m.zip", means_model())
+    code = (
+        "import numpy as np\n"
+        "from pathlib import Path\n"
+        "from fpga_serve.hw.twin.gemm import Int8Gemm\n"
+        "from fpga_serve.modelzip import LoadContext, load_pipeline\n"
+        "Int8Gemm(np.ones((4, 4), np.int8))\n"
+        f"stage = load_pipeline(Path({str(path)!r}), LoadContext()).stages[0]\n"
+        "x = np.full((1, 4, 4, 3), 6, np.uint8)\n"
+        "print(stage.run([x])[0].tolist())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str([(BASE + 6).tolist()])
+
+
 def test_served_onnx_model_answers_raw_uint8_over_kserve_v2(tmp_path: Path) -> None:
     path = _zip(tmp_path / "m.zip", means_model())
     x = images(2, seed=3)

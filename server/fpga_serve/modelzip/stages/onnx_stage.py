@@ -160,9 +160,22 @@ def _session(data: bytes, threads: int, stage: str) -> ort.InferenceSession:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 4  # a client's bad data is its error, not the server log's
     try:
-        return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+        try:
+            return _new_session(data, options)
+        except Exception as exc:
+            if "global thread pool" not in str(exc):
+                raise
+            # An in-process twin made ONNX Runtime's process-wide pool first (hw/twin/gemm.py;
+            # in a server the twin has its own process): sessions must then share that pool.
+            options.use_per_session_threads = False
+            options.intra_op_num_threads = options.inter_op_num_threads = 0
+            return _new_session(data, options)
     except Exception as exc:  # ONNX Runtime raises its own types (Fail, InvalidGraph, ...)
         raise ModelLoadError(f"stage {stage!r}: ONNX Runtime cannot load the model: {exc}") from exc
+
+
+def _new_session(data: bytes, options: ort.SessionOptions) -> ort.InferenceSession:
+    return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 class OnnxStage:
