@@ -177,6 +177,36 @@ def _hostile_cases(jpg: bytes) -> list[tuple[str, str, Any, str, str]]:
     ]
 
 
+def _image_cases() -> list[tuple[str, str, Any, str, str]]:
+    from test_limits_auth import png_claiming
+
+    def images(*data: bytes) -> Any:
+        return predict("tiny", {"images": tensor_proto(tf.DT_STRING, [len(data)], string_val=data)})
+
+    frames = [Image.new("L", (500, 500), (i * 37) % 256).convert("P") for i in range(200)]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
+    return [
+        # 2: a 65 kpx image whose whole-image resize was 16.6M x 256 pixels (+1.15 GiB)
+        ("a 65000x1 JPEG", "tfs", images(small_jpeg((65000, 1))), "OK", ""),
+        ("a 1x65000 JPEG", "tfs", images(small_jpeg((1, 65000))), "OK", ""),
+        (
+            "a PNG claiming 1x64M",
+            "tfs",
+            images(png_claiming(1, 64_000_000)),
+            "INVALID_ARGUMENT",
+            "max_image_pixels",
+        ),
+        (
+            "a GIF of 200 500x500 frames",
+            "tfs",
+            images(gif.getvalue()),
+            "INVALID_ARGUMENT",
+            "frames",
+        ),
+    ]
+
+
 def _typed_v2() -> Any:
     request = infer("widths", [("x", "FP32", [1 << 30, 4])])
     request.inputs[0].contents.fp32_contents.append(1.0)
@@ -193,7 +223,7 @@ def test_hostile_shapes_are_refused_from_the_header_without_allocating(
     pid = server.process.pid
     wrong = []
     base = reset_peak(pid)
-    for case, protocol, request, code, needle in _hostile_cases(jpg):
+    for case, protocol, request, code, needle in _hostile_cases(jpg) + _image_cases():
         call = tfs.Predict if protocol == "tfs" else kserve.ModelInfer
         got, details = code_of(call, request, timeout=20)
         if got != code or needle not in details:

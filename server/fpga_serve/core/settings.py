@@ -100,9 +100,10 @@ class ServerSettings(BaseSettings):
     """Requests waiting per model; one more is answered RESOURCE_EXHAUSTED."""
 
     max_image_pixels: int = Field(1 << 24, ge=1)
-    """Largest decoded image (width x height) accepted; larger ones are refused from their
-    header, before decoding (default 16 Mpx, 4096 x 4096: preprocessing costs ~30 bytes per
-    decoded pixel)."""
+    """Largest decoded image (width x height, times the frames of an animated GIF) accepted;
+    larger ones are refused from their headers, before decoding (default 16 Mpx, 4096 x 4096).
+    The preprocessing's resize reads only the window its centre crop samples, so no
+    intermediate is larger than the decoded image."""
 
     api_keys: list[SecretStr] = Field(default_factory=list)
     """Accepted bearer keys (primary, secondary, ...); FPGA_SERVE_API_KEYS='["k1","k2"]'.
