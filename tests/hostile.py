@@ -241,3 +241,24 @@ def twin_worker_pid(server_pid: int) -> int:
         if b"spawn_main" in cmdline:
             return pid
     raise LookupError(f"server {server_pid} has no twin worker")
+
+
+def build_hold_model_def(name: str = "hold") -> Any:
+    """FP32 [-1, 1] -> FP32 [-1, 1], y = 2x, after busy-waiting x[0, 0] seconds in the graph
+    (a batch that runs as long as the test needs, on one core)."""
+    import tensorflow as tf
+    from fpga_serve.pipeline import ModelDefinition, TensorflowStage
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+    def hold(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        end = tf.timestamp() + tf.cast(x[0, 0], tf.float64)
+        spun = tf.while_loop(lambda i: tf.timestamp() < end, lambda i: i + 1, [tf.constant(0)])
+        return {"y": x * 2.0 + tf.cast(spun[0] * 0, tf.float32)}
+
+    model_def = ModelDefinition(name=name)
+    model_def.pipeline.append(TensorflowStage(hold))
+    return model_def
+
+
+def hold_request(seconds: float, model: str = "hold") -> Any:
+    return predict(model, {"x": tensor_proto(1, [1, 1], float_val=[seconds])})  # 1: DT_FLOAT

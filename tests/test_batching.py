@@ -13,6 +13,7 @@ from fpga_serve.core.errors import (
     FpgaServeError,
     InvalidInput,
     Overloaded,
+    Status,
 )
 from fpga_serve.runtime.batching import Batcher, BatchingConfig, BatchObserver
 
@@ -446,3 +447,25 @@ def test_a_mixed_queue_never_waits_for_company_it_cannot_have() -> None:
     assert (1, 3) in model.shapes and (4, 4) in model.shapes
     assert time.monotonic() - start < 2.0
     batcher.close()
+
+
+def test_abort_answers_queued_and_executing_requests_now_and_drops_late_results() -> None:
+    """Shutdown's cut: the batch on the worker and the queue are answered with the error at
+    once; the batch's result, when it comes, is dropped; nothing else is accepted."""
+    model = GatedModel()
+    batcher = Batcher(model, BatchingConfig(max_batch_size=2, max_queue_delay_us=1))
+    model.gate.clear()
+    model.started.clear()
+    executing = batcher.submit(item(1))  # a delay > 0: queued, run on a worker
+    assert model.started.wait(5)
+    queued = [batcher.submit(item(2)), batcher.submit(item(3))]
+    error = FpgaServeError("shutting down", Status.UNAVAILABLE)
+    assert batcher.abort(error) == 3
+    for fut in [executing, *queued]:
+        with pytest.raises(FpgaServeError, match="shutting down"):
+            fut.result(1)
+    model.gate.set()  # the batch ends; its result has nobody to go to
+    time.sleep(0.2)
+    with pytest.raises(FpgaServeError, match="unloaded"):
+        batcher.submit(item(4))
+    batcher.close(timeout=5)

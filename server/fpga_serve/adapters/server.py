@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,13 @@ from fpga_serve.service.devices import DeviceHolder
 from fpga_serve.service.lifecycle import ModelManager
 
 log = logging.getLogger(__name__)
+
+CUT_FLUSH_S = 0.25
+"""After the shutdown grace: how long the answers to cut-off requests have to go out before
+gRPC cancels the calls still running."""
+STOP_SLACK_S = 1.0
+"""``stop`` returns within the grace plus this (the flush, then releasing the device and the
+models without waiting for work still running; README, Shutdown)."""
 
 PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name[
     "PredictionService"
@@ -192,16 +200,25 @@ class Server:
             self.health.set(name, status)
 
     def stop(self, grace: float | None = 5.0) -> None:
-        """Stop accepting, let in-flight calls finish within ``grace`` seconds, free models."""
+        """Stop accepting at once, let in-flight and queued work finish within ``grace``
+        seconds, then answer what is left UNAVAILABLE and release models and the device
+        without waiting for work still running: returns within ``grace`` + STOP_SLACK_S."""
         if self._stopped.is_set():
             return
         self._stopped.set()
+        grace = 0.0 if grace is None else max(0.0, grace)
+        deadline = time.monotonic() + grace
         self.health.enter_graceful_shutdown()
-        self._grpc.stop(grace).wait()
+        # gRPC refuses new calls now, and cancels the calls still running at the end (the
+        # client sees UNAVAILABLE "Cancelling all calls"): those still executing in an RPC
+        # thread when the data plane cut the rest off.
+        stopped = self._grpc.stop(grace + CUT_FLUSH_S)
+        self.plane.drain(deadline)
+        stopped.wait(max(0.0, deadline + CUT_FLUSH_S - time.monotonic()))
         if self._metrics_http is not None:
             self._metrics_http.close()
-        self.repository.close()
-        self.devices.close()
+        self.devices.close()  # first: a worker still running cut-off work is killed
+        self.repository.close(drain=False)
 
     def wait(self) -> None:
         self._grpc.wait_for_termination()

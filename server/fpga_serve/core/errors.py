@@ -111,3 +111,10 @@ class ModelRetired(FpgaServeError):
     the current version (the data plane does that once, so swaps fail no request)."""
 
     status = Status.UNAVAILABLE
+
+
+class ShuttingDown(FpgaServeError):
+    """The server is stopping and cut this request off at the end of its shutdown grace;
+    retryable (on another replica)."""
+
+    status = Status.UNAVAILABLE

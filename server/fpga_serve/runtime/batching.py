@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,7 +75,7 @@ def shape_key(inputs: Sequence[np.ndarray]) -> tuple[tuple[tuple[int, ...], str]
     return tuple((a.shape[1:], a.dtype.str) for a in inputs)
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity (the set of active requests)
 class _Pending:
     inputs: list[np.ndarray]
     size: int
@@ -121,6 +121,7 @@ class Batcher:
         self._grow = threading.Condition(self._lock)  # the worker forming a batch waits here
         self._closing = False
         self._running = 0  # batches executing (on workers or inline)
+        self._active: set[_Pending] = set()  # requests in batches executing on workers
         self._forming = False  # a worker is gathering a batch (waiting for size or delay)
         self._workers = [
             threading.Thread(target=self._loop, name=f"batcher-{name}-{i}", daemon=True)
@@ -200,6 +201,23 @@ class Batcher:
             if not worker and (self._queue or self._closing):
                 self._idle.notify()
 
+    def abort(self, error: BaseException) -> int:
+        """Stop taking requests and answer every request waiting on this batcher with
+        ``error`` now: queued ones, and those in batches still executing on a worker (their
+        results, when they come, are dropped). Requests running inline, in their caller's
+        thread, cannot be answered from here. Returns how many were answered."""
+        with self._lock:
+            self._closing = True
+            waiting = list(self._queue) + list(self._active)
+            self._queue.clear()
+            self._observer.queued(0)
+            self._idle.notify_all()
+            self._grow.notify_all()
+        answered = 0
+        for pending in waiting:
+            answered += _settle(pending.future, error=error)
+        return answered
+
     def depth(self) -> int:
         with self._lock:
             return len(self._queue)
@@ -210,8 +228,9 @@ class Batcher:
             self._closing = True
             if not drain:
                 while self._queue:
-                    self._queue.popleft().future.set_exception(
-                        FpgaServeError("the model was unloaded", Status.UNAVAILABLE)
+                    _settle(
+                        self._queue.popleft().future,
+                        error=FpgaServeError("the model was unloaded", Status.UNAVAILABLE),
                     )
             self._idle.notify_all()
             self._grow.notify_all()
@@ -231,6 +250,8 @@ class Batcher:
                 if live:
                     self._execute(live)
             finally:
+                with self._lock:
+                    self._active.difference_update(batch)
                 self._release(worker=True)
 
     def _next_batch(self) -> list[_Pending] | None:
@@ -252,6 +273,7 @@ class Batcher:
                     break
                 self._grow.wait(remaining)
             batch = self._take_batch(head.key)
+            self._active.update(batch)
             self._observer.queued(len(self._queue))
             self._forming = False
             self._running += 1
@@ -286,7 +308,7 @@ class Batcher:
             return False
         unwanted = self._unwanted(pending)
         if unwanted is not None:
-            pending.future.set_exception(unwanted)
+            _settle(pending.future, error=unwanted)
             return False
         return True
 
@@ -325,18 +347,37 @@ class Batcher:
             self._fail(batch, exc)
             return
         for pending, outs in zip(batch, outputs_per, strict=True):
-            pending.future.set_result(outs)
+            _settle(pending.future, outs)
 
     def _execute_one(self, pending: _Pending) -> None:
         try:
-            pending.future.set_result(self._run(pending.inputs))
+            result = self._run(pending.inputs)
         except BaseException as exc:
-            pending.future.set_exception(exc)
+            _settle(pending.future, error=exc)
+        else:
+            _settle(pending.future, result)
 
     @staticmethod
     def _fail(batch: list[_Pending], exc: BaseException) -> None:
         for pending in batch:
-            pending.future.set_exception(exc)
+            _settle(pending.future, error=exc)
+
+
+def _settle(
+    future: Future[list[np.ndarray]],
+    result: list[np.ndarray] | None = None,
+    error: BaseException | None = None,
+) -> int:
+    """Answer a request once: 1 if this answered it, 0 if it was answered already (cut off at
+    shutdown while its batch ran, then the batch finished)."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result or [])
+    except InvalidStateError:
+        return 0
+    return 1
 
 
 def _split(outputs: list[np.ndarray], sizes: list[int]) -> list[list[np.ndarray]]:

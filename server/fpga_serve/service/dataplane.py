@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from fpga_serve.core.errors import InvalidInput, ModelNotFound, ModelRetired, shown
+from fpga_serve.core.errors import (
+    InvalidInput,
+    ModelNotFound,
+    ModelRetired,
+    ShuttingDown,
+    shown,
+)
 from fpga_serve.core.types import TensorHeader, TensorSpec
 from fpga_serve.service.metrics import Metrics
 from fpga_serve.service.models import ModelRepository, ServedModel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,8 +90,48 @@ class DataPlane:
     def __init__(self, repository: ModelRepository, metrics: Metrics) -> None:
         self.repository = repository
         self.metrics = metrics
+        self._inflight = 0
+        self._idle = threading.Condition()
+        self._cut: ShuttingDown | None = None
 
     def infer(self, request: InferenceRequest) -> InferenceResponse:
+        """``resolve_and_run`` for one request, counted as in flight (``drain`` waits for it)."""
+        with self._idle:
+            if self._cut is not None:
+                raise self._cut
+            self._inflight += 1
+        try:
+            return self.resolve_and_run(request)
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                if self._inflight == 0:
+                    self._idle.notify_all()
+
+    def drain(self, deadline: float) -> int:
+        """Shutdown: let the requests in flight finish until ``deadline`` (time.monotonic()),
+        then cut off the rest: they are answered ShuttingDown (UNAVAILABLE, retryable) now —
+        those queued for a batch and those in a batch still executing on a batching worker;
+        one executing in its RPC thread keeps it until gRPC cancels the call (also UNAVAILABLE
+        to the client). Returns how many were cut off, counted in
+        fpga_serve_shutdown_cut_requests_total."""
+        with self._idle:
+            self._idle.wait_for(
+                lambda: self._inflight == 0, timeout=max(0.0, deadline - time.monotonic())
+            )
+            cut = self._inflight
+            self._cut = ShuttingDown(
+                "the server is shutting down and its shutdown grace ran out before this "
+                "request finished; retry (another replica will answer)"
+            )
+        for model in self.repository.loaded():
+            model.cut(self._cut)
+        if cut:
+            self.metrics.shutdown_cut.inc(cut)
+            log.warning(f"shutdown: {cut} requests still in flight at the grace, cut off")
+        return cut
+
+    def resolve_and_run(self, request: InferenceRequest) -> InferenceResponse:
         """Resolve the model, check what the request declares against it and the limits, decode,
         execute. Raises FpgaServeError subclasses with a protocol-neutral status.
 

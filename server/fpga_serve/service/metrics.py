@@ -114,6 +114,11 @@ class Metrics:
             ["device", "result"],
             registry=self.registry,
         )
+        self.shutdown_cut = Counter(
+            "fpga_serve_shutdown_cut_requests",
+            "Requests still in flight when the shutdown grace ran out, answered UNAVAILABLE.",
+            registry=self.registry,
+        )
         self.dropped = Counter(
             "fpga_serve_dropped_requests",
             "Requests dropped before execution: deadline passed or client cancelled.",

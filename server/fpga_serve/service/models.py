@@ -96,6 +96,14 @@ class ServedModel:
     def outputs(self) -> tuple[TensorSpec, ...]:
         return self.pipeline.outputs
 
+    def cut(self, error: BaseException) -> None:
+        """Shutdown's end of the grace: take no more work and answer the requests waiting in
+        the batching queue, or in a batch still executing, with ``error`` now."""
+        with self._cond:
+            self._retired = True
+        if self.batcher is not None:
+            self.batcher.abort(error)
+
     def close(self, drain: bool = True, timeout: float = CLOSE_TIMEOUT_S) -> None:
         """Refuse new work, let in-flight requests finish (up to ``timeout``), free the stages."""
         with self._cond:
@@ -303,9 +311,19 @@ class ModelRepository:
         self.commit(name, [], [m.version for m in removed])
         return removed
 
-    def close(self) -> None:
-        for model in self.loaded():
-            self.unload(model.name, model.version)
+    def close(self, drain: bool = True) -> None:
+        """Unload everything; without ``drain`` (shutdown, after the cut) nothing is waited for."""
+        if drain:
+            for model in self.loaded():
+                self.unload(model.name, model.version)
+            return
+        with self._lock:
+            models = [m for versions in self._models.values() for m in versions.values()]
+            self._models.clear()
+            self._newest.clear()
+            self._default = None
+        for model in models:
+            model.close(drain=False, timeout=0.0)
 
 
 def version_key(version: str) -> tuple[int, int | str]:

@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import multiprocessing
 import threading
+import time
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -25,9 +26,11 @@ from fpga_serve.core import errors
 from fpga_serve.core.errors import DeviceError, FpgaServeError, Status
 from fpga_serve.core.isa import Program
 
-STOP_TIMEOUT_S = 5.0
-"""How long ``stop`` waits for a run in progress, and then for the worker to exit, before it
-kills the process."""
+RESTART_TIMEOUT_S = 5.0
+"""How long ``restart`` lets the old worker exit before it kills it."""
+STOP_TIMEOUT_S = 0.3
+"""How long ``stop`` (at shutdown) waits for a run in progress to end and the worker to exit,
+in all, before it kills the process: work still running then was cut off already."""
 
 
 def _describe(exc: BaseException) -> tuple[str, str, str]:
@@ -121,17 +124,18 @@ class TwinWorker:
     def restart(self, programs: dict[int, Program]) -> None:
         """A new worker with ``programs`` uploaded again; no call runs meanwhile."""
         with self._lock:
-            self._end(STOP_TIMEOUT_S)
+            self._end(RESTART_TIMEOUT_S)
             self._start()
             for pid, program in programs.items():
                 self._call("load", pid, program)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """End the worker: after the run in progress (waiting up to ``timeout``), else at once
-        (the run then fails with DeviceError)."""
+        """End the worker: after the run in progress if that ends within ``timeout``, else at
+        once (the run then fails with DeviceError)."""
+        end = time.monotonic() + max(0.0, timeout)
         locked = self._lock.acquire(timeout=max(0.0, timeout))
         try:
-            self._end(timeout if locked else 0.0)
+            self._end(max(0.0, end - time.monotonic()) if locked else 0.0)
         finally:
             if locked:
                 self._lock.release()
