@@ -7,7 +7,6 @@ TensorFlow in graph mode, as TensorFlow 1 was.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -39,19 +38,36 @@ def _top(scores: Any, k: int = 5) -> list[int]:
     return [int(i) for i in np.argsort(-np.asarray(scores), kind="stable")[:k]]
 
 
+KEY = "brainwave-primary-4c1e"
+
+
 @pytest.fixture(scope="module")
-def defined(tmp_path_factory: pytest.TempPathFactory, china_jpg: bytes) -> Any:
-    """The how-to's first four blocks (define the pipeline, save it) at 32x32."""
-    return run_seed(tmp_path_factory.mktemp("seed"), 4, china_jpg, None, small=True)
+def repository_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A server with an empty model repository and a key, as an operator would start it."""
+    repo = tmp_path_factory.mktemp("repository")
+    with run_server(
+        [], "--model-repository", str(repo), env={"FPGA_SERVE_API_KEYS": json.dumps([KEY])}
+    ) as server:
+        server.repo = repo  # type: ignore[attr-defined]
+        yield server
 
 
-def test_seed_blocks_define_and_save_the_pipeline(defined: Any) -> None:
-    assert defined.blocks[0].strip() == f"(None, {SMALL_SIZE}, {SMALL_SIZE}, 3)"
-    assert defined.blocks[1].split() == ["1.0", "resnet50/features:0", "(None,", "2048)"]
-    zip_path = Path(str(defined.outcome["zip"]))
-    assert defined.blocks[3].strip() == str(zip_path) and zip_path.is_file()
-    assert "RandomWeightsWarning" in defined.stderr  # nothing can be downloaded: said loudly
-    assert "DefaultCalibrationWarning" in defined.stderr
+@pytest.fixture(scope="module")
+def seeded(
+    tmp_path_factory: pytest.TempPathFactory, china_jpg: bytes, repository_server: Any
+) -> Any:
+    """All eight of the how-to's blocks at 32x32: define, save, register, deploy, call, delete."""
+    config = {"address": repository_server.address, "access_token": KEY, "workspace_name": "lab"}
+    return run_seed(tmp_path_factory.mktemp("seed"), 8, china_jpg, config, small=True)
+
+
+def test_seed_blocks_define_and_save_the_pipeline(seeded: Any) -> None:
+    assert seeded.blocks[0].strip() == f"(None, {SMALL_SIZE}, {SMALL_SIZE}, 3)"
+    assert seeded.blocks[1].split() == ["1.0", "resnet50/features:0", "(None,", "2048)"]
+    zip_path = Path(str(seeded.outcome["zip"]))
+    assert seeded.blocks[3].strip() == str(zip_path) and zip_path.is_file()
+    assert "RandomWeightsWarning" in seeded.stderr  # nothing can be downloaded: said loudly
+    assert "DefaultCalibrationWarning" in seeded.stderr
     with zipfile.ZipFile(zip_path) as zf:
         manifest = json.loads(zf.read("service_def.json"))
         calibration = json.loads(zf.read("stages/1/calibration.json"))
@@ -61,21 +77,45 @@ def test_seed_blocks_define_and_save_the_pipeline(defined: Any) -> None:
     assert calibration["samples"] == 2  # the zoo's default: the two sample photos
 
 
+def test_seed_blocks_deploy_call_and_delete_on_a_running_server(
+    seeded: Any, repository_server: Any
+) -> None:
+    """Registered, deployed, called with the how-to's own open(...) and loop, deleted: the
+    answers are the user's Session's, and the server is left as it was."""
+    address = repository_server.address
+    # ws.name, resource_group, location (the server), subscription_id; wait_for_deployment(True)
+    printed = seeded.blocks[4].splitlines()
+    assert printed == ["lab", "", address, "", "imagenet-infer version 1: Healthy"]
+    local = np.asarray(seeded.outcome["local"], np.float32)
+    ranked = seeded.outcome["sorted_results"]
+    assert [i for i, _ in ranked[:5]] == _top(local)
+    np.testing.assert_allclose([c for _, c in ranked], np.sort(local)[::-1], rtol=1e-5, atol=1e-7)
+    from fpga_serve.models import imagenet_labels
+
+    labels = imagenet_labels()
+    printed = seeded.blocks[6].strip().splitlines()
+    assert printed == [f"{labels[i]} confidence: {c}" for i, c in ranked[:5]]
+    with PredictionClient(address, access_token=KEY) as client:
+        assert client.models() == []
+    assert [p.name for p in repository_server.repo.iterdir() if not p.name.startswith(".")] == []
+
+
 def test_the_saved_zip_computes_what_the_users_session_computed(
-    defined: Any, china_jpg: bytes
+    seeded: Any, china_jpg: bytes
 ) -> None:
     """The session runs the featurizer on the in-process twin; the zip, loaded as a server
     loads it, gives the same confidences (same integer program, same float stages)."""
-    local = np.asarray(defined.outcome["local"], np.float32)
-    loaded = _pipeline_scores(Path(str(defined.outcome["zip"])), china_jpg)
+    local = np.asarray(seeded.outcome["local"], np.float32)
+    loaded = _pipeline_scores(Path(str(seeded.outcome["zip"])), china_jpg)
     assert loaded.shape == (1000,)
     np.testing.assert_allclose(loaded, local, rtol=1e-5, atol=1e-7)
     assert _top(loaded) == _top(local)
 
 
-def test_the_saved_zip_serves_brainwave_requests(defined: Any, china_jpg: bytes) -> None:
-    zip_path = Path(str(defined.outcome["zip"]))
-    local = np.asarray(defined.outcome["local"], np.float32)
+def test_the_saved_zip_serves_brainwave_requests(seeded: Any, china_jpg: bytes) -> None:
+    """Served from the command line, it answers the Brainwave clients' requests too."""
+    zip_path = Path(str(seeded.outcome["zip"]))
+    local = np.asarray(seeded.outcome["local"], np.float32)
     with run_server([zip_path]) as server, PredictionClient(server.address) as client:
         scores = client.score_image(china_jpg)
         tensor_named = PredictionClient(server.address, input_name="Placeholder:0")
@@ -142,13 +182,12 @@ def test_misuse_gets_a_clear_refusal(checks: dict[str, Any], case: str) -> None:
 
 
 @pytest.mark.slow
-def test_seed_blocks_full_size(tmp_path: Path, china_jpg: bytes) -> None:
-    """The how-to's define-and-save blocks unedited (224x224), then served."""
-    run = run_seed(tmp_path, 4, china_jpg, None, small=False)
+def test_seed_blocks_full_size(tmp_path: Path, china_jpg: bytes, repository_server: Any) -> None:
+    """All of the how-to's blocks unedited (224x224 images) against the running server."""
+    config = {"address": repository_server.address, "access_token": KEY}
+    run = run_seed(tmp_path, 8, china_jpg, config, small=False)
     assert run.blocks[0].strip() == "(None, 224, 224, 3)"
-    zip_path = Path(str(run.outcome["zip"]))
     local = np.asarray(run.outcome["local"], np.float32)
-    with run_server([zip_path]) as server, PredictionClient(server.address) as client:
-        scores = client.score_image(china_jpg)
-    np.testing.assert_allclose(scores, local, rtol=1e-5, atol=1e-7)
-    assert os.path.getsize(zip_path) > 0
+    ranked = run.outcome["sorted_results"]
+    assert [i for i, _ in ranked[:5]] == _top(local)
+    np.testing.assert_allclose([c for _, c in ranked], np.sort(local)[::-1], rtol=1e-5, atol=1e-7)

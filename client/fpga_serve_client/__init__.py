@@ -10,8 +10,11 @@ from fpga_serve_client.convert import (
     to_tensor_proto,
 )
 from fpga_serve_client.errors import ServiceError, TensorConversionError
+from fpga_serve_client.management import DeployedModel, ModelStatus
 
 __all__ = [
+    "DeployedModel",
+    "ModelStatus",
     "PredictionClient",
     "ServiceError",
     "TensorConversionError",

@@ -1,4 +1,5 @@
-"""``fpga-serve-client``: score images (the seed's "label confidence" lines), check health."""
+"""``fpga-serve-client``: score images (the seed's "label confidence" lines), check health,
+deploy, list and delete models on a running server."""
 
 from __future__ import annotations
 
@@ -35,9 +36,9 @@ def _client(ns: argparse.Namespace) -> PredictionClient:
     return PredictionClient(
         ns.address,
         access_token=ns.token or os.environ.get("FPGA_SERVE_TOKEN") or None,
-        model_name=ns.model,
+        model_name=getattr(ns, "model", ""),
         timeout=ns.timeout,
-        protocol=ns.protocol,
+        protocol=getattr(ns, "protocol", "tfserving"),
         **_tls(ns),
     )
 
@@ -67,6 +68,61 @@ def _health(ns: argparse.Namespace) -> int:
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     print(status)
     return 0 if status == "SERVING" else 1
+
+
+class _UploadProgress:
+    """``deploy MODEL.zip``'s progress line on stderr (every 5%, and at the end)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.shown = -1
+
+    def __call__(self, sent: int, total: int) -> None:
+        percent = 100 * sent // max(total, 1)
+        if percent // 5 == self.shown // 5 and sent < total:
+            return
+        self.shown = percent
+        end = "\n" if sent >= total else ""
+        print(
+            f"\ruploading {self.label}: {percent:3d}% ({sent / 1e6:.1f} of {total / 1e6:.1f} MB)",
+            end=end,
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _deploy(ns: argparse.Namespace) -> int:
+    path = Path(ns.zip)
+    with _client(ns) as client:
+        progress = _UploadProgress(path.name) if not ns.quiet else None
+        status = client.upload(
+            path,
+            ns.name,
+            ns.version,
+            load=not ns.no_load,
+            progress=progress,
+            timeout=ns.upload_timeout,
+        )
+    print(f"{status.name} version {status.version}: {status.state}")
+    return 0
+
+
+def _models(ns: argparse.Namespace) -> int:
+    with _client(ns) as client:
+        models = client.models(ns.name or "")
+    print(f"{'model':24} {'version':>7} {'state':12} {'stored':>12}  reason")
+    for m in models:
+        stored = f"{m.size / 1e6:.1f} MB" if m.stored else "-"
+        print(f"{m.name:24} {m.version:>7} {m.state:12} {stored:>12}  {m.reason}")
+    return 0
+
+
+def _delete(ns: argparse.Namespace) -> int:
+    with _client(ns) as client:
+        deleted = client.delete_model(ns.name, ns.version)
+    for m in deleted:
+        print(f"deleted {m.name} version {m.version}")
+    return 0
 
 
 class _ShowDefaults(argparse.HelpFormatter):
@@ -100,9 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="name to check the server's certificate against, if not the address's host",
     )
     defaults = _ShowDefaults
+    keyed = argparse.ArgumentParser(add_help=False, parents=[common])
+    keyed.add_argument("--token", help="API key (default: $FPGA_SERVE_TOKEN)")
     score = sub.add_parser(
         "score",
-        parents=[common],
+        parents=[keyed],
         formatter_class=defaults,
         help="score image files, print the top k",
         description="Score image files and print the top k 'label confidence' lines.",
@@ -112,7 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default="", help="model name ('': the server's only or default model)"
     )
     score.add_argument("--top", type=int, default=5, help="how many classes to print")
-    score.add_argument("--token", help="API key (default: $FPGA_SERVE_TOKEN)")
     score.add_argument(
         "--protocol",
         choices=["tfserving", "v2"],
@@ -120,6 +177,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="TF Serving Predict or KServe v2 ModelInfer",
     )
     score.set_defaults(func=_score)
+    deploy = sub.add_parser(
+        "deploy",
+        parents=[keyed],
+        formatter_class=defaults,
+        help="upload a pipeline zip to the server's repository and load it",
+        description="Upload a pipeline zip (streamed, sha256-checked, validated by the server) "
+        "into the server's model repository and load it; progress on stderr.",
+    )
+    deploy.add_argument("zip", help="the pipeline zip (ModelDefinition.save, fpga-serve build)")
+    deploy.add_argument("--name", required=True, help="model name on the server")
+    deploy.add_argument("--version", help="version number (default: the next one)")
+    deploy.add_argument("--no-load", action="store_true", help="store it without loading it")
+    deploy.add_argument("--quiet", action="store_true", help="no progress line")
+    deploy.add_argument(
+        "--upload-timeout",
+        type=float,
+        default=600.0,
+        help="seconds for the upload, validation and load",
+    )
+    deploy.set_defaults(func=_deploy)
+    models = sub.add_parser(
+        "models",
+        parents=[keyed],
+        formatter_class=defaults,
+        help="list models and versions with their state",
+    )
+    models.add_argument("name", nargs="?", help="only this model")
+    models.set_defaults(func=_models)
+    delete = sub.add_parser(
+        "delete",
+        parents=[keyed],
+        formatter_class=defaults,
+        help="unload (in-flight requests finish) and remove a model or one version",
+    )
+    delete.add_argument("name", help="model name")
+    delete.add_argument("--version", help="only this version (default: every version)")
+    delete.set_defaults(func=_delete)
     health = sub.add_parser(
         "health",
         parents=[common],

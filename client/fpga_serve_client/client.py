@@ -3,6 +3,7 @@ endpoint, as the Brainwave clients did."""
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -20,10 +21,12 @@ from fpga_serve_client.convert import (
     to_tensor_proto,
 )
 from fpga_serve_client.errors import ServiceError, TensorConversionError
+from fpga_serve_client.management import ManagementMixin
 from fpga_serve_client.protos import (
     get_model_metadata_pb2,
     grpc_predict_v2_pb2,
     grpc_predict_v2_pb2_grpc,
+    model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
 )
@@ -82,8 +85,10 @@ def make_channel(
     return grpc.secure_channel(target, creds, options=options)
 
 
-class PredictionClient:
-    """A client for one model on one server.
+class PredictionClient(ManagementMixin):
+    """A client for one model on one server, and for the server's model lifecycle
+    (``deploy``, ``upload``, ``models``, ``load_model``, ``unload_model``, ``delete_model``:
+    ``management.py``).
 
     ``address`` is a host name (with ``port``) or ``host:port``. ``access_token`` is sent as
     ``authorization: Bearer <token>``; ``private_key``/``certificate_chain`` (PEM) present a
@@ -127,6 +132,7 @@ class PredictionClient:
         )
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._v2 = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {access_token}"),) if access_token else ()
         self.target = target
         self.model_name = model_name
@@ -241,6 +247,13 @@ class PredictionClient:
                 delay = self.backoff * (2**attempt)
                 time.sleep(delay + random.uniform(0, delay / 2))
                 attempt += 1
+
+    def for_model(self, model_name: str) -> PredictionClient:
+        """A client for another model on the same connection (closing either closes both)."""
+        other = copy.copy(self)
+        other.model_name = model_name
+        other._labels, other._labels_fetched = None, False
+        return other
 
     def close(self) -> None:
         self._channel.close()

@@ -14,6 +14,7 @@ from fpga_serve.core.errors import InvalidInput, shown
 from fpga_serve.core.types import TensorHeader, TensorSpec
 from fpga_serve.service.dataplane import DataPlane, EncodedTensor, InferenceRequest
 from fpga_serve.service.lifecycle import ModelManager
+from fpga_serve.service.remote import FILE_PREFIX, ModelStore
 
 PLATFORM = "fpga_serve_pipeline"
 SERVER_NAME = "fpga-serve"
@@ -43,9 +44,12 @@ class InferenceServicer(
     extensions: tuple[str, ...] = ("model_repository", *triton.EXTENSIONS)
     platform = PLATFORM
 
-    def __init__(self, plane: DataPlane, manager: ModelManager) -> None:
+    def __init__(
+        self, plane: DataPlane, manager: ModelManager, store: ModelStore | None = None
+    ) -> None:
         self.plane = plane
         self.manager = manager
+        self.store = store
         self.recorder = RequestRecorder(plane.metrics, "kserve_v2")
 
     @handle_errors
@@ -155,7 +159,17 @@ class InferenceServicer(
     ) -> v2.RepositoryModelLoadResponse:
         if not request.model_name:
             raise InvalidInput("RepositoryModelLoad needs a model_name")
-        self.manager.load(request.model_name)
+        files = {
+            key: value.bytes_param
+            for key, value in request.parameters.items()
+            if key.startswith(FILE_PREFIX)
+        }
+        if files:  # Triton's load_model(files=...): the zip itself
+            if self.store is None:
+                raise InvalidInput("this server takes no model files (no model store)")
+            self.store.upload_files(request.model_name, files)
+        else:
+            self.manager.load(request.model_name)
         return v2.RepositoryModelLoadResponse()
 
     @handle_errors

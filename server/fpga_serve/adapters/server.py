@@ -13,6 +13,7 @@ import grpc
 from fpga_serve_client.protos import (
     grpc_predict_v2_pb2,
     grpc_predict_v2_pb2_grpc,
+    model_service_pb2_grpc,
     prediction_service_pb2,
     prediction_service_pb2_grpc,
 )
@@ -21,6 +22,8 @@ from grpc_reflection.v1alpha import reflection
 
 from fpga_serve.adapters.auth import AuthInterceptor, KeyRing
 from fpga_serve.adapters.kserve import InferenceServicer
+from fpga_serve.adapters.management import SERVICE_NAME as MODEL_SERVICE
+from fpga_serve.adapters.management import ModelServicer
 from fpga_serve.adapters.metrics_http import MetricsHTTP
 from fpga_serve.adapters.tfserving import PredictionServicer
 from fpga_serve.core.errors import FpgaServeError
@@ -30,6 +33,7 @@ from fpga_serve.runtime.batching import BatchingConfig
 from fpga_serve.service import DataPlane, Metrics, ModelRepository
 from fpga_serve.service.devices import DeviceHolder
 from fpga_serve.service.lifecycle import ModelManager
+from fpga_serve.service.remote import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,7 @@ class Server:
         )
         self.plane = DataPlane(self.repository, self.metrics)
         self.manager = ModelManager(self.repository, settings.model_repository, self._sync_health)
+        self.store = ModelStore(self.manager, settings.max_upload_bytes)
         self.health = health.HealthServicer()
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -107,12 +112,16 @@ class Server:
             PredictionServicer(self.plane), self._grpc
         )
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.plane, self.manager), self._grpc
+            InferenceServicer(self.plane, self.manager, self.store), self._grpc
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(self.store), self._grpc
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection(
             (
                 *SERVING_SERVICES,
+                MODEL_SERVICE,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),

@@ -105,6 +105,11 @@ class ServerSettings(BaseSettings):
     The preprocessing's resize reads only the window its centre crop samples, so no
     intermediate is larger than the decoded image."""
 
+    max_upload_bytes: int = Field(2 << 30, ge=1024)
+    """Largest model zip the remote lifecycle API (ModelService.UploadModel, or
+    RepositoryModelLoad with a file: parameter) accepts; an upload declaring more is refused
+    (RESOURCE_EXHAUSTED) before a byte is stored, one sending more than it declared is cut off."""
+
     api_keys: list[SecretStr] = Field(default_factory=list)
     """Accepted bearer keys (primary, secondary, ...); FPGA_SERVE_API_KEYS='["k1","k2"]'.
     Empty together with api_keys_file: no authentication."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +132,26 @@ class ModelManager:
             self.repository.unload(name)
             for key in [k for k in self._problems if k[0] == name]:
                 del self._problems[key]
+        self._on_change()
+
+    # Hooks for the remote lifecycle (service/remote.py) ----------------------------------------
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the lifecycle lock: a remote change to the repository directory and the loaded
+        models happens between, never during, the changes made here."""
+        with self._control:
+            yield
+
+    def record(self, name: str, version: str, problem: str | None) -> None:
+        """Say why a version failed (shown by ``index``), or with None that it no longer has."""
+        if problem is None:
+            self._problems.pop((name, version), None)
+        else:
+            self._problems[(name, version)] = problem
+
+    def changed(self) -> None:
+        """Tell the server that what is loaded changed (it updates health statuses)."""
         self._on_change()
 
     def index(self, ready_only: bool = False) -> list[IndexEntry]:

@@ -16,6 +16,11 @@ from pathlib import Path
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
+def is_model_name(name: str) -> bool:
+    """Whether ``name`` may name a model folder (letters, digits, _ . -; at most 128)."""
+    return bool(_NAME.fullmatch(name))
+
+
 @dataclass(frozen=True)
 class RepoEntry:
     """One model version found in the directory, or one thing that could not be used."""
@@ -38,7 +43,7 @@ def scan(root: Path, only: str | None = None) -> list[RepoEntry]:
         if not model_dir.is_dir() or model_dir.is_symlink():
             entries.append(RepoEntry(name, "", None, "not a model folder (expected a directory)"))
             continue
-        if not _NAME.match(name):
+        if not is_model_name(name):
             entries.append(RepoEntry(name, "", None, "model names use letters, digits, _ . -"))
             continue
         versions = 0
