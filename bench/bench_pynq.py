@@ -2,8 +2,10 @@
 
     python bench/bench_pynq.py [--size 224] [--reps 5]
 
-Table 1, per ResNet-50 layer: bytes the accelerator moves through DDR for one image
-(activations read and written, weights read) — what a board's memory system must carry.
+Table 1, per ResNet-50 instruction (ADDs fused): bytes the accelerator moves through DDR for one
+image as the compiler planned it for the preset (activations read and written, weights read,
+from hw/descriptors.traffic: tensors kept on chip move nothing) — what a board's memory system
+must carry.
 Table 2: time per inference through the driver (descriptor and register programming, buffer
 copies, the simulated datapath) against the twin, and the host<->device bytes per inference.
 """
@@ -28,7 +30,8 @@ def main() -> None:
     ns = parser.parse_args()
     warnings.simplefilter("ignore")
 
-    from fpga_serve.core.isa import Opcode, quantize_input
+    from fpga_serve.core.isa import quantize_input
+    from fpga_serve.hw import descriptors
     from fpga_serve.hw.pynq_device import PynqDevice
     from fpga_serve.hw.twin.device import TwinDevice
     from fpga_serve.models import QuantizedResnet50
@@ -59,14 +62,13 @@ def main() -> None:
     board_steps = list(device.pdev.accelerator.step_seconds)
 
     rows = []
-    for instr, t_twin, t_board in zip(program.instrs, twin_steps, board_steps, strict=True):
-        read = sum(
-            program.buffer(r).height * program.buffer(r).width * r.channels for r in instr.inputs
-        )
-        out = program.buffer(instr.output)
-        written = out.height * out.width * instr.output.channels
-        weights = program.weight_bytes(instr) if instr.op is Opcode.CONV else 0
-        rows.append((instr.name, instr.op.name, read, written, weights, t_twin, t_board))
+    table = board.image.table()  # type: ignore[attr-defined]
+    for instr, row, t_twin, t_board in zip(
+        program.instrs, table, twin_steps, board_steps, strict=True
+    ):
+        moved = descriptors.traffic(row)
+        read, written = moved["input"] + moved["residual"], moved["output"]
+        rows.append((instr.name, instr.op.name, read, written, moved["weights"], t_twin, t_board))
     print(
         f"\nTable 1: per layer, one image, ResNet-50 {ns.size}x{ns.size}: DDR traffic, and time "
         "in the twin vs in the board's datapath behind the driver (descriptor decode, DDR views)"

@@ -110,9 +110,18 @@ def test_pipeline_records_how_it_compiled(random_cnn: Any, tmp_path: Path) -> No
         ("calibrate", 1, 2),
         ("calibrate", 2, 2),
         ("lower", 1, 1),
+        ("plan", 1, 1),
     ]
     saved = sorted(p.name for p in (tmp_path / "steps").iterdir())
-    assert saved == ["00_import.json", "01_optimize.json", "02_calibrate.json", "03_lower.json"]
+    assert saved == [
+        "00_import.json",
+        "01_optimize.json",
+        "02_calibrate.json",
+        "03_lower.json",
+        "04_plan.json",
+    ]
+    device = compiled.program.meta["device"]
+    assert device["target"] == options.target == "zcu104" and len(device["digest"]) == 64
     record = compiled.calibration
     assert record["method"] == "percentile" and record["percentile"] == 99.99
     assert record["samples"] == 6  # calibration_images caps what was given

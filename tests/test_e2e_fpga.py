@@ -100,14 +100,14 @@ def _rewrite(src: Path, dst: Path, member_suffix: str, edit: Any) -> Path:
 def test_fpga_stage_for_another_spec_version_is_refused(digits_zip: Path, tmp_path: Path) -> None:
     def other_version(raw: bytes) -> bytes:
         program = json.loads(raw)
-        program["spec_version"] = "2.0"
+        program["spec_version"] = "1.0"  # a zip built before overlay spec 2.0
         return json.dumps(program).encode()
 
-    bad = _rewrite(digits_zip, tmp_path / "v2.zip", "program.json", other_version)
-    with pytest.raises(ModelLoadError, match=r"compiled for overlay spec '2\.0'"):
+    bad = _rewrite(digits_zip, tmp_path / "v1.zip", "program.json", other_version)
+    with pytest.raises(ModelLoadError, match=r"compiled for overlay spec '1\.0'.*rebuild"):
         load_pipeline(bad, LoadContext())
     stderr = run_server_expect_failure([bad])
-    assert "compiled for overlay spec '2.0'" in stderr
+    assert "compiled for overlay spec '1.0'" in stderr and "rebuild the model" in stderr
 
 
 def test_tampered_or_truncated_fpga_weights_are_refused(digits_zip: Path, tmp_path: Path) -> None:

@@ -3,7 +3,9 @@ op class and whole networks, register traffic per the spec, faults, and the serv
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ import pytest
 from fpga_serve.compiler import CompileOptions, compile_model
 from fpga_serve.core.errors import DeviceError
 from fpga_serve.core.isa import SPEC, quantize_input
+from fpga_serve.hw import descriptors
 from fpga_serve.hw.pynq_device import PynqDevice
 from fpga_serve.hw.pynq_sim import SimulatedPynqDevice, write_simulation_bitstream
 from fpga_serve.hw.registry import select_device
@@ -112,11 +115,9 @@ def test_bad_overlays_are_refused_naming_the_file(simulated_board: None, tmp_pat
     (tmp_path / "fpga_cnn.hwh").write_text("<EDKSYSTEM><broken")
     with pytest.raises(DeviceError, match=r"cannot load overlay .*fpga_cnn\.hwh"):
         PynqDevice(bit)
-    other_ip = HWH.read_text().replace(
-        "fpga-serve.org:overlay:cnn_accel:1.0", "acme.com:hls:resizer:1.0"
-    )
+    other_ip = HWH.read_text().replace(SPEC["ip"]["vlnv"], "acme.com:hls:resizer:1.0")
     (tmp_path / "fpga_cnn.hwh").write_text(other_ip)
-    with pytest.raises(DeviceError, match=r"has no fpga-serve\.org:overlay:cnn_accel:1\.0 IP"):
+    with pytest.raises(DeviceError, match=r"has no fpga-serve\.org:overlay:cnn_accel:2\.0 IP"):
         PynqDevice(bit)
     shutil.copy(HWH, tmp_path / "fpga_cnn.hwh")
     (tmp_path / "fpga_cnn.bit").write_bytes(b"\x00\x09\x0f\xf0 a real board's bitstream")
@@ -126,7 +127,8 @@ def test_bad_overlays_are_refused_naming_the_file(simulated_board: None, tmp_pat
 
 def test_whole_network_is_exact_against_the_twin(device: PynqDevice, compiled: Any) -> None:
     ops = {i.op.name for i in compiled.program.instrs}
-    assert ops == {"CONV", "MAXPOOL", "ADD", "SCALE_SHIFT", "AVGPOOL", "GLOBAL_AVGPOOL"}
+    assert ops == {"CONV", "MAXPOOL", "SCALE_SHIFT", "AVGPOOL", "GLOBAL_AVGPOOL"}  # ADD fused
+    assert any(i.residual is not None for i in compiled.program.instrs)
     x = quantize_input(RNG.normal(0, 1, (5, 16, 16, 3)), compiled.program.input_scale)
     loaded = device.load(compiled.program)
     assert isinstance(loaded.weights, PynqBuffer) and isinstance(loaded.activations, type(None))
@@ -134,6 +136,11 @@ def test_whole_network_is_exact_against_the_twin(device: PynqDevice, compiled: A
         got = loaded.run(x[:batch])
         assert np.array_equal(got, TwinDevice().load(compiled.program).run(x[:batch]))
     assert isinstance(loaded.activations, PynqBuffer)
+    # the buffers the board holds are the packer's device image, bytes for bytes
+    image = descriptors.pack(compiled.program)
+    assert np.array_equal(np.asarray(loaded.descs)[: image.descriptors.size], image.descriptors)
+    assert np.array_equal(np.asarray(loaded.weights)[: image.weights.size], image.weights)
+    assert loaded.activations.size == 5 * image.image_bytes
 
 
 def test_each_op_class_alone_is_exact(device: PynqDevice) -> None:
@@ -167,16 +174,58 @@ def test_register_traffic_follows_the_spec(device: PynqDevice, compiled: Any) ->
         "DESC_COUNT",
         "ACT_ADDR_LO",
         "ACT_ADDR_HI",
+        "ACT_STRIDE",
         "WGT_ADDR_LO",
         "WGT_ADDR_HI",
+        "WGT_BYTES",
         "BATCH",
+        "IRQ_STATUS",
+        "IRQ_ENABLE",
         "CTRL",
     ]
     assert offsets == [REG[name] for name in expected]
     values = dict(sim.writes)
     assert values[REG["DESC_COUNT"]] == len(compiled.program.instrs)
-    assert values[REG["BATCH"]] >= 2 and values[REG["CTRL"]] == 1
+    assert values[REG["BATCH"]] == 2 and values[REG["CTRL"]] == 1
     assert values[REG["DESC_ADDR_LO"]] == loaded.descs.device_address & 0xFFFFFFFF
+    assert values[REG["ACT_STRIDE"]] == compiled.program.placement.image_bytes
+    assert sim.read(REG["IRQ_STATUS"]) == 1  # DONE
+
+
+def test_a_program_for_another_array_is_refused_naming_both(
+    device: PynqDevice, compiled: Any
+) -> None:
+    from fpga_serve.compiler.plan import plan
+    from fpga_serve.core.isa import preset
+
+    other = plan(compiled.program, preset("pynq_z2"))
+    with pytest.raises(DeviceError, match=r"built for pynq_z2 \(array 16x16.*reports array 32x64"):
+        device.load(other)
+    bare = dataclasses.replace(compiled.program, target=None)
+    with pytest.raises(DeviceError, match="not planned"):
+        device.load(bare)
+
+
+def test_an_out_of_spec_descriptor_ends_the_run_naming_the_instruction(
+    device: PynqDevice, compiled: Any
+) -> None:
+    loaded = device.load(compiled.program)
+    x = quantize_input(RNG.normal(0, 1, (1, 16, 16, 3)), compiled.program.input_scale)
+    want = loaded.run(x)
+    table = np.asarray(loaded.descs).view(descriptors.DESCRIPTOR)
+    saved = table[2].copy()
+    table["band_rows"][2] = 60000  # a band that cannot fit the accumulator
+    loaded.descs.flush()
+    name = compiled.program.instrs[2].name
+    with pytest.raises(
+        DeviceError,
+        match=rf"error 3 \(BAD_DESCRIPTOR\) at instruction 2 \(CONV {re.escape(name)}\)",
+    ):
+        loaded.run(x)
+    device.reset()
+    table[2] = saved
+    loaded.descs.flush()
+    assert np.array_equal(loaded.run(x), want)
 
 
 def test_dma_error_and_hang_become_device_errors_then_reset_recovers(
@@ -213,7 +262,7 @@ def test_a_bad_opcode_is_error_code_1_as_the_spec_and_the_rtl_say(
     want = loaded.run(x)
     loaded.descs[0] = 9  # the first descriptor's opcode byte: no such opcode  # type: ignore[attr-defined]
     loaded.descs.flush()  # type: ignore[attr-defined]
-    with pytest.raises(DeviceError, match=r"error 1 \(BAD_OPCODE\)"):
+    with pytest.raises(DeviceError, match=r"error 1 \(BAD_OPCODE\) at instruction 0"):
         loaded.run(x)
     device.reset()
     loaded.descs[0] = int(compiled.program.instrs[0].op)  # type: ignore[attr-defined]
@@ -229,7 +278,7 @@ def test_a_wrong_accelerator_version_is_refused(device: PynqDevice, tmp_path: Pa
         with pytest.raises(DeviceError, match="reports spec version 0x00000009"):
             PynqDevice(old)
     finally:
-        device.pdev.accelerator.regs[REG["VERSION"] // 4] = 0x00010000
+        device.pdev.accelerator.regs[REG["VERSION"] // 4] = 0x00020000
 
 
 @pytest.fixture(scope="module")

@@ -1,334 +1,303 @@
-"""Runs the fpga_cnn RTL (bitstreams/fpga_cnn/rtl/) in Icarus Verilog from Python.
+"""Runs the fpga_cnn accelerator RTL (bitstreams/fpga_cnn/rtl/) cycle by cycle in Verilator.
 
-Memory images are built exactly as the PYNQ driver builds its buffers: descriptors.layout,
-descriptors.pack and descriptors.pack_weights, the input written into its buffer's channel
-slice, the output read back from its own. The testbench (tb_cnn_accel.v) plays a script of
-AXI-Lite register operations and writes the memory back; tb_units.v applies vectors to the
-datapath units. With an ``AxiBus`` the same testbench, built with -DAXI_GMEM, runs the top
-cnn_accel_axi against an AXI4 slave memory with random wait states and a protocol checker
-(tb_axi_gmem.vh).
+``build(preset)`` verilates cnn_accel with the preset's parameters and the C++ testbench
+(verilator/tb_accel.cpp: a DDR model with latency and bandwidth, AXI4 slaves for the five
+masters, a per-cycle protocol checker), cached by a hash of everything that goes in. ``run``
+packs nothing itself: it takes a DeviceImage from fpga_serve.hw.descriptors (exactly what the
+PYNQ driver uploads), places descriptors, weights and activations above 4 GiB, writes the
+input images into their buffer, programs the registers with descriptors.run_registers (the
+driver's sequence), waits for the interrupt, and reads back STATUS, ERROR_CODE, ERROR_INDEX,
+CYCLES, the per-descriptor cycle counters, the activation memory and per-port traffic.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from fpga_serve.core.isa import SPEC, Program
+from fpga_serve.core.isa import SPEC, Preset
 from fpga_serve.hw import descriptors
+from fpga_serve.hw.twin import packed
 
 ROOT = Path(__file__).resolve().parents[2]
 RTL_DIR = ROOT / "bitstreams" / "fpga_cnn" / "rtl"
-TB_DIR = Path(__file__).resolve().parent
+TB = Path(__file__).resolve().parent / "verilator" / "tb_accel.cpp"
 RTL_SOURCES = [
-    RTL_DIR / "cnn_units.v",
-    RTL_DIR / "cnn_engine.v",
-    RTL_DIR / "cnn_accel.v",
-    RTL_DIR / "cnn_axi_master.v",
-    RTL_DIR / "cnn_accel_axi.v",
+    RTL_DIR / f"{name}.v"
+    for name in (
+        "cnn_lib",
+        "cnn_axi",
+        "cnn_gather",
+        "cnn_array",
+        "cnn_check",
+        "cnn_core",
+        "cnn_fetch",
+        "cnn_move",
+        "cnn_accel",
+    )
 ]
 REG = {k: int(v) for k, v in SPEC["registers"].items()}
 STATUS = {k: int(v) for k, v in SPEC["status_bits"].items()}
-CTRL = {k: int(v) for k, v in SPEC["ctrl_bits"].items()}
-ERRORS = {k: int(v) for k, v in SPEC["error_codes"].items()}
-DEFAULT_BASE = 0x4000_0000
-MEM_BYTES = 4 << 20  # the testbench memory (MEM_WORDS x 4)
-
-WRITE, READ, POLL, WAIT = 1, 2, 3, 4
+ERRORS = {int(v): k for k, v in SPEC["error_codes"].items()}
+DESC_BASE = 0x1_0000_0000
+WGT_BASE = 0x1_4000_0000
+ACT_BASE = 0x1_8000_0000
+CACHE = Path(
+    os.environ.get(
+        "FPGA_SERVE_VERILATOR_CACHE", Path(tempfile.gettempdir()) / "fpga-serve-verilator"
+    )
+)
+# Lint: -Wall less the file-name rule and WIDTH (implicit zero extension of narrower operands,
+# used throughout for address arithmetic).
+LINT = ["-Wall", "-Wno-DECLFILENAME", "-Wno-WIDTH"]
 
 
 def simulator_missing() -> str | None:
     """Why the RTL cannot be simulated here, or None."""
-    for tool in ("iverilog", "vvp"):
-        if shutil.which(tool) is None:
-            return f"{tool} (Icarus Verilog) is not installed: apt-get install iverilog"
+    if shutil.which("verilator") is None:
+        return "verilator is not installed: apt-get install verilator"
     return None
 
 
-_BUILT: dict[tuple[str, tuple[str, ...]], Path] = {}
+def _key(f: Preset, extra: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for path in [*RTL_SOURCES, RTL_DIR / "cnn_spec.vh", TB]:
+        h.update(path.read_bytes())
+    h.update(repr(sorted(f.rtl_parameters().items())).encode())
+    h.update(repr(list(extra)).encode())
+    version = subprocess.run(
+        ["verilator", "--version"], check=True, capture_output=True, text=True
+    ).stdout
+    h.update(version.encode())
+    return h.hexdigest()[:20]
 
 
-def build(top: str, defines: tuple[str, ...] = ()) -> Path:
-    """Compile a testbench with the RTL it needs, once per process and set of defines;
-    returns the vvp file."""
-    key = (top, defines)
-    if key not in _BUILT:
-        out = Path(tempfile.mkdtemp(prefix=f"{top}-")) / f"{top}.vvp"
-        rtl = RTL_SOURCES[:1] if top == "tb_units" else RTL_SOURCES
-        sources = [*rtl, TB_DIR / f"{top}.v"]
-        flags = [*(f"-D{d}" for d in defines), "-I", str(TB_DIR), "-s", top, "-o", str(out)]
-        subprocess.run(
-            ["iverilog", "-g2005", "-Wall", *flags, *map(str, sources)],
-            check=True,
+TRACE = ["--trace", "-CFLAGS", "-DTRACE"]
+
+
+def build(f: Preset, extra: Sequence[str] = ()) -> Path:
+    """The testbench executable for preset ``f`` (built once, then cached). ``TRACE`` as
+    ``extra`` adds VCD tracing: FPGA_SERVE_TRACE=file.vcd[:from[:to]] when it runs."""
+    key = _key(f, extra)
+    exe = CACHE / key / "tb_accel"
+    if exe.is_file():
+        return exe
+    CACHE.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="build-", dir=CACHE))
+    params = [f"-G{k}={v}" for k, v in f.rtl_parameters().items()]
+    cmd = [
+        "verilator", "--cc", "--exe", "--build", "-j", "2", "-O3", *LINT, "-Wno-fatal",
+        "--x-assign", "fast", "--x-initial", "fast", "--top-module", "cnn_accel",
+        f"-I{RTL_DIR}", *params, *extra,
+        "-CFLAGS", f"-O2 -std=c++17 -DAXI_DB={f.axi_data_bytes}",
+        *map(str, RTL_SOURCES), str(TB), "-Mdir", str(work / "obj"), "-o", "tb_accel",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"verilator failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    (work / "obj" / "tb_accel").rename(work / "tb_accel")
+    target = CACHE / key
+    try:
+        work.rename(target)
+    except OSError:  # built meanwhile by another process
+        shutil.rmtree(work, ignore_errors=True)
+    return exe
+
+
+@dataclass
+class Ddr:
+    """The DDR model: read latency (cycles), usable bandwidth (bytes per cycle, all ports
+    together), probability that the slave withholds each READY/VALID, seed."""
+
+    latency: int = 1
+    bytes_per_cycle: float = 1e6
+    stall: float = 0.0
+    seed: int = 1
+
+    @classmethod
+    def of(cls, f: Preset, stall: float = 0.0, seed: int = 1) -> Ddr:
+        """The preset's board: its DDR latency and usable bandwidth at its clock."""
+        return cls(
+            latency=max(1, round(f.ddr_latency_ns * f.clock_mhz / 1000)),
+            bytes_per_cycle=f.ddr_gbps * 1e9 / (f.clock_mhz * 1e6),
+            stall=stall,
+            seed=seed,
+        )
+
+
+@dataclass
+class Result:
+    status: int
+    error_code: int
+    error_index: int
+    error_image: int
+    cycles: int
+    perf: list[int]
+    memory: np.ndarray
+    """the activation region after the run (uint8, batch x image_bytes)"""
+    stats: dict[str, dict[str, int]]
+    snaps: dict[int, np.ndarray]
+    lines: list[str] = field(default_factory=list)
+    irq: bool = False
+    second: Result | None = None
+
+    @property
+    def error(self) -> str | None:
+        return ERRORS.get(self.error_code) if self.status & STATUS["ERROR"] else None
+
+    @property
+    def done(self) -> bool:
+        return bool(self.status & STATUS["DONE"])
+
+
+def run(
+    image: descriptors.DeviceImage,
+    x: np.ndarray | None = None,
+    memory: np.ndarray | None = None,
+    ddr: Ddr | None = None,
+    errors: Sequence[tuple[str, int, int, int]] = (),
+    snaps: Sequence[tuple[int, int, int]] = (),
+    timeout: int = 2_000_000,
+    batch: int | None = None,
+    before: Sequence[str] = (),
+    registers: Sequence[tuple[int, int]] | None = None,
+    wait: str | None = None,
+    rerun: bool = False,
+    after: Sequence[str] = (),
+) -> Result:
+    """One run of ``image`` on the simulated accelerator. ``x``: int8 images [N, H, W, C]
+    written into the input buffer (or a prepared ``memory``); ``errors``: (port, lo, hi,
+    resp) error responses; ``snaps``: (descriptor index, activation offset, bytes) copies of
+    memory taken when that descriptor completes (in the last image); ``before``: script lines
+    played between the register writes and the wait (``wait`` replaces the wait for the
+    interrupt), in the first run only; ``rerun``: then clear the error responses, SOFT_RESET,
+    load the activation
+    memory again, run again and report that run in ``Result.second``; ``after``: script lines
+    played at the end (their output is in ``Result.lines``)."""
+    f = image.preset
+    exe = build(f, TRACE if os.environ.get("FPGA_SERVE_TRACE") else ())
+    n = batch if batch is not None else (x.shape[0] if x is not None else 1)
+    if memory is None:
+        memory = np.zeros(n * image.image_bytes, np.uint8)
+        if x is not None:
+            packed.write_input(image, memory, x)
+    ddr = ddr or Ddr()
+    count = min(image.count, f.perf_depth)
+    with tempfile.TemporaryDirectory(prefix="tb-") as tmp:
+        d = Path(tmp)
+        (d / "desc.bin").write_bytes(image.descriptors.tobytes())
+        (d / "wgt.bin").write_bytes(image.weights.tobytes())
+        (d / "act.bin").write_bytes(memory.tobytes())
+        act_len = max(memory.size, 64)
+        lines = [
+            f"region {DESC_BASE:x} {max(len(image.descriptors), 64):x} ro",
+            f"load {DESC_BASE:x} {d / 'desc.bin'}",
+            f"region {WGT_BASE:x} {image.weights.size:x} ro",
+            f"load {WGT_BASE:x} {d / 'wgt.bin'}",
+            f"region {ACT_BASE:x} {act_len:x}",
+            f"load {ACT_BASE:x} {d / 'act.bin'}",
+            f"ddr {ddr.latency} {ddr.bytes_per_cycle} {ddr.stall} {ddr.seed}",
+            f"limits {f.max_burst} {f.outstanding}",
+        ]
+        lines += [f"error {p} {lo:x} {hi:x} {resp}" for p, lo, hi, resp in errors]
+        base = (n - 1) * image.image_bytes
+        lines += [
+            f"snap {i} {ACT_BASE + base + off:x} {size:x} {d / f'snap{i}.bin'}"
+            for i, off, size in snaps
+        ]
+        regs = (
+            registers
+            if registers is not None
+            else descriptors.run_registers(image, DESC_BASE, ACT_BASE, WGT_BASE, n)
+        )
+
+        def block(tag: str) -> list[str]:
+            first = tag == "out"
+            out = [f"write {o:x} {v:x}" for o, v in regs] + (list(before) if first else [])
+            out.append((wait if first else None) or f"irq {timeout}")
+            names = ["STATUS", "ERROR_CODE", "ERROR_INDEX", "ERROR_IMAGE", "CYCLES_LO", "CYCLES_HI"]
+            out += [f"read {REG[r]:x}" for r in names]
+            out += [f"read {REG['PERF_BASE'] + 4 * i:x}" for i in range(count)]
+            return [*out, f"dump {ACT_BASE:x} {act_len:x} {d / f'{tag}.bin'}", "stats"]
+
+        lines += block("out")
+        if rerun:
+            lines += [
+                "clear_errors",
+                f"write {REG['CTRL']:x} 2",
+                f"load {ACT_BASE:x} {d / 'act.bin'}",
+            ]
+            lines += block("out2")
+        lines += list(after)
+        (d / "script").write_text("\n".join(lines) + "\n")
+        proc = subprocess.run(
+            [str(exe), str(d / "script"), str(d / "out.txt")],
+            check=False,
             capture_output=True,
             text=True,
         )
-        _BUILT[key] = out
-    return _BUILT[key]
+        text = (d / "out.txt").read_text() if (d / "out.txt").exists() else ""
+        if proc.returncode != 0:
+            raise AssertionError(
+                f"testbench failed ({proc.returncode}): {text[-2000:]}{proc.stderr[-2000:]}"
+            )
+        out_lines = text.splitlines()
+        got = {
+            i: np.fromfile(d / f"snap{i}.bin", np.uint8)
+            for i, _, _ in snaps
+            if (d / f"snap{i}.bin").exists()
+        }
+        results = []
+        tags = ("out", "out2") if rerun else ("out",)
+        for tag, part in zip(tags, _split_runs(out_lines, count), strict=False):
+            results.append(
+                _result(part, count, np.fromfile(d / f"{tag}.bin", np.uint8)[: memory.size])
+            )
+        first = results[0]
+        first.snaps = got
+        first.lines = out_lines
+        first.second = results[1] if rerun else None
+        return first
 
 
-def _write_words(path: Path, data: bytes) -> int:
-    data = data + bytes(-len(data) % 4)
-    words = np.frombuffer(data, dtype="<u4")
-    path.write_text("".join(f"{w:08x}\n" for w in words))
-    return len(words)
+def _split_runs(lines: list[str], count: int) -> list[list[str]]:
+    """The output of each run block: from its wait to its stats."""
+    runs: list[list[str]] = [[]]
+    for line in lines:
+        runs[-1].append(line)
+        if line.startswith("cycles "):
+            runs.append([])
+    return [r for r in runs if any(x.startswith("read ") for x in r)]
 
 
-def _read_words(path: Path, count: int) -> bytes:
-    words = []
-    for raw in path.read_text().splitlines():
-        line = raw.split("//")[0].strip()
-        if not line:
-            continue
-        if any(c in line for c in "xXzZ"):
-            raise AssertionError(f"the memory holds undefined bits after the run: {line}")
-        words.append(int(line, 16))
-    assert len(words) == count, (len(words), count)
-    return np.array(words, dtype="<u4").tobytes()
-
-
-# Units -------------------------------------------------------------------------------------
-
-
-@dataclass
-class UnitVector:
-    unit: int
-    flag: int = 0
-    shift: int = 0
-    value: int = 0
-    p1: int = 0
-    p2: int = 0
-    p3: int = 0
-    x: int = 0
-    w: int = 0
-
-    def packed(self) -> int:
-        fields = [
-            (self.unit, 0, 8),
-            (self.flag, 8, 8),
-            (self.shift, 16, 8),
-            (self.value, 24, 64),
-            (self.p1, 88, 32),
-            (self.p2, 120, 32),
-            (self.p3, 152, 32),
-            (self.x, 184, 8),
-            (self.w, 192, 8),
-        ]
-        word = 0
-        for val, lo, bits in fields:
-            word |= (int(val) & ((1 << bits) - 1)) << lo
-        return word
-
-
-def run_units(vectors: list[UnitVector]) -> list[int]:
-    """Each vector's 32-bit result, as a signed int (8-bit results sign-extended)."""
-    vvp = build("tb_units")
-    with tempfile.TemporaryDirectory() as tmp:
-        vec, res = Path(tmp) / "vectors.hex", Path(tmp) / "results.hex"
-        vec.write_text("".join(f"{v.packed():064x}\n" for v in vectors))
-        _vvp(vvp, [f"+vectors={vec}", f"+results={res}", f"+count={len(vectors)}"])
-        raw = [int(line, 16) for line in res.read_text().split()]
-    out = []
-    for v, r in zip(vectors, raw, strict=True):
-        bits = 32 if v.unit in (3, 6) else 8
-        out.append(r - (1 << bits) if r >> (bits - 1) else r)
-    return out
-
-
-def _vvp(vvp: Path, args: list[str], timeout: float = 300) -> None:
-    proc = subprocess.run(
-        ["vvp", "-n", str(vvp), *args], check=False, capture_output=True, text=True, timeout=timeout
+def _result(lines: list[str], count: int, memory: np.ndarray) -> Result:
+    values = [int(line.split()[2], 16) for line in lines if line.startswith("read ")]
+    stats: dict[str, dict[str, int]] = {}
+    for line in lines:
+        parts = line.split()
+        if parts[0] == "port":
+            stats[parts[1]] = {parts[i]: int(parts[i + 1]) for i in range(2, len(parts), 2)}
+    return Result(
+        status=values[0],
+        error_code=values[1],
+        error_index=values[2],
+        error_image=values[3],
+        cycles=values[4] | (values[5] << 32),
+        perf=values[6 : 6 + count],
+        memory=memory,
+        stats=stats,
+        snaps={},
+        lines=lines,
+        irq=any(line.startswith("irq ok") for line in lines),
     )
-    if proc.returncode != 0 or "FATAL" in proc.stdout or "ERROR" in proc.stdout:
-        raise AssertionError(f"vvp failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
 
 
-# The core ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AxiBus:
-    """Run the top cnn_accel_axi, its m_axi_gmem served by tb_axi_gmem.vh's AXI4 slave memory:
-    each READY it drives offered with probability ``ready_pct`` % a cycle, BVALID and RVALID
-    raised 0..``max_delay`` cycles late, drawn from ``seed``. ``error_at``: the first access to
-    that word (physical byte address) is answered ``error_resp`` (2 SLVERR, 3 DECERR)."""
-
-    seed: int = 1
-    ready_pct: int = 50
-    max_delay: int = 3
-    error_at: int | None = None
-    error_resp: int = 2
-
-    def plusargs(self) -> list[str]:
-        args = [f"+seed={self.seed}", f"+ready_pct={self.ready_pct}"]
-        args += [f"+max_delay={self.max_delay}", f"+err_resp={self.error_resp}"]
-        return args + ([] if self.error_at is None else [f"+err_addr={self.error_at:x}"])
-
-
-AXI_COUNTERS = (
-    "ar",
-    "r",
-    "aw",
-    "w",
-    "b",
-    "errors",
-    "valid_waits",
-    "aw_first",
-    "w_first",
-    "together",
-    "withdrawn",
-)
-
-
-@dataclass
-class Run:
-    """What a script run left: the memory (from ``base``), the log lines, bad accesses, and on
-    an ``AxiBus`` its counters (AXI_COUNTERS: handshakes per channel, error responses sent,
-    cycles a VALID of the master waited, how each write's AW and W were ordered, requests the
-    engine withdrew with their access in flight)."""
-
-    memory: bytearray
-    reads: list[tuple[int, int]] = field(default_factory=list)
-    polls: list[tuple[int, int]] = field(default_factory=list)
-    bad_accesses: int = 0
-    axi: dict[str, int] = field(default_factory=dict)
-
-    def reg(self, name: str) -> int:
-        """The last logged read of a register."""
-        return next(v for a, v in reversed(self.reads) if a == REG[name])
-
-
-def run_script(
-    image: bytes,
-    script: list[tuple[int, int, int]],
-    *,
-    base: int = DEFAULT_BASE,
-    stall: bool = False,
-    bus: AxiBus | None = None,
-) -> Run:
-    vvp = build("tb_cnn_accel", () if bus is None else ("AXI_GMEM",))
-    if len(image) > MEM_BYTES:
-        raise ValueError("memory image larger than the testbench memory")
-    with tempfile.TemporaryDirectory() as tmp:
-        t = Path(tmp)
-        words = _write_words(t / "image.hex", image)
-        (t / "script.txt").write_text("".join(f"{o:x} {a:x} {b:x}\n" for o, a, b in script))
-        args = [
-            f"+image={t / 'image.hex'}",
-            f"+out={t / 'out.hex'}",
-            f"+script={t / 'script.txt'}",
-            f"+log={t / 'log.txt'}",
-            f"+words={words}",
-            f"+base={base:x}",
-        ]
-        if bus is not None:
-            args += bus.plusargs()
-        _vvp(vvp, [*args, *(["+stall"] if stall else [])])
-        run = Run(bytearray(_read_words(t / "out.hex", words)))
-        for line in (t / "log.txt").read_text().splitlines():
-            kind, *rest = line.split()
-            if kind == "R":
-                run.reads.append((int(rest[0], 16), int(rest[1], 16)))
-            elif kind == "P":
-                run.polls.append((int(rest[0], 16), int(rest[1])))
-            elif kind == "M":
-                run.bad_accesses = int(rest[0])
-            elif kind == "A":
-                run.axi = dict(zip(AXI_COUNTERS, map(int, rest), strict=True))
-    return run
-
-
-def register_writes(
-    desc: int, count: int, act: int, wgt: int, batch: int
-) -> list[tuple[int, int, int]]:
-    """The driver's register programming (PynqDevice.execute), then START."""
-    regs = [
-        ("DESC_ADDR_LO", desc & 0xFFFFFFFF),
-        ("DESC_ADDR_HI", desc >> 32),
-        ("DESC_COUNT", count),
-        ("ACT_ADDR_LO", act & 0xFFFFFFFF),
-        ("ACT_ADDR_HI", act >> 32),
-        ("WGT_ADDR_LO", wgt & 0xFFFFFFFF),
-        ("WGT_ADDR_HI", wgt >> 32),
-        ("BATCH", batch),
-        ("CTRL", CTRL["START"]),
-    ]
-    return [(WRITE, REG[name], value) for name, value in regs]
-
-
-def dump_registers() -> list[tuple[int, int, int]]:
-    return [(READ, offset, 0) for offset in range(0, 0x38, 4)]
-
-
-@dataclass
-class Image:
-    """A memory image for one program run: descriptors, activations, weights."""
-
-    program: Program
-    batch: int
-    lay: descriptors.Layout
-    data: bytearray
-    desc_at: int
-    act_at: int
-    wgt_at: int
-    count: int
-
-
-def memory_image(program: Program, x: np.ndarray, descs: np.ndarray | None = None) -> Image:
-    """Regions as the driver allocates them (each 64-byte aligned, a gap between), the input
-    written into its buffer. ``descs`` replaces the packed descriptors (error tests)."""
-    batch = x.shape[0]
-    lay = descriptors.layout(program, batch)
-    table = descriptors.pack(program, lay) if descs is None else descs
-    weights = descriptors.pack_weights(program, lay)
-    desc_at = 0
-    act_at = descriptors.align(desc_at + table.size + 4096)
-    wgt_at = descriptors.align(act_at + lay.activation_bytes + 4096)
-    data = bytearray(wgt_at + weights.size)
-    data[desc_at : desc_at + table.size] = table.tobytes()
-    data[wgt_at : wgt_at + weights.size] = weights.tobytes()
-    src = program.input
-    b = program.buffer(src)
-    size = batch * b.height * b.width * b.channels
-    region = np.frombuffer(
-        data, dtype=np.int8, count=size, offset=act_at + lay.buffer_offsets[src.buffer]
-    ).reshape(batch, b.height, b.width, b.channels)
-    region.setflags(write=True)
-    region[..., src.offset : src.offset + src.channels] = x
-    return Image(program, batch, lay, data, desc_at, act_at, wgt_at, table.size // 64)
-
-
-def read_output(image: Image, memory: bytes) -> np.ndarray:
-    program, lay = image.program, image.lay
-    out = program.output
-    ob = program.buffer(out)
-    size = image.batch * ob.height * ob.width * ob.channels
-    at = image.act_at + lay.buffer_offsets[out.buffer]
-    full = np.frombuffer(bytes(memory[at : at + size]), dtype=np.int8)
-    full = full.reshape(image.batch, ob.height, ob.width, ob.channels)
-    return np.array(full[..., out.offset : out.offset + out.channels])
-
-
-def run_program(
-    program: Program,
-    x: np.ndarray,
-    *,
-    base: int = DEFAULT_BASE,
-    stall: bool = False,
-    bus: AxiBus | None = None,
-    descs: np.ndarray | None = None,
-    poll_limit: int = 200_000,
-) -> tuple[np.ndarray, Run]:
-    """Run ``program`` on the RTL for the int8 batch ``x``; returns the output and the run."""
-    image = memory_image(program, x, descs)
-    script = register_writes(
-        base + image.desc_at, image.count, base + image.act_at, base + image.wgt_at, image.batch
-    )
-    mask = STATUS["DONE"] | STATUS["ERROR"]
-    script += [(POLL, mask, poll_limit), *dump_registers()]
-    run = run_script(bytes(image.data), script, base=base, stall=stall, bus=bus)
-    return read_output(image, run.memory), run
+def output(image: descriptors.DeviceImage, result: Result, batch: int = 1) -> np.ndarray:
+    return packed.read_output(image, result.memory, batch)

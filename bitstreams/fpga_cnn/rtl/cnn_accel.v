@@ -1,32 +1,40 @@
-// fpga_cnn overlay, spec 1.0: the accelerator core cnn_accel
-// (VLNV fpga-serve.org:overlay:cnn_accel:1.0, see bitstreams/README.md).
-//
-// s_axi_control: an AXI4-Lite slave carrying the register file of bitstreams/README.md
-// (byte offsets, 32-bit registers; 64 KiB window, unmapped offsets read 0 and ignore writes).
-// mem_*: the engine's simple memory master (see cnn_engine.v); mem_err (valid with mem_ready)
-// ends the run with ERROR_CODE 4. cnn_axi_master.v turns this port into the AXI4 master
-// m_axi_gmem, and cnn_accel_axi.v is the top with both (what a block design connects).
-//
-// Registers:
-//   0x00 CTRL        W   bit 0 START (self-clearing, ignored while BUSY), bit 1 SOFT_RESET;
-//                        reads 0
-//   0x04 STATUS      R   bit 0 DONE, bit 1 BUSY, bit 2 ERROR
-//   0x08 ERROR_CODE  R   0 none, 1 bad opcode, 2 bad address, 3 bad descriptor, 4 bus error
-//   0x0C VERSION     R   0x00010000 (spec 1.0)
-//   0x10/0x14 DESC_ADDR_LO/HI, 0x18 DESC_COUNT, 0x1C/0x20 ACT_ADDR_LO/HI,
-//   0x24/0x28 WGT_ADDR_LO/HI, 0x2C BATCH                       RW (byte strobes honoured)
-//   0x30/0x34 CYCLES_LO/HI R  clock cycles of the last (or current) run
-
+// cnn_accel: the fpga_cnn overlay, spec 2 (bitstreams/README.md). Top level for a block
+// design: AXI4-Lite control port s_axi_control, AXI4 read masters m_axi_wt0/m_axi_wt1
+// (descriptors and weights; wt1 idle when WEIGHT_PORTS = 1), m_axi_in (input rows) and
+// m_axi_rs (fused-ADD residuals), AXI4 write master m_axi_out, clock ap_clk, active-low
+// synchronous reset ap_rst_n, level interrupt `interrupt`.
 `default_nettype none
+`include "cnn_spec.vh"
 
 module cnn_accel #(
-    parameter [31:0] VERSION = 32'h0001_0000
+    parameter integer ARRAY_CI = 32,
+    parameter integer ARRAY_CO = 64,
+    parameter integer ACC_DEPTH = 2048,
+    parameter integer IBUF_WORDS = 16384,
+    parameter integer IBUF_BANKS = 2,
+    parameter integer WFIFO_WORDS = 16384,      // a power of two
+    parameter integer OUT_FIFO_WORDS = 2048,    // a power of two
+    parameter integer RES_FIFO_WORDS = 128,     // a power of two
+    parameter integer PORT_FIFO_WORDS = 128,    // a power of two
+    parameter integer AXI_DATA_BYTES = 16,
+    parameter integer MAX_BURST = 256,          // AXI4: 256; AXI3: 16
+    parameter integer BURST = 64,               // longest read burst issued
+    parameter integer OUTSTANDING = 8,          // a power of two
+    parameter integer WEIGHT_PORTS = 2,
+    parameter integer BLOCK_BYTES = 1024,
+    parameter integer PERF_DEPTH = 1024,        // a power of two
+    parameter integer PACK_SHIFT = 18,
+    parameter integer PACK_GROUP = 8
 ) (
-    input  wire        clk,
-    input  wire        rst_n,
-    // AXI4-Lite control slave (addresses are word-aligned: bits 1:0 are ignored)
-    /* verilator lint_off UNUSEDSIGNAL */
+    input  wire        ap_clk,
+    input  wire        ap_rst_n,
+    /* verilator lint_off SYMRSVDWORD */
+    output wire        interrupt,      // the Vivado name for an IP's interrupt
+    /* verilator lint_on SYMRSVDWORD */
+    // s_axi_control
+    /* verilator lint_off UNUSEDSIGNAL */  // word-aligned registers: AWADDR[1:0] unused
     input  wire [15:0] s_axi_control_awaddr,
+    /* verilator lint_on UNUSEDSIGNAL */
     input  wire        s_axi_control_awvalid,
     output wire        s_axi_control_awready,
     input  wire [31:0] s_axi_control_wdata,
@@ -37,126 +45,536 @@ module cnn_accel #(
     output reg         s_axi_control_bvalid,
     input  wire        s_axi_control_bready,
     input  wire [15:0] s_axi_control_araddr,
-    /* verilator lint_on UNUSEDSIGNAL */
     input  wire        s_axi_control_arvalid,
     output wire        s_axi_control_arready,
     output reg  [31:0] s_axi_control_rdata,
     output wire [1:0]  s_axi_control_rresp,
     output reg         s_axi_control_rvalid,
     input  wire        s_axi_control_rready,
-    // memory master (simple request/ready port, 32-bit words)
-    output wire        mem_req,
-    output wire        mem_we,
-    output wire [63:0] mem_addr,
-    output wire [31:0] mem_wdata,
-    output wire [3:0]  mem_wstrb,
-    input  wire        mem_ready,
-    input  wire [31:0] mem_rdata,
-    input  wire        mem_err        // with mem_ready: the access failed (ERROR_CODE 4)
+    // m_axi_wt0
+    output wire [63:0] m_axi_wt0_araddr,
+    output wire [7:0]  m_axi_wt0_arlen,
+    output wire [2:0]  m_axi_wt0_arsize,
+    output wire [1:0]  m_axi_wt0_arburst,
+    output wire [3:0]  m_axi_wt0_arcache,
+    output wire [2:0]  m_axi_wt0_arprot,
+    output wire        m_axi_wt0_arvalid,
+    input  wire        m_axi_wt0_arready,
+    input  wire [AXI_DATA_BYTES*8-1:0] m_axi_wt0_rdata,
+    input  wire [1:0]  m_axi_wt0_rresp,
+    input  wire        m_axi_wt0_rlast,
+    input  wire        m_axi_wt0_rvalid,
+    output wire        m_axi_wt0_rready,
+    // m_axi_wt1
+    output wire [63:0] m_axi_wt1_araddr,
+    output wire [7:0]  m_axi_wt1_arlen,
+    output wire [2:0]  m_axi_wt1_arsize,
+    output wire [1:0]  m_axi_wt1_arburst,
+    output wire [3:0]  m_axi_wt1_arcache,
+    output wire [2:0]  m_axi_wt1_arprot,
+    output wire        m_axi_wt1_arvalid,
+    input  wire        m_axi_wt1_arready,
+    input  wire [AXI_DATA_BYTES*8-1:0] m_axi_wt1_rdata,
+    input  wire [1:0]  m_axi_wt1_rresp,
+    input  wire        m_axi_wt1_rlast,
+    input  wire        m_axi_wt1_rvalid,
+    output wire        m_axi_wt1_rready,
+    // m_axi_in
+    output wire [63:0] m_axi_in_araddr,
+    output wire [7:0]  m_axi_in_arlen,
+    output wire [2:0]  m_axi_in_arsize,
+    output wire [1:0]  m_axi_in_arburst,
+    output wire [3:0]  m_axi_in_arcache,
+    output wire [2:0]  m_axi_in_arprot,
+    output wire        m_axi_in_arvalid,
+    input  wire        m_axi_in_arready,
+    input  wire [AXI_DATA_BYTES*8-1:0] m_axi_in_rdata,
+    input  wire [1:0]  m_axi_in_rresp,
+    input  wire        m_axi_in_rlast,
+    input  wire        m_axi_in_rvalid,
+    output wire        m_axi_in_rready,
+    // m_axi_rs
+    output wire [63:0] m_axi_rs_araddr,
+    output wire [7:0]  m_axi_rs_arlen,
+    output wire [2:0]  m_axi_rs_arsize,
+    output wire [1:0]  m_axi_rs_arburst,
+    output wire [3:0]  m_axi_rs_arcache,
+    output wire [2:0]  m_axi_rs_arprot,
+    output wire        m_axi_rs_arvalid,
+    input  wire        m_axi_rs_arready,
+    input  wire [AXI_DATA_BYTES*8-1:0] m_axi_rs_rdata,
+    input  wire [1:0]  m_axi_rs_rresp,
+    input  wire        m_axi_rs_rlast,
+    input  wire        m_axi_rs_rvalid,
+    output wire        m_axi_rs_rready,
+    // m_axi_out
+    output wire [63:0] m_axi_out_awaddr,
+    output wire [7:0]  m_axi_out_awlen,
+    output wire [2:0]  m_axi_out_awsize,
+    output wire [1:0]  m_axi_out_awburst,
+    output wire [3:0]  m_axi_out_awcache,
+    output wire [2:0]  m_axi_out_awprot,
+    output wire        m_axi_out_awvalid,
+    input  wire        m_axi_out_awready,
+    output wire [AXI_DATA_BYTES*8-1:0] m_axi_out_wdata,
+    output wire [AXI_DATA_BYTES-1:0]   m_axi_out_wstrb,
+    output wire        m_axi_out_wlast,
+    output wire        m_axi_out_wvalid,
+    input  wire        m_axi_out_wready,
+    input  wire [1:0]  m_axi_out_bresp,
+    input  wire        m_axi_out_bvalid,
+    output wire        m_axi_out_bready
 );
-    localparam [15:0] R_CTRL = 16'h00, R_STATUS = 16'h04, R_ERROR_CODE = 16'h08,
-                      R_VERSION = 16'h0C, R_DESC_LO = 16'h10, R_DESC_HI = 16'h14,
-                      R_DESC_COUNT = 16'h18, R_ACT_LO = 16'h1C, R_ACT_HI = 16'h20,
-                      R_WGT_LO = 16'h24, R_WGT_HI = 16'h28, R_BATCH = 16'h2C,
-                      R_CYCLES_LO = 16'h30, R_CYCLES_HI = 16'h34;
+    localparam integer CI = ARRAY_CI, CO = ARRAY_CO;
+    localparam integer DB = AXI_DATA_BYTES, LB = $clog2(AXI_DATA_BYTES);
+    localparam integer AAW = $clog2(ACC_DEPTH), IBW = $clog2(IBUF_WORDS);
+    localparam integer WFA = $clog2(WFIFO_WORDS), OFA = $clog2(OUT_FIFO_WORDS);
+    localparam integer RFA = $clog2(RES_FIFO_WORDS), PFA = $clog2(PORT_FIFO_WORDS);
+    localparam integer OAW = $clog2(OUTSTANDING), PDA = $clog2(PERF_DEPTH);
+    localparam integer RBURST = (BURST < MAX_BURST) ? BURST : MAX_BURST;
+    wire clk = ap_clk;
+    wire rst = !ap_rst_n;
 
-    reg  [31:0] desc_lo, desc_hi, desc_count, act_lo, act_hi, wgt_lo, wgt_hi, batch;
-    reg         start, abort;
-    wire        busy, done, error;
-    wire [2:0]  err_code;
-    wire [63:0] cycles;
+    // ---- registers --------------------------------------------------------------------------
+    reg [63:0] desc_addr, act_addr, wgt_addr;
+    reg [31:0] desc_count, batch, act_stride, wgt_bytes, irq_enable;
+    reg [1:0]  irq_status;
+    reg        st_done, st_error, st_busy;
+    reg [2:0]  err_code;
+    reg [31:0] err_index, err_image;
+    reg [63:0] cycles;
+    reg [31:0] perf [0:PERF_DEPTH-1];
+    reg        start_req, reset_req;
 
-    function [31:0] strobed(input [31:0] old, input [31:0] data, input [3:0] strb);
+    // AXI-Lite write: address and data in either order, one write at a time.
+    reg aw_got, w_got;
+    reg [15:2] aw_addr;
+    reg [31:0] w_data;
+    reg [3:0]  w_strb;
+    assign s_axi_control_awready = !aw_got && !s_axi_control_bvalid;
+    assign s_axi_control_wready = !w_got && !s_axi_control_bvalid;
+    assign s_axi_control_bresp = 2'b00;
+    wire do_write = aw_got && w_got && !s_axi_control_bvalid;
+    function [31:0] merge32(input [31:0] old, input [31:0] nw, input [3:0] strb);
         integer b;
         begin
-            for (b = 0; b < 4; b = b + 1)
-                strobed[8 * b +: 8] = strb[b] ? data[8 * b +: 8] : old[8 * b +: 8];
+            for (b = 0; b < 4; b = b + 1) merge32[b*8 +: 8] = strb[b] ? nw[b*8 +: 8] : old[b*8 +: 8];
         end
     endfunction
+    // AXI-Lite read: two cycles (the PERF window is a RAM).
+    reg        ar_got;
+    reg [15:0] ar_addr;
+    reg [31:0] perf_q;
+    assign s_axi_control_arready = !ar_got && !s_axi_control_rvalid;
+    assign s_axi_control_rresp = 2'b00;
+    wire [31:0] features0 = CI | (CO << 8) | (DB << 16) | (WEIGHT_PORTS << 24) | (IBUF_BANKS << 28);
+    reg [31:0] reg_q;
+    always @(*) begin
+        case (ar_addr)
+            `REG_STATUS:       reg_q = {29'd0, st_error, st_busy, st_done};
+            `REG_ERROR_CODE:   reg_q = {29'd0, err_code};
+            `REG_VERSION:      reg_q = `CNN_VERSION;
+            `REG_DESC_ADDR_LO: reg_q = desc_addr[31:0];
+            `REG_DESC_ADDR_HI: reg_q = desc_addr[63:32];
+            `REG_DESC_COUNT:   reg_q = desc_count;
+            `REG_ACT_ADDR_LO:  reg_q = act_addr[31:0];
+            `REG_ACT_ADDR_HI:  reg_q = act_addr[63:32];
+            `REG_WGT_ADDR_LO:  reg_q = wgt_addr[31:0];
+            `REG_WGT_ADDR_HI:  reg_q = wgt_addr[63:32];
+            `REG_BATCH:        reg_q = batch;
+            `REG_CYCLES_LO:    reg_q = cycles[31:0];
+            `REG_CYCLES_HI:    reg_q = cycles[63:32];
+            `REG_ACT_STRIDE:   reg_q = act_stride;
+            `REG_WGT_BYTES:    reg_q = wgt_bytes;
+            `REG_ERROR_INDEX:  reg_q = err_index;
+            `REG_ERROR_IMAGE:  reg_q = err_image;
+            `REG_IRQ_ENABLE:   reg_q = irq_enable;
+            `REG_IRQ_STATUS:   reg_q = {30'd0, irq_status};
+            `REG_FEATURES0:    reg_q = features0;
+            `REG_FEATURES1:    reg_q = ACC_DEPTH;
+            `REG_FEATURES2:    reg_q = IBUF_WORDS;
+            `REG_FEATURES3:    reg_q = WFIFO_WORDS;
+            `REG_FEATURES4:    reg_q = PERF_DEPTH | (MAX_BURST << 16);
+            default:           reg_q = 32'd0;
+        endcase
+    end
+    wire in_perf = (ar_addr >= `REG_PERF_BASE) && (ar_addr < `REG_PERF_BASE + 4 * PERF_DEPTH);
+    reg  ar_stage;
 
-    // ---- write channel: address and data accepted together, one response each -------------
-    wire        wr_fire = s_axi_control_awvalid && s_axi_control_wvalid && !s_axi_control_bvalid;
-    wire [15:0] wr_addr = {s_axi_control_awaddr[15:2], 2'b00};
-    wire [31:0] wd      = s_axi_control_wdata;
-    wire [3:0]  ws      = s_axi_control_wstrb;
-    assign s_axi_control_awready = wr_fire;
-    assign s_axi_control_wready  = wr_fire;
-    assign s_axi_control_bresp   = 2'b00;
+    // ---- run control ------------------------------------------------------------------------
+    localparam Q_IDLE = 3'd0, Q_WAIT = 3'd1, Q_DEC = 3'd2, Q_RUN = 3'd3, Q_ABORT = 3'd4;
+    reg [2:0]  q_st;
+    reg        abort;
+    reg        abort_error;                         // the abort ends with STATUS.ERROR
+    reg [2:0]  abort_code;
+    reg [31:0] executed /* verilator public_flat_rd */;     // testbench snapshots
+    reg [31:0] d_index /* verilator public_flat_rd */;
+    reg [31:0] total, cur_image, d_image;
+    reg [63:0] img_base;
+    reg [31:0] d_start;
+    reg        fetch_start, dec_start, unit_start;
+    wire       unit_rst = rst || abort;
 
+    // fetch
+    wire [WEIGHT_PORTS-1:0] f_cmd_valid, f_cmd_ready, f_dvalid, f_dready;
+    wire [64*WEIGHT_PORTS-1:0] f_cmd_addr;
+    wire [32*WEIGHT_PORTS-1:0] f_cmd_bytes;
+    wire [DB*8*WEIGHT_PORTS-1:0] f_ddata;
+    wire wf_valid, wf_pop, q_valid;
+    wire [CO*8-1:0] wf_data;
+    wire [`DESC_BITS-1:0] q_desc;
+    wire [2:0] q_code;
+    wire [31:0] q_index, q_image, fetch_index;
+    reg  q_pop;
+    cnn_fetch #(.CI(CI), .CO(CO), .DB(DB), .NWP(WEIGHT_PORTS), .BLK(BLOCK_BYTES), .PFA(PFA),
+                .WFA(WFA), .ACC_DEPTH(ACC_DEPTH), .IBUF_WORDS(IBUF_WORDS), .BANKS(IBUF_BANKS)) u_fetch (
+        .clk(clk), .rst(unit_rst), .start(fetch_start), .desc_addr(desc_addr),
+        .desc_count(desc_count), .wgt_addr(wgt_addr), .batch(batch), .act_bytes(act_stride),
+        .wgt_bytes(wgt_bytes), .cmd_valid(f_cmd_valid), .cmd_ready(f_cmd_ready),
+        .cmd_addr(f_cmd_addr), .cmd_bytes(f_cmd_bytes), .dvalid(f_dvalid), .dready(f_dready),
+        .ddata(f_ddata), .wf_valid(wf_valid), .wf_data(wf_data), .wf_pop(wf_pop),
+        .q_valid(q_valid), .q_desc(q_desc), .q_code(q_code), .q_index(q_index),
+        .q_image(q_image), .q_pop(q_pop), .fetch_index(fetch_index)
+    );
+
+    // the running descriptor, decoded
+    reg [`DESC_BITS-1:0] d;
+    wire dec_done;
+    /* verilator lint_off UNUSEDSIGNAL */  // the dispatch check repeats the fetch check: its code was already acted on
+    wire [2:0] dec_code;
+    /* verilator lint_on UNUSEDSIGNAL */
+    wire [1:0] x_mode;
+    wire [15:0] x_heff, x_weff, x_ceff, x_kw, x_pw, x_cib, x_coblocks, x_last_rows, x_need_rows;
+    wire [7:0]  x_sw, x_pl;
+    wire [31:0] x_row_words, x_passes, x_ring_words, x_sh_words, x_sw_pw, x_pl_pw, x_bstep,
+                x_bstep_words, x_span_full, x_span_last, x_p_full, x_p_last, x_fwd_step,
+                x_in_row_pitch, x_row_bytes, x_sw_c, x_pl_c, x_kw_c, x_out_band_step,
+                x_res_band_step;
+    cnn_check #(.CI(CI), .CO(CO), .ACC_DEPTH(ACC_DEPTH), .IBUF_WORDS(IBUF_WORDS), .BANKS(IBUF_BANKS)) u_decode (
+        .clk(clk), .rst(unit_rst), .start(dec_start), .d(d), .act_bytes(act_stride),
+        .wgt_bytes(wgt_bytes), .done(dec_done), .code(dec_code), .mode(x_mode), .heff(x_heff),
+        .weff(x_weff), .ceff(x_ceff), .kw_e(x_kw), .sw_e(x_sw), .pl_e(x_pl), .pw(x_pw),
+        .row_words(x_row_words), .cib(x_cib), .passes(x_passes), .coblocks(x_coblocks),
+        .last_rows(x_last_rows), .ring_words(x_ring_words), .sh_words(x_sh_words),
+        .sw_pw(x_sw_pw), .pl_pw(x_pl_pw), .bstep(x_bstep), .bstep_words(x_bstep_words),
+        .span_full(x_span_full), .span_last(x_span_last), .p_full(x_p_full),
+        .p_last(x_p_last), .fwd_step(x_fwd_step), .need_rows(x_need_rows),
+        .in_row_pitch(x_in_row_pitch), .row_bytes(x_row_bytes), .sw_c(x_sw_c),
+        .pl_c(x_pl_c), .kw_c(x_kw_c), .out_band_step(x_out_band_step),
+        .res_band_step(x_res_band_step)
+    );
+    wire [7:0] flags = `D_FLAGS(d);
+    wire f_add = flags[`FLAG_ADD], f_in_ibuf = flags[`FLAG_IN_IBUF];
+    wire f_out_ddr = flags[`FLAG_OUT_DDR], f_out_ibuf = flags[`FLAG_OUT_IBUF];
+    wire f_res_ibuf = flags[`FLAG_RES_IBUF];
+    wire f_res_ddr = f_add && !f_res_ibuf;
+    wire [63:0] in_base = img_base + `D_IN_OFFSET(d) + `D_IN_CH_OFF(d);
+    wire [63:0] res_base = img_base + `D_RES_OFFSET(d) + `D_RES_CH_OFF(d);
+    wire [63:0] out_base = img_base + `D_OUT_OFFSET(d) + `D_OUT_CH_OFF(d);
+
+    // loader, residual reader, writer, core
+    wire ld_busy, ld_cmd_valid, ld_cmd_ready, ld_bvalid, ld_bready, ld_we;
+    wire [63:0] ld_cmd_addr;
+    wire [31:0] ld_cmd_bytes;
+    wire [DB*8-1:0] ld_bdata;
+    wire [LB-1:0] ld_blo;
+    wire [LB:0] ld_bhi;
+    wire [IBW-1:0] ld_addr;
+    wire [CO*8-1:0] ld_data;
+    wire [15:0] rows_loaded, release_row;
+    cnn_loader #(.CO(CO), .DB(DB), .LB(LB), .IBW(IBW)) u_loader (
+        .clk(clk), .rst(unit_rst), .start(unit_start && !f_in_ibuf), .busy(ld_busy),
+        .base(in_base), .in_w(`D_IN_W(d)), .in_c(`D_IN_C(d)), .in_buf_c(`D_IN_BUF_C(d)),
+        .ceff(x_ceff), .pw(x_pw), .row_words(x_row_words), .ring(`D_RING_ROWS(d)),
+        .ring_words(x_ring_words), .need_rows(x_need_rows), .in_row_pitch(x_in_row_pitch),
+        .row_bytes(x_row_bytes), .fold(flags[`FLAG_FOLD]), .out_w(`D_OUT_W(d)), .kw_c(x_kw_c),
+        .sw_c(x_sw_c), .pl_c(x_pl_c), .release_row(release_row), .rows_loaded(rows_loaded),
+        .cmd_valid(ld_cmd_valid), .cmd_ready(ld_cmd_ready), .cmd_addr(ld_cmd_addr),
+        .cmd_bytes(ld_cmd_bytes), .bvalid(ld_bvalid), .bready(ld_bready), .bdata(ld_bdata),
+        .blo(ld_blo), .bhi(ld_bhi), .ib_we(ld_we), .ib_addr(ld_addr), .ib_data(ld_data)
+    );
+    wire rs_busy, rs_cmd_valid, rs_cmd_ready, rs_bvalid, rs_bready, rs_pop;
+    wire [63:0] rs_cmd_addr;
+    wire [31:0] rs_cmd_bytes;
+    wire [DB*8-1:0] rs_bdata;
+    wire [LB-1:0] rs_blo;
+    wire [LB:0] rs_bhi;
+    wire [RFA+1:0] rs_count;
+    wire [CO*8-1:0] rs_data;
+    cnn_resid #(.CO(CO), .DB(DB), .LB(LB), .RFA(RFA)) u_resid (
+        .clk(clk), .rst(unit_rst), .start(unit_start && f_res_ddr), .busy(rs_busy), .base(res_base),
+        .buf_c(`D_RES_BUF_C(d)), .out_c(`D_OUT_C(d)), .coblocks(x_coblocks), .bands(`D_BANDS(d)),
+        .p_full(x_p_full), .p_last(x_p_last), .band_step(x_res_band_step),
+        .cmd_valid(rs_cmd_valid), .cmd_ready(rs_cmd_ready), .cmd_addr(rs_cmd_addr),
+        .cmd_bytes(rs_cmd_bytes), .bvalid(rs_bvalid), .bready(rs_bready), .bdata(rs_bdata),
+        .blo(rs_blo), .bhi(rs_bhi), .count(rs_count), .data(rs_data), .pop(rs_pop)
+    );
+    /* verilator lint_off UNUSEDSIGNAL */  // full: the core reserves FIFO space before it issues
+    wire of_full, of_valid, of_pop, out_push;
+    /* verilator lint_on UNUSEDSIGNAL */
+    wire [CO*8-1:0] of_data, out_data;
+    wire [OFA+1:0] of_count;
+    cnn_fifo #(.W(CO*8), .AW(OFA)) u_outfifo (
+        .clk(clk), .rst(unit_rst), .push(out_push), .din(out_data), .full(of_full),
+        .pop(of_pop), .dout(of_data), .valid(of_valid), .count(of_count)
+    );
+    wire wr_busy, ch_valid, ch_ready, wr_idle;
+    wire [63:0] ch_addr;
+    wire [7:0] ch_n;
+    wire [CO*8-1:0] ch_data;
+    cnn_writer #(.CO(CO)) u_writer (
+        .clk(clk), .rst(unit_rst), .start(unit_start && f_out_ddr), .busy(wr_busy),
+        .base(out_base), .buf_c(`D_OUT_BUF_C(d)), .out_c(`D_OUT_C(d)), .coblocks(x_coblocks),
+        .bands(`D_BANDS(d)), .p_full(x_p_full), .p_last(x_p_last),
+        .band_step(x_out_band_step), .f_valid(of_valid), .f_data(of_data), .f_pop(of_pop),
+        .chunk_valid(ch_valid), .chunk_ready(ch_ready), .chunk_addr(ch_addr),
+        .chunk_n(ch_n), .chunk_data(ch_data), .engine_idle(wr_idle)
+    );
+    wire core_busy, err_const;
+    wire [15:0] out_space = (1 << OFA) + 1 - of_count;
+    cnn_core #(.CI(CI), .CO(CO), .AAW(AAW), .IBW(IBW), .BANKS(IBUF_BANKS), .S(PACK_SHIFT),
+               .G(PACK_GROUP)) u_core (
+        .clk(clk), .rst(unit_rst), .start(unit_start), .busy(core_busy), .err_const(err_const),
+        .c_mode(x_mode), .c_opcode(`D_OPCODE(d)), .c_relu(flags[`FLAG_RELU]), .c_add(f_add),
+        .c_add_relu(flags[`FLAG_ADD_RELU]), .c_in_ibuf(f_in_ibuf), .c_out_ddr(f_out_ddr),
+        .c_out_ibuf(f_out_ibuf), .c_in_bank(`D_IN_BANK(d)), .c_out_bank(`D_OUT_BANK(d)),
+        .c_res_ibuf(f_res_ibuf), .c_res_bank(`D_RES_BANK(d)),
+        .c_kh(`D_KERNEL_H(d)), .c_kw(x_kw), .c_sh(`D_STRIDE_H(d)), .c_sw(x_sw),
+        .c_pt(`D_PAD_TOP(d)), .c_pl(x_pl), .c_pad_value(`D_PAD_VALUE(d)), .c_heff(x_heff),
+        .c_weff(x_weff), .c_pw(x_pw), .c_row_words(x_row_words), .c_ring(`D_RING_ROWS(d)),
+        .c_ring_words(x_ring_words), .c_sh_words(x_sh_words), .c_sw_pw(x_sw_pw),
+        .c_pl_pw(x_pl_pw), .c_cib(x_cib), .c_coblocks(x_coblocks), .c_out_w(`D_OUT_W(d)),
+        .c_band_rows(`D_BAND_ROWS(d)), .c_bands(`D_BANDS(d)), .c_last_rows(x_last_rows),
+        .c_bstep(x_bstep), .c_bstep_words(x_bstep_words), .c_span_full(x_span_full),
+        .c_span_last(x_span_last), .c_pw_out(x_coblocks), .c_fwd_step(x_fwd_step),
+        .c_passes(x_passes), .c_add_m0(`D_ADD_M0(d)), .c_add_m1(`D_ADD_M1(d)),
+        .c_add_shift(`D_ADD_SHIFT(d)), .wf_valid(wf_valid), .wf_data(wf_data),
+        .wf_pop(wf_pop), .ld_we(ld_we), .ld_addr(ld_addr), .ld_data(ld_data),
+        .rows_loaded(f_in_ibuf ? x_heff : rows_loaded), .release_row(release_row),
+        .res_count({{(15-RFA-1){1'b0}}, rs_count}), .res_data(rs_data), .res_pop(rs_pop),
+        .out_space(out_space), .out_push(out_push), .out_data(out_data)
+    );
+
+    // ---- AXI engines -------------------------------------------------------------------------
+    wire [4:0] eng_err, eng_idle;
+    /* verilator lint_off UNUSEDSIGNAL */
+    wire [LB-1:0] wt0_lo, wt1_lo;
+    wire [LB:0] wt0_hi, wt1_hi;
+    wire wt0_last, wt1_last, ld_last, rs_last;
+    /* verilator lint_on UNUSEDSIGNAL */
+    cnn_axi_rd #(.DB(DB), .LB(LB), .BURST(RBURST), .OUTST(OUTSTANDING), .OAW(OAW)) u_rd_wt0 (
+        .clk(clk), .rst(rst), .abort(abort), .cmd_valid(f_cmd_valid[0]), .cmd_ready(f_cmd_ready[0]),
+        .cmd_addr(f_cmd_addr[63:0]), .cmd_bytes(f_cmd_bytes[31:0]), .dout_valid(f_dvalid[0]), .dout_ready(f_dready[0]),
+        .dout_data(f_ddata[DB*8-1:0]), .dout_lo(wt0_lo), .dout_hi(wt0_hi), .dout_last(wt0_last),
+        .err(eng_err[0]), .idle(eng_idle[0]),
+        .araddr(m_axi_wt0_araddr), .arlen(m_axi_wt0_arlen), .arsize(m_axi_wt0_arsize),
+        .arburst(m_axi_wt0_arburst), .arcache(m_axi_wt0_arcache), .arprot(m_axi_wt0_arprot),
+        .arvalid(m_axi_wt0_arvalid), .arready(m_axi_wt0_arready), .rdata(m_axi_wt0_rdata),
+        .rresp(m_axi_wt0_rresp), .rlast(m_axi_wt0_rlast), .rvalid(m_axi_wt0_rvalid),
+        .rready(m_axi_wt0_rready)
+    );
+    generate
+        if (WEIGHT_PORTS > 1) begin : g_wt1
+            cnn_axi_rd #(.DB(DB), .LB(LB), .BURST(RBURST), .OUTST(OUTSTANDING), .OAW(OAW)) u_rd_wt1 (
+                .clk(clk), .rst(rst), .abort(abort), .cmd_valid(f_cmd_valid[WEIGHT_PORTS-1]), .cmd_ready(f_cmd_ready[WEIGHT_PORTS-1]),
+                .cmd_addr(f_cmd_addr[64*WEIGHT_PORTS-1 -: 64]), .cmd_bytes(f_cmd_bytes[32*WEIGHT_PORTS-1 -: 32]), .dout_valid(f_dvalid[WEIGHT_PORTS-1]), .dout_ready(f_dready[WEIGHT_PORTS-1]),
+                .dout_data(f_ddata[DB*8*WEIGHT_PORTS-1 -: DB*8]), .dout_lo(wt1_lo), .dout_hi(wt1_hi), .dout_last(wt1_last),
+                .err(eng_err[1]), .idle(eng_idle[1]),
+                .araddr(m_axi_wt1_araddr), .arlen(m_axi_wt1_arlen), .arsize(m_axi_wt1_arsize),
+                .arburst(m_axi_wt1_arburst), .arcache(m_axi_wt1_arcache), .arprot(m_axi_wt1_arprot),
+                .arvalid(m_axi_wt1_arvalid), .arready(m_axi_wt1_arready), .rdata(m_axi_wt1_rdata),
+                .rresp(m_axi_wt1_rresp), .rlast(m_axi_wt1_rlast), .rvalid(m_axi_wt1_rvalid),
+                .rready(m_axi_wt1_rready)
+            );
+        end else begin : g_wt1_off
+            assign eng_err[1] = 1'b0;
+            assign eng_idle[1] = 1'b1;
+            assign m_axi_wt1_araddr = 64'd0;
+            assign m_axi_wt1_arlen = 8'd0;
+            assign m_axi_wt1_arsize = LB[2:0];
+            assign m_axi_wt1_arburst = 2'b01;
+            assign m_axi_wt1_arcache = 4'b0011;
+            assign m_axi_wt1_arprot = 3'b000;
+            assign m_axi_wt1_arvalid = 1'b0;
+            assign m_axi_wt1_rready = 1'b1;
+            assign wt1_lo = 0; assign wt1_hi = 0; assign wt1_last = 1'b0;
+        end
+    endgenerate
+    cnn_axi_rd #(.DB(DB), .LB(LB), .BURST(RBURST), .OUTST(OUTSTANDING), .OAW(OAW)) u_rd_in (
+        .clk(clk), .rst(rst), .abort(abort), .cmd_valid(ld_cmd_valid), .cmd_ready(ld_cmd_ready),
+        .cmd_addr(ld_cmd_addr), .cmd_bytes(ld_cmd_bytes), .dout_valid(ld_bvalid), .dout_ready(ld_bready),
+        .dout_data(ld_bdata), .dout_lo(ld_blo), .dout_hi(ld_bhi), .dout_last(ld_last),
+        .err(eng_err[2]), .idle(eng_idle[2]),
+        .araddr(m_axi_in_araddr), .arlen(m_axi_in_arlen), .arsize(m_axi_in_arsize),
+        .arburst(m_axi_in_arburst), .arcache(m_axi_in_arcache), .arprot(m_axi_in_arprot),
+        .arvalid(m_axi_in_arvalid), .arready(m_axi_in_arready), .rdata(m_axi_in_rdata),
+        .rresp(m_axi_in_rresp), .rlast(m_axi_in_rlast), .rvalid(m_axi_in_rvalid),
+        .rready(m_axi_in_rready)
+    );
+    cnn_axi_rd #(.DB(DB), .LB(LB), .BURST(RBURST), .OUTST(OUTSTANDING), .OAW(OAW)) u_rd_rs (
+        .clk(clk), .rst(rst), .abort(abort), .cmd_valid(rs_cmd_valid), .cmd_ready(rs_cmd_ready),
+        .cmd_addr(rs_cmd_addr), .cmd_bytes(rs_cmd_bytes), .dout_valid(rs_bvalid), .dout_ready(rs_bready),
+        .dout_data(rs_bdata), .dout_lo(rs_blo), .dout_hi(rs_bhi), .dout_last(rs_last),
+        .err(eng_err[3]), .idle(eng_idle[3]),
+        .araddr(m_axi_rs_araddr), .arlen(m_axi_rs_arlen), .arsize(m_axi_rs_arsize),
+        .arburst(m_axi_rs_arburst), .arcache(m_axi_rs_arcache), .arprot(m_axi_rs_arprot),
+        .arvalid(m_axi_rs_arvalid), .arready(m_axi_rs_arready), .rdata(m_axi_rs_rdata),
+        .rresp(m_axi_rs_rresp), .rlast(m_axi_rs_rlast), .rvalid(m_axi_rs_rvalid),
+        .rready(m_axi_rs_rready)
+    );
+    cnn_axi_wr #(.DB(DB), .LB(LB), .CO(CO), .OUTST(OUTSTANDING), .OAW(OAW)) u_wr_out (
+        .clk(clk), .rst(rst), .abort(abort), .chunk_valid(ch_valid), .chunk_ready(ch_ready),
+        .chunk_addr(ch_addr), .chunk_n(ch_n), .chunk_data(ch_data), .err(eng_err[4]),
+        .idle(wr_idle), .awaddr(m_axi_out_awaddr), .awlen(m_axi_out_awlen),
+        .awsize(m_axi_out_awsize), .awburst(m_axi_out_awburst), .awcache(m_axi_out_awcache),
+        .awprot(m_axi_out_awprot), .awvalid(m_axi_out_awvalid), .awready(m_axi_out_awready),
+        .wdata(m_axi_out_wdata), .wstrb(m_axi_out_wstrb), .wlast(m_axi_out_wlast),
+        .wvalid(m_axi_out_wvalid), .wready(m_axi_out_wready), .bresp(m_axi_out_bresp),
+        .bvalid(m_axi_out_bvalid), .bready(m_axi_out_bready)
+    );
+    assign eng_idle[4] = wr_idle;
+    wire all_idle = &eng_idle;
+    wire bus_err = |eng_err;
+    wire units_busy = core_busy || (ld_busy && !f_in_ibuf) || (rs_busy && f_res_ddr) || (wr_busy && f_out_ddr)
+                      || unit_start;
+
+    // ---- sequencer, registers ------------------------------------------------------------------
+    wire misaligned = (desc_addr[5:0] != 0) || (act_addr[5:0] != 0) || (wgt_addr[5:0] != 0)
+                      || (act_stride[5:0] != 0);
+    assign interrupt = |(irq_status & irq_enable[1:0]);
     always @(posedge clk) begin
-        if (!rst_n) begin
-            s_axi_control_bvalid <= 1'b0;
-            start <= 1'b0; abort <= 1'b0;
-            desc_lo <= 32'd0; desc_hi <= 32'd0; desc_count <= 32'd0;
-            act_lo <= 32'd0; act_hi <= 32'd0; wgt_lo <= 32'd0; wgt_hi <= 32'd0;
-            batch <= 32'd0;
+        if (rst) begin
+            desc_addr <= 0; act_addr <= 0; wgt_addr <= 0; desc_count <= 0; batch <= 1;
+            act_stride <= 0; wgt_bytes <= 0; irq_enable <= 0; irq_status <= 0;
+            st_done <= 1'b0; st_error <= 1'b0; st_busy <= 1'b0; err_code <= 0;
+            err_index <= 0; err_image <= 0; cycles <= 0;
+            aw_got <= 1'b0; w_got <= 1'b0; s_axi_control_bvalid <= 1'b0;
+            ar_got <= 1'b0; ar_stage <= 1'b0; s_axi_control_rvalid <= 1'b0;
+            start_req <= 1'b0; reset_req <= 1'b0;
+            q_st <= Q_IDLE; abort <= 1'b0; abort_error <= 1'b0; abort_code <= 0;
+            fetch_start <= 1'b0; dec_start <= 1'b0; unit_start <= 1'b0; q_pop <= 1'b0;
         end else begin
-            start <= 1'b0;
-            abort <= 1'b0;
+            fetch_start <= 1'b0; dec_start <= 1'b0; unit_start <= 1'b0; q_pop <= 1'b0;
+            // AXI-Lite write
+            if (s_axi_control_awvalid && s_axi_control_awready) begin aw_got <= 1'b1; aw_addr <= s_axi_control_awaddr[15:2]; end
+            if (s_axi_control_wvalid && s_axi_control_wready) begin w_got <= 1'b1; w_data <= s_axi_control_wdata; w_strb <= s_axi_control_wstrb; end
             if (s_axi_control_bvalid && s_axi_control_bready) s_axi_control_bvalid <= 1'b0;
-            if (wr_fire) begin
-                s_axi_control_bvalid <= 1'b1;
-                case (wr_addr)
-                    R_CTRL: if (s_axi_control_wstrb[0]) begin
-                        start <= s_axi_control_wdata[0];
-                        abort <= s_axi_control_wdata[1];
+            if (do_write) begin
+                aw_got <= 1'b0; w_got <= 1'b0; s_axi_control_bvalid <= 1'b1;
+                case ({aw_addr, 2'b00})
+                    `REG_CTRL: begin
+                        if (w_strb[0] && w_data[1]) reset_req <= 1'b1;
+                        // START is ignored while a run is under way; during the drain after
+                        // a SOFT_RESET or a fault it is held and taken once the bus is quiet
+                        if (w_strb[0] && w_data[0] && (q_st == Q_IDLE || q_st == Q_ABORT)) start_req <= 1'b1;
                     end
-                    R_DESC_LO:    desc_lo    <= strobed(desc_lo, wd, ws);
-                    R_DESC_HI:    desc_hi    <= strobed(desc_hi, wd, ws);
-                    R_DESC_COUNT: desc_count <= strobed(desc_count, wd, ws);
-                    R_ACT_LO:     act_lo     <= strobed(act_lo, wd, ws);
-                    R_ACT_HI:     act_hi     <= strobed(act_hi, wd, ws);
-                    R_WGT_LO:     wgt_lo     <= strobed(wgt_lo, wd, ws);
-                    R_WGT_HI:     wgt_hi     <= strobed(wgt_hi, wd, ws);
-                    R_BATCH:      batch      <= strobed(batch, wd, ws);
-                    default: ;  // read-only or unmapped
+                    `REG_DESC_ADDR_LO: desc_addr[31:0] <= merge32(desc_addr[31:0], w_data, w_strb);
+                    `REG_DESC_ADDR_HI: desc_addr[63:32] <= merge32(desc_addr[63:32], w_data, w_strb);
+                    `REG_DESC_COUNT:   desc_count <= merge32(desc_count, w_data, w_strb);
+                    `REG_ACT_ADDR_LO:  act_addr[31:0] <= merge32(act_addr[31:0], w_data, w_strb);
+                    `REG_ACT_ADDR_HI:  act_addr[63:32] <= merge32(act_addr[63:32], w_data, w_strb);
+                    `REG_WGT_ADDR_LO:  wgt_addr[31:0] <= merge32(wgt_addr[31:0], w_data, w_strb);
+                    `REG_WGT_ADDR_HI:  wgt_addr[63:32] <= merge32(wgt_addr[63:32], w_data, w_strb);
+                    `REG_BATCH:        batch <= merge32(batch, w_data, w_strb);
+                    `REG_ACT_STRIDE:   act_stride <= merge32(act_stride, w_data, w_strb);
+                    `REG_WGT_BYTES:    wgt_bytes <= merge32(wgt_bytes, w_data, w_strb);
+                    `REG_IRQ_ENABLE:   irq_enable <= merge32(irq_enable, w_data, w_strb);
+                    `REG_IRQ_STATUS:   if (w_strb[0]) irq_status <= irq_status & ~w_data[1:0];
+                    default: ;
                 endcase
+            end
+            // AXI-Lite read
+            if (s_axi_control_arvalid && s_axi_control_arready) begin ar_got <= 1'b1; ar_addr <= s_axi_control_araddr; ar_stage <= 1'b0; end
+            if (ar_got && !ar_stage) ar_stage <= 1'b1;
+            perf_q <= perf[ar_addr[PDA+1:2]];
+            if (ar_got && ar_stage) begin
+                s_axi_control_rdata <= in_perf ? perf_q : reg_q;
+                s_axi_control_rvalid <= 1'b1;
+                ar_got <= 1'b0;
+            end
+            if (s_axi_control_rvalid && s_axi_control_rready) s_axi_control_rvalid <= 1'b0;
+
+            if (st_busy) cycles <= cycles + 1;
+            // run control
+            case (q_st)
+                Q_IDLE: begin
+                    if (reset_req) begin
+                        reset_req <= 1'b0; start_req <= 1'b0;
+                        st_done <= 1'b0; st_error <= 1'b0; err_code <= 0;
+                    end else if (start_req) begin
+                        start_req <= 1'b0;
+                        st_done <= 1'b0; st_error <= 1'b0; err_code <= 0; err_index <= 0;
+                        err_image <= 0; cycles <= 0; st_busy <= 1'b1;
+                        executed <= 0; total <= desc_count * batch; cur_image <= 0;
+                        img_base <= act_addr;
+                        if (misaligned) begin
+                            abort <= 1'b1; abort_error <= 1'b1; abort_code <= `ERR_BAD_ADDRESS;
+                            q_st <= Q_ABORT;
+                        end else if (desc_count == 0 || batch == 0) begin
+                            st_busy <= 1'b0; st_done <= 1'b1; irq_status[0] <= 1'b1;
+                        end else begin
+                            fetch_start <= 1'b1;
+                            q_st <= Q_WAIT;
+                        end
+                    end
+                end
+                Q_WAIT: if (q_valid && !q_pop) begin
+                    q_pop <= 1'b1;
+                    d <= q_desc; d_index <= q_index; d_image <= q_image;
+                    if (q_image != cur_image) begin
+                        cur_image <= q_image;
+                        img_base <= img_base + {32'd0, act_stride};
+                    end
+                    if (q_code != `ERR_NONE) begin
+                        abort <= 1'b1; abort_error <= 1'b1; abort_code <= q_code;
+                        err_index <= q_index; err_image <= q_image;
+                        q_st <= Q_ABORT;
+                    end else begin
+                        dec_start <= 1'b1;
+                        q_st <= Q_DEC;
+                    end
+                end
+                Q_DEC: if (dec_done) begin
+                    unit_start <= 1'b1; d_start <= cycles[31:0];
+                    q_st <= Q_RUN;
+                end
+                Q_RUN: begin
+                    if (!units_busy) begin
+                        perf[d_index[PDA-1:0]] <= cycles[31:0] - d_start;
+                        executed <= executed + 1;
+                        if (executed + 1 == total) begin
+                            st_busy <= 1'b0; st_done <= 1'b1; irq_status[0] <= 1'b1;
+                            q_st <= Q_IDLE;
+                        end else q_st <= Q_WAIT;
+                    end
+                end
+                Q_ABORT: if (all_idle) begin
+                    abort <= 1'b0; st_busy <= 1'b0;
+                    if (abort_error) begin
+                        st_error <= 1'b1; err_code <= abort_code; irq_status[1] <= 1'b1;
+                    end
+                    abort_error <= 1'b0;
+                    q_st <= Q_IDLE;
+                end
+                default: q_st <= Q_IDLE;
+            endcase
+            // faults while running, and SOFT_RESET
+            if (q_st != Q_IDLE && q_st != Q_ABORT) begin
+                if (reset_req) begin
+                    reset_req <= 1'b0; abort <= 1'b1; abort_error <= 1'b0; q_st <= Q_ABORT;
+                    st_done <= 1'b0; st_error <= 1'b0; err_code <= 0;
+                end else if (bus_err || (err_const && q_st == Q_RUN)) begin
+                    abort <= 1'b1; abort_error <= 1'b1;
+                    abort_code <= bus_err ? `ERR_BUS_ERROR : `ERR_BAD_CONSTANT;
+                    err_index <= (bus_err && (eng_err[0] || eng_err[1])) ? fetch_index : d_index;
+                    err_image <= d_image;
+                    q_st <= Q_ABORT;
+                end
+            end
+            if (q_st == Q_ABORT && reset_req) begin
+                reset_req <= 1'b0; abort_error <= 1'b0; st_error <= 1'b0; st_done <= 1'b0; err_code <= 0;
             end
         end
     end
-
-    // ---- read channel -------------------------------------------------------------------------
-    wire        rd_fire = s_axi_control_arvalid && !s_axi_control_rvalid;
-    wire [15:0] rd_addr = {s_axi_control_araddr[15:2], 2'b00};
-    assign s_axi_control_arready = rd_fire;
-    assign s_axi_control_rresp   = 2'b00;
-
-    always @(posedge clk) begin
-        if (!rst_n) begin
-            s_axi_control_rvalid <= 1'b0;
-            s_axi_control_rdata  <= 32'd0;
-        end else if (rd_fire) begin
-            s_axi_control_rvalid <= 1'b1;
-            case (rd_addr)
-                R_STATUS:     s_axi_control_rdata <= {29'd0, error, busy, done};
-                R_ERROR_CODE: s_axi_control_rdata <= {29'd0, err_code};
-                R_VERSION:    s_axi_control_rdata <= VERSION;
-                R_DESC_LO:    s_axi_control_rdata <= desc_lo;
-                R_DESC_HI:    s_axi_control_rdata <= desc_hi;
-                R_DESC_COUNT: s_axi_control_rdata <= desc_count;
-                R_ACT_LO:     s_axi_control_rdata <= act_lo;
-                R_ACT_HI:     s_axi_control_rdata <= act_hi;
-                R_WGT_LO:     s_axi_control_rdata <= wgt_lo;
-                R_WGT_HI:     s_axi_control_rdata <= wgt_hi;
-                R_BATCH:      s_axi_control_rdata <= batch;
-                R_CYCLES_LO:  s_axi_control_rdata <= cycles[31:0];
-                R_CYCLES_HI:  s_axi_control_rdata <= cycles[63:32];
-                default:      s_axi_control_rdata <= 32'd0;  // CTRL reads 0 (self-clearing)
-            endcase
-        end else if (s_axi_control_rvalid && s_axi_control_rready) begin
-            s_axi_control_rvalid <= 1'b0;
-        end
-    end
-
-    cnn_engine u_engine (
-        .clk(clk), .rst_n(rst_n), .start(start), .abort(abort),
-        .desc_addr({desc_hi, desc_lo}), .desc_count(desc_count),
-        .act_addr({act_hi, act_lo}), .wgt_addr({wgt_hi, wgt_lo}), .batch(batch),
-        .busy(busy), .done(done), .error(error), .err_code(err_code), .cycles(cycles),
-        .mem_req(mem_req), .mem_we(mem_we), .mem_addr(mem_addr), .mem_wdata(mem_wdata),
-        .mem_wstrb(mem_wstrb), .mem_ready(mem_ready), .mem_rdata(mem_rdata),
-        .mem_err(mem_err)
-    );
 endmodule
-
 `default_nettype wire

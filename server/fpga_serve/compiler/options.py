@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fpga_serve.core.errors import CompileError
+from fpga_serve.core.isa import DEFAULT_TARGET, PRESETS
 
 OPTIONS_FILE = "compile_options.json"
 
@@ -30,6 +31,9 @@ class CompileOptions:
     output_layer: str | None = None
     """Featurizer cut: compile the model up to this (top-level) Keras layer, e.g. the global
     pool, and leave the rest (the classifier head) to a Keras stage. None: the whole model."""
+    target: str = DEFAULT_TARGET
+    """The accelerator preset (spec.json "presets") the program is tiled and packed for; a
+    board must run a bitstream of the same array shape and buffers."""
 
     def __post_init__(self) -> None:
         if self.calibration_method not in ("max", "percentile"):
@@ -42,6 +46,10 @@ class CompileOptions:
             raise CompileError("calibration_images must be at least 1")
         if self.calibration_batch < 1:
             raise CompileError("calibration_batch must be at least 1")
+        if self.target not in PRESETS:
+            raise CompileError(
+                f"unknown target {self.target!r} (presets: {', '.join(sorted(PRESETS))})"
+            )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

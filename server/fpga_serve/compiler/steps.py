@@ -1,6 +1,7 @@
 """The compile pipeline: a named list of steps, each reading and extending one state.
 
-import -> optimize -> calibrate -> lower. ``compile_model(..., save_steps=dir)`` writes what each
+import -> optimize -> calibrate -> lower -> plan. ``compile_model(..., save_steps=dir)`` writes
+what each
 step produced (graph structure, calibration record, program) as ``NN_<step>.json`` for
 debugging; ``progress(step, done, total)`` is told as steps (and calibration batches) finish.
 """
@@ -23,8 +24,10 @@ from fpga_serve.compiler.keras_import import import_keras_with_layers
 from fpga_serve.compiler.lower import lower
 from fpga_serve.compiler.options import CompileOptions
 from fpga_serve.compiler.passes import optimize
+from fpga_serve.compiler.plan import fuse_adds, plan, schedule
 from fpga_serve.core.errors import CompileError
-from fpga_serve.core.isa import Program
+from fpga_serve.core.isa import Program, preset
+from fpga_serve.hw import descriptors
 
 
 @dataclass
@@ -69,6 +72,7 @@ class _State:
     record: CalibrationRecord | None = None
     program: Program | None = None
     summary: list[dict[str, Any]] = field(default_factory=list)
+    device: dict[str, Any] = field(default_factory=dict)
 
     def need_graph(self) -> Graph:
         if self.graph is None:
@@ -108,12 +112,35 @@ def step_lower(state: _State) -> dict[str, Any]:
     return state.program.to_json()
 
 
+def step_plan(state: _State) -> dict[str, Any]:
+    """Fuse ADDs, tile for the target preset, place buffers; then pack once (every rule the
+    accelerator checks, weights in the array's order) and record the device image's digest."""
+    if state.program is None:
+        raise CompileError("compile steps ran out of order: not lowered")
+    target = preset(state.options.target)
+    program = plan(fuse_adds(schedule(state.program)), target)
+    try:
+        image = descriptors.pack(program, target)
+    except descriptors.PackError as exc:
+        raise CompileError(f"cannot pack for {target.name}: {exc}") from exc
+    state.program = program
+    state.device = {
+        "target": target.name,
+        "instructions": len(program.instrs),
+        "image_bytes": image.image_bytes,
+        "weight_bytes": int(image.weights.size),
+        "digest": image.digest(),
+    }
+    return {"device": state.device, "program": program.to_json()}
+
+
 Step = Callable[[_State], dict[str, Any]]
 STEPS: list[tuple[str, Step]] = [
     ("import", step_import),
     ("optimize", step_optimize),
     ("calibrate", step_calibrate),
     ("lower", step_lower),
+    ("plan", step_plan),
 ]
 
 
@@ -160,6 +187,7 @@ def compile_model(
         "source": type(model).__name__,
         "output_layer": options.output_layer,
         "calibration": {"method": state.record.method, "samples": state.record.samples},
+        "device": state.device,
     }
     return CompiledModel(
         program=state.program,

@@ -7,6 +7,12 @@ Numerics (bitstreams/README.md states them in full; ``spec.json`` carries the co
 - requantisation: y = sat8(round_shift(acc * M, S)) with M a Q31 multiplier in [2^30, 2^31),
   round_shift(v, S) = floor((v + 2^(S-1)) / 2^S) (round half up), sat8 clamps to [-128, 127],
   then ReLU (when fused) clamps below at 0.
+
+Spec 2 adds what the accelerator needs to run a program fast, none of which changes a result:
+an ADD fused into the CONV before it (``Instr.residual``: the same two formulas in the same
+order), a per-instruction ``Tile`` (bands of output rows, the input buffer ring, on-chip
+residency) decided by the compiler for one ``Preset``, and a ``Placement`` of the buffers in
+device memory with liveness-based reuse.
 """
 
 from __future__ import annotations
@@ -67,6 +73,115 @@ class TensorRef:
 
 
 @dataclass(frozen=True)
+class Preset:
+    """One accelerator build (spec.json "presets"): array shape, buffers, bus, clock, part."""
+
+    name: str
+    array_ci: int
+    array_co: int
+    acc_depth: int
+    ibuf_words: int
+    ibuf_banks: int
+    wfifo_words: int
+    out_fifo_words: int
+    axi_data_bytes: int
+    max_burst: int
+    weight_ports: int
+    outstanding: int
+    perf_depth: int
+    pack_shift: int
+    pack_group: int
+    clock_mhz: float
+    ddr_gbps: float
+    ddr_latency_ns: float
+    res_fifo_words: int
+    port_fifo_words: int
+    block_bytes: int
+    read_burst: int
+    board: str = ""
+    part: str = ""
+    family: str = ""
+    part_limits: dict[str, int] = field(default_factory=dict)
+
+    def shape(self) -> dict[str, int]:
+        """What a packed program depends on: a bitstream must report exactly these."""
+        return {
+            "array_ci": self.array_ci,
+            "array_co": self.array_co,
+            "acc_depth": self.acc_depth,
+            "ibuf_words": self.ibuf_words,
+            "ibuf_banks": self.ibuf_banks,
+        }
+
+    def rtl_parameters(self) -> dict[str, int]:
+        """The Verilog parameters of bitstreams/fpga_cnn/rtl/cnn_accel.v for this preset."""
+        return {
+            "ARRAY_CI": self.array_ci,
+            "ARRAY_CO": self.array_co,
+            "ACC_DEPTH": self.acc_depth,
+            "IBUF_WORDS": self.ibuf_words,
+            "IBUF_BANKS": self.ibuf_banks,
+            "WFIFO_WORDS": self.wfifo_words,
+            "OUT_FIFO_WORDS": self.out_fifo_words,
+            "RES_FIFO_WORDS": self.res_fifo_words,
+            "PORT_FIFO_WORDS": self.port_fifo_words,
+            "AXI_DATA_BYTES": self.axi_data_bytes,
+            "MAX_BURST": self.max_burst,
+            "BURST": self.read_burst,
+            "OUTSTANDING": self.outstanding,
+            "WEIGHT_PORTS": self.weight_ports,
+            "BLOCK_BYTES": self.block_bytes,
+            "PERF_DEPTH": self.perf_depth,
+            "PACK_SHIFT": self.pack_shift,
+            "PACK_GROUP": self.pack_group,
+        }
+
+    def describe(self) -> str:
+        s = self.shape()
+        return (
+            f"array {s['array_ci']}x{s['array_co']}, accumulator {s['acc_depth']} pixels, "
+            f"input buffer {s['ibuf_banks']} x {s['ibuf_words']} words"
+        )
+
+
+PRESETS: dict[str, Preset] = {
+    name: Preset(name=name, **values) for name, values in SPEC["presets"].items()
+}
+DEFAULT_TARGET = "zcu104"
+
+
+def preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ModelLoadError(
+            f"unknown overlay preset {name!r} (known: {', '.join(sorted(PRESETS))})"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Tile:
+    """How the accelerator runs one instruction (bitstreams/README.md, "Execution"): output
+    rows in ``bands`` bands of ``band_rows``; the input in input-buffer bank ``in_bank``, a ring
+    of ``ring_rows`` rows loaded from DDR (or, with ``in_ibuf``, left there whole by an earlier
+    instruction); the output written to DDR (``out_ddr``) and/or whole into bank ``out_bank``
+    (``out_ibuf``); ``fold``: the kernel's columns folded into the array's input lanes; a fused
+    ADD's residual read whole from bank ``res_bank`` (``res_ibuf``) instead of DDR."""
+
+    band_rows: int
+    bands: int
+    ring_rows: int
+    in_bank: int = 0
+    out_bank: int = 1
+    in_ibuf: bool = False
+    out_ibuf: bool = False
+    out_ddr: bool = True
+    fold: bool = False
+    res_ibuf: bool = False
+    res_bank: int = 0
+
+
+@dataclass(frozen=True)
 class Instr:
     """One overlay instruction. Fields unused by an opcode keep their defaults.
 
@@ -96,6 +211,26 @@ class Instr:
     """Index into Program.weights of the int32 multipliers."""
     shift: int = -1
     """Index into Program.weights of the int32 shifts."""
+    residual: TensorRef | None = None
+    """A fused ADD (CONV only): the result r of the op above (int8, after its ReLU) becomes
+    sat8(round_shift(r * A[0] + residual * A[1], add_shift)), then ReLU if ``add_relu``:
+    exactly an ADD instruction with inputs (this output, residual)."""
+    add_multiplier: int = -1
+    """Index into Program.weights of the fused ADD's two int32 multipliers (self, residual)."""
+    add_shift: int = -1
+    """Index into Program.weights of the fused ADD's int32 shift."""
+    add_relu: bool = False
+    tile: Tile | None = None
+    """How the accelerator runs it (compiler/plan.py); None until planned."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where each buffer lives in one image's activation region (bytes, 64-aligned; -1 for a
+    buffer that never reaches DDR: its producers only forward it on chip)."""
+
+    offsets: list[int]
+    image_bytes: int
 
 
 @dataclass
@@ -109,6 +244,9 @@ class Program:
     weights: list[np.ndarray]
     spec_version: str = SPEC_VERSION
     meta: dict[str, Any] = field(default_factory=dict)
+    target: str | None = None
+    """The preset the tiles were planned for (None: not planned, runs on the twin only)."""
+    placement: Placement | None = None
 
     @property
     def input_scale(self) -> float:
@@ -121,6 +259,10 @@ class Program:
     def buffer(self, ref: TensorRef) -> Buffer:
         return self.buffers[ref.buffer]
 
+    def shape(self, ref: TensorRef) -> tuple[int, int, int]:
+        b = self.buffer(ref)
+        return (b.height, b.width, ref.channels)
+
     def output_shape(self) -> tuple[int, int, int]:
         b = self.buffer(self.output)
         return (b.height, b.width, self.output.channels)
@@ -130,12 +272,14 @@ class Program:
         return (b.height, b.width, self.input.channels)
 
     def macs(self, instr: Instr) -> int:
-        """Multiply-accumulates one instruction performs per image."""
+        """Multiply-accumulates one instruction performs per image (a fused ADD counts as
+        the ADD instruction would: one per output element)."""
         out = self.buffer(instr.output)
         pixels = out.height * out.width
         if instr.op is Opcode.CONV:
             kh, kw, cin, cout = self.weights[instr.weight].shape
-            return pixels * kh * kw * cin * cout
+            fused = pixels * cout if instr.residual is not None else 0
+            return pixels * kh * kw * cin * cout + fused
         if instr.op in (Opcode.MAXPOOL, Opcode.AVGPOOL):
             return pixels * instr.output.channels * instr.kernel[0] * instr.kernel[1]
         if instr.op is Opcode.GLOBAL_AVGPOOL:
@@ -146,8 +290,23 @@ class Program:
     def weight_bytes(self, instr: Instr) -> int:
         return sum(
             int(self.weights[i].nbytes)
-            for i in (instr.weight, instr.bias, instr.multiplier, instr.shift)
+            for i in (
+                instr.weight,
+                instr.bias,
+                instr.multiplier,
+                instr.shift,
+                instr.add_multiplier,
+                instr.add_shift,
+            )
             if i >= 0
+        )
+
+    @property
+    def planned(self) -> bool:
+        return (
+            self.target is not None
+            and self.placement is not None
+            and all(i.tile is not None for i in self.instrs)
         )
 
     # Serialisation ---------------------------------------------------------------------
@@ -161,6 +320,8 @@ class Program:
             "output": asdict(self.output),
             "weights": [{"dtype": w.dtype.name, "shape": list(w.shape)} for w in self.weights],
             "meta": self.meta,
+            "target": self.target,
+            "placement": asdict(self.placement) if self.placement is not None else None,
         }
 
     def save(self, directory: Path) -> None:
@@ -193,6 +354,8 @@ class Program:
                 weights=weights,
                 spec_version=version,
                 meta=dict(data.get("meta", {})),
+                target=data.get("target"),
+                placement=Placement(**data["placement"]) if data.get("placement") else None,
             )
         except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise ModelLoadError(f"malformed FPGA program: {exc}") from exc
@@ -214,13 +377,24 @@ def _instr_from_json(data: Mapping[str, Any]) -> Instr:
     data["op"] = Opcode[data["op"]]
     data["inputs"] = tuple(TensorRef(**r) for r in data["inputs"])
     data["output"] = TensorRef(**data["output"])
+    if data.get("residual") is not None:
+        data["residual"] = TensorRef(**data["residual"])
+    if data.get("tile") is not None:
+        data["tile"] = Tile(**data["tile"])
     for key in ("kernel", "pad"):
         data[key] = tuple(data[key])
     return Instr(**data)
 
 
 _ARITY = {Opcode.ADD: 2}
-_WEIGHT_DTYPES = {"weight": "int8", "bias": "int32", "multiplier": "int32", "shift": "int32"}
+_WEIGHT_DTYPES = {
+    "weight": "int8",
+    "bias": "int32",
+    "multiplier": "int32",
+    "shift": "int32",
+    "add_multiplier": "int32",
+    "add_shift": "int32",
+}
 
 
 def validate(program: Program) -> None:
@@ -233,6 +407,8 @@ def validate(program: Program) -> None:
         if ref.offset < 0 or ref.channels < 1 or ref.offset + ref.channels > buf.channels:
             raise ModelLoadError(f"{what}: channel slice out of buffer {ref.buffer}")
 
+    if program.target is not None:
+        preset(program.target)
     check_ref(program.input, "program input")
     check_ref(program.output, "program output")
     for index, instr in enumerate(program.instrs):
@@ -241,6 +417,12 @@ def validate(program: Program) -> None:
             raise ModelLoadError(f"{what}: wrong number of inputs")
         for ref in (*instr.inputs, instr.output):
             check_ref(ref, what)
+        if instr.residual is not None:
+            check_ref(instr.residual, what)
+            if instr.op is not Opcode.CONV or instr.add_multiplier < 0 or instr.add_shift < 0:
+                raise ModelLoadError(f"{what}: a fused ADD needs a CONV and its two constants")
+            if program.shape(instr.residual) != program.shape(instr.output):
+                raise ModelLoadError(f"{what}: the fused ADD's operands differ in shape")
         for attr, dtype in _WEIGHT_DTYPES.items():
             idx = getattr(instr, attr)
             if idx >= len(program.weights) or (idx >= 0 and program.weights[idx].dtype != dtype):

@@ -19,9 +19,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fpga_serve.core.errors import DeviceError
-from fpga_serve.core.isa import SPEC, SPEC_VERSION, Program
+from fpga_serve.core.isa import SPEC, SPEC_VERSION, Program, preset
 from fpga_serve.hw import descriptors
 from fpga_serve.hw.base import Device, LoadedProgram
+from fpga_serve.hw.twin import packed
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ STATUS = {k: int(v) for k, v in SPEC["status_bits"].items()}
 CTRL = {k: int(v) for k, v in SPEC["ctrl_bits"].items()}
 ERROR_NAMES = {int(v): k for k, v in SPEC["error_codes"].items()}
 VERSION_WORD = (int(SPEC_VERSION.split(".")[0]) << 16) | int(SPEC_VERSION.split(".")[1])
+POLL_MAX_S = 1e-4  # the longest sleep between STATUS reads: 1% of an 8 ms run
 
 
 def _board_env() -> bool:
@@ -39,57 +41,48 @@ def _board_env() -> bool:
 
 
 class PynqProgram(LoadedProgram):
-    """A program resident in board memory: weights and descriptors uploaded once."""
+    """A program resident in board memory: its device image (hw/descriptors.py) packed once,
+    descriptors and weights uploaded once; the activation region grows with the batch."""
 
     def __init__(self, device: PynqDevice, program: Program) -> None:
         super().__init__(device, program)
         self.pdevice = device
+        device.check_program(program)
+        try:
+            self.image = descriptors.pack(program)
+        except descriptors.PackError as exc:
+            raise DeviceError(f"cannot pack the program for {program.target}: {exc}") from exc
+        recorded = program.meta.get("device", {}).get("digest")
+        if recorded and recorded != self.image.digest():
+            raise DeviceError(
+                "the program's device image differs from the one its build recorded "
+                "(rebuild the model with this fpga-serve)"
+            )
         self.capacity = 0
-        self.weights = self._upload(
-            descriptors.pack_weights(program, descriptors.layout(program, 1))
-        )
+        self.weights = self._upload(self.image.weights)
+        self.descs = self._upload(self.image.descriptors)
         self.activations: Any = None
-        self.descs: Any = None
 
     def _upload(self, data: np.ndarray) -> Any:
-        buf = self.pdevice.pdev.allocate(data.shape, np.uint8)
-        buf[:] = data
+        buf = self.pdevice.pdev.allocate((max(data.size, descriptors.ALIGN),), np.uint8)
+        buf[: data.size] = data
         buf.flush()
         return buf
 
-    def _ensure(self, batch: int) -> descriptors.Layout:
-        lay = descriptors.layout(self.program, batch)
-        if batch > self.capacity:
-            self.activations = self.pdevice.pdev.allocate((lay.activation_bytes,), np.uint8)
-            self.descs = self._upload(descriptors.pack(self.program, lay))
-            self.capacity = batch
-        return descriptors.layout(self.program, self.capacity)
-
     def _run(self, x: np.ndarray) -> np.ndarray:
         batch = x.shape[0]
-        lay = self._ensure(batch)
-        program = self.program
-        src = program.input
-        b = program.buffer(src)
+        image = self.image
+        if batch > self.capacity:
+            if self.activations is not None and hasattr(self.activations, "freebuffer"):
+                self.activations.freebuffer()
+            self.activations = self.pdevice.pdev.allocate((batch * image.image_bytes,), np.uint8)
+            self.capacity = batch
         region = np.asarray(self.activations)
-        view = region[lay.buffer_offsets[src.buffer] :][
-            : lay.batch * b.height * b.width * b.channels
-        ]
-        view.view(np.int8).reshape(lay.batch, b.height, b.width, b.channels)[
-            :batch, ..., src.offset : src.offset + src.channels
-        ] = x
+        packed.write_input(image, region, x)
         self.activations.flush()
-        self.pdevice.execute(
-            self.descs, len(program.instrs), self.activations, self.weights, lay.batch
-        )
+        self.pdevice.execute(self, batch)
         self.activations.invalidate()
-        out = program.output
-        ob = program.buffer(out)
-        oview = region[lay.buffer_offsets[out.buffer] :][
-            : lay.batch * ob.height * ob.width * ob.channels
-        ]
-        result = oview.view(np.int8).reshape(lay.batch, ob.height, ob.width, ob.channels)
-        return np.array(result[:batch, ..., out.offset : out.offset + out.channels])
+        return packed.read_output(image, region, batch)
 
     def close(self) -> None:
         for buf in (self.weights, self.activations, self.descs):
@@ -187,12 +180,32 @@ class PynqDevice(Device):
             return False
 
     def verify(self) -> None:
+        """The accelerator's VERSION must be this spec's; FEATURES say which build it is."""
         version = self.mmio.read(REG["VERSION"])
         if version != VERSION_WORD:
             self.mark_failed()
             raise DeviceError(
                 f"the accelerator reports spec version 0x{version:08x}; this server needs "
                 f"{SPEC_VERSION} (0x{VERSION_WORD:08x})"
+            )
+        words = {name: self.mmio.read(REG[name]) for name in SPEC["features"]}
+        self.features = descriptors.read_features(words)
+
+    def check_program(self, program: Program) -> None:
+        """Refuse a program packed for another array shape or buffers than the bitstream's."""
+        if program.target is None or not program.planned:
+            raise DeviceError(
+                "the program is not planned for an accelerator preset (rebuild the model with "
+                "this version's fpga-serve build)"
+            )
+        want = preset(program.target)
+        have = {k: self.features[k] for k in want.shape()}
+        if have != want.shape():
+            raise DeviceError(
+                f"the program is built for {want.name} ({want.describe()}); the loaded "
+                f"bitstream reports array {have['array_ci']}x{have['array_co']}, accumulator "
+                f"{have['acc_depth']} pixels, input buffer {have['ibuf_banks']} x "
+                f"{have['ibuf_words']} words (rebuild with --target for this board)"
             )
 
     def reset(self) -> None:
@@ -205,28 +218,36 @@ class PynqDevice(Device):
     def _load(self, program: Program) -> LoadedProgram:
         return PynqProgram(self, program)
 
-    def _write64(self, lo: str, hi: str, address: int) -> None:
-        self.mmio.write(REG[lo], address & 0xFFFFFFFF)
-        self.mmio.write(REG[hi], address >> 32)
-
-    def execute(self, descs: Any, count: int, activations: Any, weights: Any, batch: int) -> None:
-        """One run: program the registers, START, poll STATUS (fault -> DeviceError)."""
-        self._write64("DESC_ADDR_LO", "DESC_ADDR_HI", int(descs.device_address))
-        self.mmio.write(REG["DESC_COUNT"], count)
-        self._write64("ACT_ADDR_LO", "ACT_ADDR_HI", int(activations.device_address))
-        self._write64("WGT_ADDR_LO", "WGT_ADDR_HI", int(weights.device_address))
-        self.mmio.write(REG["BATCH"], batch)
-        self.mmio.write(REG["CTRL"], CTRL["START"])
+    def execute(self, loaded: PynqProgram, batch: int) -> None:
+        """One run: program the registers, START, poll STATUS (fault -> DeviceError naming the
+        instruction)."""
+        regs = descriptors.run_registers(
+            loaded.image,
+            int(loaded.descs.device_address),
+            int(loaded.activations.device_address),
+            int(loaded.weights.device_address),
+            batch,
+        )
+        for offset, value in regs:
+            self.mmio.write(offset, value)
         deadline = time.monotonic() + self.timeout_s
         delay = 1e-5
         while True:
             status = self.mmio.read(REG["STATUS"])
             if status & STATUS["ERROR"]:
                 code = self.mmio.read(REG["ERROR_CODE"])
+                index = self.mmio.read(REG["ERROR_INDEX"])
+                image = self.mmio.read(REG["ERROR_IMAGE"])
                 self.mark_failed()
+                instrs = loaded.program.instrs
+                what = (
+                    f"instruction {index} ({instrs[index].op.name} {instrs[index].name})"
+                    if index < len(instrs)
+                    else f"descriptor {index}"
+                )
                 raise DeviceError(
-                    f"the accelerator reported error {code} "
-                    f"({ERROR_NAMES.get(code, 'unknown')}); the device will be reset"
+                    f"the accelerator reported error {code} ({ERROR_NAMES.get(code, 'unknown')}) "
+                    f"at {what}, image {image}; the device will be reset"
                 )
             if status & STATUS["DONE"]:
                 return
@@ -237,4 +258,9 @@ class PynqDevice(Device):
                     "the device will be reset"
                 )
             time.sleep(delay)
-            delay = min(delay * 2, 1e-3)
+            delay = min(delay * 2, POLL_MAX_S)
+
+    def descriptor_cycles(self, count: int) -> list[int]:
+        """The per-descriptor cycle counters of the last run (PERF window)."""
+        depth = self.features.get("perf_depth", 0)
+        return [self.mmio.read(REG["PERF_BASE"] + 4 * i) for i in range(min(count, depth))]

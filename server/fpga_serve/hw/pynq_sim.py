@@ -28,41 +28,56 @@ import numpy as np
 import pynq
 from pynq.buffer import PynqBuffer
 
-from fpga_serve.core.isa import SPEC, SPEC_VERSION, Opcode
-from fpga_serve.hw.descriptors import RELU_FLAG, align, unhwc, unpack
-from fpga_serve.hw.twin import fast
+from fpga_serve.core.isa import DEFAULT_TARGET, PRESETS, SPEC, SPEC_VERSION
+from fpga_serve.hw import descriptors
+from fpga_serve.hw.twin import fast, packed
 
 REG = {k: int(v) for k, v in SPEC["registers"].items()}
 STATUS_BITS = {k: int(v) for k, v in SPEC["status_bits"].items()}
 CTRL_BITS = {k: int(v) for k, v in SPEC["ctrl_bits"].items()}
+IRQ_BITS = {k: int(v) for k, v in SPEC["irq_bits"].items()}
 ERRORS = {k: int(v) for k, v in SPEC["error_codes"].items()}
 ACCEL_BASE = 0xA000_0000
 ACCEL_RANGE = 0x1_0000
 DDR_BASE = 0x4000_0000
-VERSION_WORD = (int(SPEC_VERSION.split(".")[0]) << 16) | int(SPEC_VERSION.split(".")[1])
+READ_ONLY = {
+    REG[name]
+    for name in ("STATUS", "VERSION", "ERROR_CODE", "ERROR_INDEX", "ERROR_IMAGE", "CYCLES_LO",
+                 "CYCLES_HI", "FEATURES0", "FEATURES1", "FEATURES2", "FEATURES3", "FEATURES4")
+}  # fmt: skip
 
 
-class BadOpcodeError(Exception):
-    """A descriptor whose opcode the overlay does not have (ERROR_CODE 1, as the RTL)."""
+def version_word(spec_version: str) -> int:
+    major, _, minor = spec_version.partition(".")
+    return ((int(major) << 16) | int(minor)) if major.isdigit() and minor.isdigit() else 0
 
 
 class SimulatedAccelerator:
-    """The accelerator's register file and datapath, over the device's memory model."""
+    """The accelerator's register file (spec 2) over the device's memory model: a run checks
+    and executes the descriptors with the twin's packed executor (hw/twin/packed.py, the fast
+    ops), exactly what the RTL computes; it has no cycle model (CYCLES and the per-descriptor
+    counters stay 0)."""
 
     def __init__(self, memory: SimMemory) -> None:
         self.memory = memory
         self.regs = np.zeros(ACCEL_RANGE // 4, dtype=np.uint32)
-        self.regs[REG["VERSION"] // 4] = VERSION_WORD
         self.fault: str | None = None
         self.writes: list[tuple[int, int]] = []  # (offset, value), for tests
         self.step_seconds: list[float] = []  # per descriptor of the last run, for benchmarks
         self.runs = 0
+        self.load_image(SPEC_VERSION, DEFAULT_TARGET)
 
-    def load_image(self, spec_version: str) -> None:
-        """A (simulated) bitstream download: the VERSION register shows what was loaded."""
-        major, _, minor = spec_version.partition(".")
-        ok = major.isdigit() and minor.isdigit()
-        self.regs[REG["VERSION"] // 4] = ((int(major) << 16) | int(minor)) if ok else 0
+    def load_image(self, spec_version: str, preset_name: str = DEFAULT_TARGET) -> None:
+        """A (simulated) bitstream download: VERSION and FEATURES show what was loaded.
+        ``spec_version`` may carry the preset as a simulation image does ("2.0;zcu104")."""
+        if ";" in spec_version:
+            spec_version, _, preset_name = spec_version.partition(";")
+        self.preset = PRESETS.get(preset_name, PRESETS[DEFAULT_TARGET])
+        self.regs[:] = 0
+        self.regs[REG["VERSION"] // 4] = version_word(spec_version)
+        for name, value in descriptors.features(self.preset).items():
+            self.regs[REG[name] // 4] = value
+        self.regs[REG["BATCH"] // 4] = 1
         self.fault = None
 
     def read(self, offset: int) -> int:
@@ -73,13 +88,16 @@ class SimulatedAccelerator:
         if offset == REG["CTRL"]:
             if value & CTRL_BITS["SOFT_RESET"]:
                 self.fault = None
-                self.regs[REG["STATUS"] // 4] = 0
-                self.regs[REG["ERROR_CODE"] // 4] = 0
-            if value & CTRL_BITS["START"]:
+                for name in ("STATUS", "ERROR_CODE", "ERROR_INDEX", "ERROR_IMAGE"):
+                    self.regs[REG[name] // 4] = 0
+            if value & CTRL_BITS["START"] and not self.read(REG["STATUS"]) & STATUS_BITS["BUSY"]:
                 self._start()
             return
-        if offset in (REG["STATUS"], REG["VERSION"], REG["ERROR_CODE"]):
-            return  # read-only
+        if offset == REG["IRQ_STATUS"]:
+            self.regs[offset // 4] &= ~np.uint32(value)
+            return
+        if offset in READ_ONLY or offset >= REG["PERF_BASE"]:
+            return
         self.regs[offset // 4] = value
 
     def _addr(self, lo: str, hi: str) -> int:
@@ -92,121 +110,68 @@ class SimulatedAccelerator:
             with open(fault_file) as fh:
                 self.fault = fh.read().strip() or None
             os.unlink(fault_file)
-        status = REG["STATUS"] // 4
+        for name in (
+            "STATUS",
+            "ERROR_CODE",
+            "ERROR_INDEX",
+            "ERROR_IMAGE",
+            "CYCLES_LO",
+            "CYCLES_HI",
+        ):
+            self.regs[REG[name] // 4] = 0
         if self.fault == "hang":
-            self.regs[status] = STATUS_BITS["BUSY"]
+            self.regs[REG["STATUS"] // 4] = STATUS_BITS["BUSY"]
             return
         if self.fault == "error":
-            self._error("BAD_ADDRESS")
+            self._error("BAD_ADDRESS", 0, 0)
             return
         try:
             self._execute()
-        except BadOpcodeError:
-            self._error("BAD_OPCODE")
-            return
-        except (KeyError, ValueError, IndexError):
-            self._error("BAD_DESCRIPTOR")
+        except packed.AcceleratorFault as fault:
+            self._error(fault.code, fault.index, fault.image)
             return
         if self.fault == "corrupt":  # a silent datapath fault: only validate mode sees it
             self.memory.block(self._addr("ACT_ADDR_LO", "ACT_ADDR_HI"))[:] ^= 0x5A
             self.fault = None
-        self.regs[status] = STATUS_BITS["DONE"]
+        self.regs[REG["STATUS"] // 4] = STATUS_BITS["DONE"]
+        self.regs[REG["IRQ_STATUS"] // 4] |= IRQ_BITS["DONE"]
 
-    def _error(self, code: str) -> None:
+    def _error(self, code: str, index: int, image: int) -> None:
         self.regs[REG["STATUS"] // 4] = STATUS_BITS["ERROR"]
         self.regs[REG["ERROR_CODE"] // 4] = ERRORS[code]
+        self.regs[REG["ERROR_INDEX"] // 4] = index
+        self.regs[REG["ERROR_IMAGE"] // 4] = image
+        self.regs[REG["IRQ_STATUS"] // 4] |= IRQ_BITS["ERROR"]
 
     def _execute(self) -> None:
         count = self.read(REG["DESC_COUNT"])
         batch = self.read(REG["BATCH"])
-        desc = self.memory.view(self._addr("DESC_ADDR_LO", "DESC_ADDR_HI"), count * 64)
-        act_base = self._addr("ACT_ADDR_LO", "ACT_ADDR_HI")
-        wgt_base = self._addr("WGT_ADDR_LO", "WGT_ADDR_HI")
+        stride = self.read(REG["ACT_STRIDE"])
+        addrs = [self._addr(f"{r}_LO", f"{r}_HI") for r in ("DESC_ADDR", "ACT_ADDR", "WGT_ADDR")]
+        if any(a % descriptors.ALIGN for a in (*addrs, stride)):
+            raise packed.AcceleratorFault(
+                "BAD_ADDRESS", 0, 0, "a region or the stride is not 64-byte aligned"
+            )
+        if count == 0 or batch == 0:
+            return
+        try:
+            table = descriptors.unpack(
+                self.memory.view(addrs[0], count * descriptors.DESCRIPTOR_BYTES), count
+            )
+            weights = self.memory.view(addrs[2], self.read(REG["WGT_BYTES"]))
+            act = self.memory.view(addrs[1], batch * stride)
+        except ValueError as exc:  # outside every allocation: a board would see a bus error
+            raise packed.AcceleratorFault("BUS_ERROR", 0, 0, str(exc)) from exc
         self.step_seconds = []
-        for row in unpack(desc, count):
-            start = time.perf_counter()
-            self._instruction(row, batch, act_base, wgt_base)
-            self.step_seconds.append(time.perf_counter() - start)
+        last = [time.perf_counter()]
 
-    def _tensor(self, base: int, offset: int, word: int, slice_word: int, batch: int) -> np.ndarray:
-        h, w, c = unhwc(int(word))
-        buf_c, ch_off = int(slice_word) >> 16, int(slice_word) & 0xFFFF
-        region = self.memory.view(base + int(offset), align(batch * h * w * buf_c))
-        full = region[: batch * h * w * buf_c].view(np.int8).reshape(batch, h, w, buf_c)
-        return full[..., ch_off : ch_off + c]
+        def timed(image: int, index: int) -> None:
+            now = time.perf_counter()
+            if image == 0:
+                self.step_seconds.append(now - last[0])
+            last[0] = now
 
-    def _const(self, base: int, offset: int, dtype: str, count: int) -> np.ndarray:
-        size = np.dtype(dtype).itemsize * count
-        return self.memory.view(base + int(offset), size).view(dtype)
-
-    def _instruction(self, row: Any, batch: int, act: int, wgt: int) -> None:
-        if int(row["opcode"]) not in Opcode.__members__.values():
-            raise BadOpcodeError(int(row["opcode"]))
-        op = Opcode(int(row["opcode"]))
-        relu = bool(int(row["flags"]) & RELU_FLAG)
-        x = self._tensor(act, row["in0_offset"], row["in0_hwc"], row["in0_slice"], batch)
-        out = self._tensor(act, row["out_offset"], row["out_hwc"], row["out_slice"], batch)
-        cin, cout = x.shape[-1], out.shape[-1]
-        kernel = (int(row["kernel_h"]), int(row["kernel_w"]))
-        stride = int(row["stride"])
-        pad = (
-            int(row["pad_top"]),
-            int(row["pad_bottom"]),
-            int(row["pad_left"]),
-            int(row["pad_right"]),
-        )
-        xc = np.ascontiguousarray(x)
-        if op is Opcode.CONV:
-            weight = self._const(
-                wgt, row["weight_offset"], "<i1", kernel[0] * kernel[1] * cin * cout
-            )
-            result = fast.conv(
-                xc,
-                weight.reshape(*kernel, cin, cout),
-                self._const(wgt, row["bias_offset"], "<i4", cout),
-                self._const(wgt, row["mult_offset"], "<i4", cout),
-                self._const(wgt, row["shift_offset"], "<i4", cout),
-                stride,
-                pad,
-                relu,
-            )
-        elif op is Opcode.MAXPOOL:
-            result = fast.maxpool(xc, kernel, stride, pad, int(row["pad_value"]))
-        elif op is Opcode.AVGPOOL:
-            result = fast.avgpool(
-                xc,
-                kernel,
-                stride,
-                pad,
-                self._const(wgt, row["mult_offset"], "<i4", 1),
-                self._const(wgt, row["shift_offset"], "<i4", 1),
-            )
-        elif op is Opcode.GLOBAL_AVGPOOL:
-            result = fast.global_avgpool(
-                xc,
-                self._const(wgt, row["mult_offset"], "<i4", 1),
-                self._const(wgt, row["shift_offset"], "<i4", 1),
-            )
-        elif op is Opcode.ADD:
-            other = self._tensor(act, row["in1_offset"], row["in0_hwc"], row["in1_slice"], batch)
-            result = fast.add(
-                xc,
-                np.ascontiguousarray(other),
-                self._const(wgt, row["mult_offset"], "<i4", 2),
-                self._const(wgt, row["shift_offset"], "<i4", 1),
-                relu,
-            )
-        elif op is Opcode.SCALE_SHIFT:
-            result = fast.scale_shift(
-                xc,
-                self._const(wgt, row["mult_offset"], "<i4", cin),
-                self._const(wgt, row["bias_offset"], "<i4", cin),
-                self._const(wgt, row["shift_offset"], "<i4", 1),
-                relu,
-            )
-        else:  # pragma: no cover - Opcode() already refused unknown values
-            raise ValueError(op)
-        out[...] = result
+        packed.execute(self.preset, table, weights, act, batch, stride, fast, timed)
 
 
 class SimMemory:
@@ -221,10 +186,10 @@ class SimMemory:
     def allocate(self, shape: Any, dtype: Any, **kwargs: Any) -> PynqBuffer:
         dt = np.dtype(dtype)
         count = int(np.prod(shape)) * dt.itemsize
-        backing = np.zeros(align(max(count, 1)), dtype=np.uint8)
+        backing = np.zeros(descriptors.align(max(count, 1)), dtype=np.uint8)
         with self.lock:
             address = self.next
-            self.next += align(max(count, 1)) + 4096
+            self.next += descriptors.align(max(count, 1)) + 4096
             self.blocks.append((address, backing))
         return PynqBuffer(
             shape,
@@ -257,10 +222,13 @@ def _field(tag: bytes, text: str) -> bytes:
     return tag + struct.pack(">H", len(data)) + data
 
 
-def write_simulation_bitstream(path: Path, spec_version: str = SPEC_VERSION) -> Path:
+def write_simulation_bitstream(
+    path: Path, spec_version: str = SPEC_VERSION, preset_name: str = DEFAULT_TARGET
+) -> Path:
     """The stand-in for a .bit that the simulated board accepts (no real bitstream exists): a
-    Xilinx .bit header (so pynq can parse it and convert it to .bin) around a marked payload."""
-    payload = SIM_BITSTREAM_MAGIC + spec_version.encode()
+    Xilinx .bit header (so pynq can parse it and convert it to .bin) around a marked payload
+    naming the spec version and the preset (the array shape and buffers FEATURES reports)."""
+    payload = SIM_BITSTREAM_MAGIC + f"{spec_version};{preset_name}".encode()
     payload += b"\0" * (-len(payload) % 4)  # .bit data is 32-bit words
     header = struct.pack(">H", 9) + bytes.fromhex("0ff00ff00ff00ff000") + struct.pack(">H", 1)
     header += _field(b"a", "fpga_cnn;UserID=0XFFFFFFFF;Version=2023.2")
@@ -271,8 +239,8 @@ def write_simulation_bitstream(path: Path, spec_version: str = SPEC_VERSION) -> 
 
 
 def simulation_spec_version(image: bytes, from_bin: bool = False) -> str | None:
-    """The spec version a simulation image (.bit, or the .bin pynq makes of it) carries, or
-    None when the bytes are not a simulation image."""
+    """What a simulation image (.bit, or the .bin pynq makes of it) carries, "version;preset",
+    or None when the bytes are not a simulation image."""
     data = (
         bytes(np.frombuffer(image[: len(image) // 4 * 4], ">i4").byteswap()) if from_bin else image
     )
@@ -314,10 +282,12 @@ class SimulatedPynqDevice(pynq.Device):  # type: ignore[misc]
         return RuntimeMetadataParser(Metadata(input=hwh))
 
     def download(self, bitstream: Any, parser: Any = None) -> None:
-        version = simulation_spec_version(Path(bitstream.bitfile_name).read_bytes())
-        if version is None:
+        carried = simulation_spec_version(Path(bitstream.bitfile_name).read_bytes())
+        if carried is None:
             raise RuntimeError(f"{bitstream.bitfile_name} is not a bitstream for this board")
-        self.accelerator.load_image(version)
+        if carried.partition(";")[2] not in PRESETS:
+            raise RuntimeError(f"{bitstream.bitfile_name} is for an unknown preset: {carried!r}")
+        self.accelerator.load_image(carried)
         self.accelerator.fault = None
         self.post_download(bitstream, parser, self.name)
 

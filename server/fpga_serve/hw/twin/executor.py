@@ -41,7 +41,13 @@ def execute(
     w = program.weights
     for instr in program.instrs:
         start = time.perf_counter()
-        write(instr.output, _step(instr, [read(r) for r in instr.inputs], w, ops))
+        result = _step(instr, [read(r) for r in instr.inputs], w, ops)
+        if instr.residual is not None:  # a fused ADD: exactly ADD(result, residual)
+            result = ops.add(
+                result, read(instr.residual), w[instr.add_multiplier], w[instr.add_shift],
+                instr.add_relu,
+            )  # fmt: skip
+        write(instr.output, result)
         if on_step is not None:
             on_step(instr, time.perf_counter() - start)
     return np.array(read(program.output))

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from fpga_serve.core.isa import Instr, Opcode, Program
+from fpga_serve.core.isa import Instr, Opcode, Program, TensorRef
 from fpga_serve.hw.twin.gemm import twin_threads
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,8 @@ class NativePlan:
         )
         k = self._k
 
+        fused = self._fused_add(instr) if instr.residual is not None else None
+
         def step(bufs: dict[int, np.ndarray]) -> None:
             x = bufs[src.buffer]
             rows = x.shape[0] * ho * wo
@@ -161,11 +163,63 @@ class NativePlan:
                     cols,
                 )
             acc = gemm(cols)
-            out = bufs[dst.buffer]
-            out2 = out.reshape(-1, out.shape[-1])
-            _split(k.requant, rows, acc, bias, mult, half, shift, low, out2, dst.offset)
+            if fused is None:
+                out = bufs[dst.buffer]
+                out2 = out.reshape(-1, out.shape[-1])
+                _split(k.requant, rows, acc, bias, mult, half, shift, low, out2, dst.offset)
+                return
+            mine = np.empty((rows, cout), np.uint8)  # the CONV's own result, then the ADD
+            _split(k.requant, rows, acc, bias, mult, half, shift, low, mine, 0)
+            fused(bufs, mine, 0)
 
         return step
+
+    def _fused_add(self, instr: Instr) -> Callable[[dict[int, np.ndarray], np.ndarray, int], None]:
+        """A fused ADD: ADD(the op's result, residual), exactly an ADD instruction."""
+        assert instr.residual is not None
+        w = self.program.weights
+        m = w[instr.add_multiplier]
+        shift = np.int64(w[instr.add_shift][0])
+        return self._add_rows(
+            instr.residual, instr.output, np.int64(m[0]), np.int64(m[1]),
+            np.int64(1) << (shift - 1), shift, instr.add_relu,
+        )  # fmt: skip
+
+    def _add_rows(
+        self,
+        b: TensorRef,
+        dst: TensorRef,
+        m0: np.int64,
+        m1: np.int64,
+        half: np.int64,
+        shift: np.int64,
+        relu: bool,
+    ) -> Callable[[dict[int, np.ndarray], np.ndarray, int], None]:
+        """dst = ADD(a, b) where a comes as [rows, C] rows at a channel offset."""
+        low = np.int64(0 if relu else -128)
+        k = self._k
+
+        def run(bufs: dict[int, np.ndarray], va: np.ndarray, a_offset: int) -> None:
+            vb, out = bufs[b.buffer], bufs[dst.buffer]
+            rows = out.shape[0] * out.shape[1] * out.shape[2]
+            _split(
+                k.add,
+                rows,
+                va.reshape(rows, -1),
+                a_offset,
+                vb.reshape(rows, -1),
+                b.offset,
+                dst.channels,
+                m0,
+                m1,
+                half,
+                shift,
+                low,
+                out.reshape(rows, -1),
+                dst.offset,
+            )
+
+        return run
 
     def _window(self, instr: Instr, kernel: Callable[..., None], *params: Any) -> Step:
         """A pooling step: kernel(x, c_off, c_n, kh, kw, stride, top, left, *params, ho, wo,
@@ -216,33 +270,14 @@ class NativePlan:
 
     def _add(self, instr: Instr) -> Step:
         a, b = instr.inputs
-        dst = instr.output
-        w = self.program.weights
-        m = w[instr.multiplier]
-        m0, m1 = np.int64(m[0]), np.int64(m[1])
+        m = self.program.weights[instr.multiplier]
         half, shift = self._shift(instr)
-        low = np.int64(0 if instr.relu else -128)
-        k = self._k
+        run = self._add_rows(
+            b, instr.output, np.int64(m[0]), np.int64(m[1]), half, shift, instr.relu
+        )
 
         def step(bufs: dict[int, np.ndarray]) -> None:
-            va, vb, out = bufs[a.buffer], bufs[b.buffer], bufs[dst.buffer]
-            rows = out.shape[0] * out.shape[1] * out.shape[2]
-            _split(
-                k.add,
-                rows,
-                va.reshape(rows, -1),
-                a.offset,
-                vb.reshape(rows, -1),
-                b.offset,
-                dst.channels,
-                m0,
-                m1,
-                half,
-                shift,
-                low,
-                out.reshape(rows, -1),
-                dst.offset,
-            )
+            run(bufs, bufs[a.buffer], a.offset)
 
         return step
 
