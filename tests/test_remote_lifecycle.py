@@ -244,6 +244,37 @@ def test_a_stream_that_stops_halfway_leaves_nothing(server: Any, tiny_zip: Path)
         assert client.models() == []  # and the server still answers
 
 
+def test_a_stream_that_stalls_is_cut_off_at_the_upload_timeout(
+    tmp_path: Path, tiny_zip: Path
+) -> None:
+    """A client that sends half a zip and then nothing, with no deadline of its own."""
+    data = tiny_zip.read_bytes()
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    release = threading.Event()
+
+    def stalled() -> Iterator[pb.UploadModelRequest]:
+        yield header(data, "stall")
+        yield pb.UploadModelRequest(chunk=data[:5000])
+        release.wait(60)
+
+    with run_server(
+        [], "--model-repository", str(repo), "--upload-timeout-s", "1", "--metrics-port", "-1"
+    ) as stalling, grpc.insecure_channel(stalling.address) as channel:
+        start = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            stub(channel).UploadModel(stalled())
+        elapsed = time.monotonic() - start
+        release.set()
+        assert err.value.code() == grpc.StatusCode.CANCELLED
+        assert 1.0 <= elapsed < 30
+        wait_for(lambda: not any((repo / ".staging").glob("upload-*")))
+        assert any("not finished within 1 s" in line for line in stalling.log)
+        with PredictionClient(stalling.address) as client:  # the name is free again
+            assert client.upload(tiny_zip, "stall").version == "1"
+    assert sorted(p.name for p in repo.iterdir()) == [".staging", "stall"]
+
+
 def test_a_checksum_mismatch_is_data_loss(server: Any, tiny_zip: Path) -> None:
     data = tiny_zip.read_bytes()
     wrong = hashlib.sha256(data + b"x").hexdigest()

@@ -3,6 +3,8 @@ converts, calls ``service/remote.py``'s ModelStore, converts back)."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 
 import grpc
@@ -12,6 +14,8 @@ from fpga_serve_client.protos import model_service_pb2_grpc
 from fpga_serve.adapters.status import handle_errors
 from fpga_serve.core.errors import FpgaServeError, InvalidInput, Status
 from fpga_serve.service.remote import ModelStore, UploadHeader, VersionStatus
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ModelService"].full_name
 
@@ -50,8 +54,9 @@ def _chunks(messages: Iterator[pb.UploadModelRequest]) -> Iterator[bytes]:
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, store: ModelStore) -> None:
+    def __init__(self, store: ModelStore, upload_timeout_s: float = 600.0) -> None:
         self.store = store
+        self.upload_timeout_s = upload_timeout_s
 
     @handle_errors
     def UploadModel(
@@ -62,7 +67,22 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             raise InvalidInput("an upload starts with its header (name, size, sha256)")
         header = from_header(first.header)
         self.store.check_header(header)  # refused before a byte is read
-        status = self.store.upload(header, _chunks(request_iterator))
+
+        def expire() -> None:  # unblocks the stream's iterator: the upload cleans up
+            log.warning(
+                "upload of %r cancelled: not finished within %.0f s (--upload-timeout-s)",
+                header.name[:64],
+                self.upload_timeout_s,
+            )
+            context.cancel()
+
+        timer = threading.Timer(self.upload_timeout_s, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            status = self.store.upload(header, _chunks(request_iterator))
+        finally:
+            timer.cancel()
         return pb.UploadModelResponse(model=to_status(status), sha256=header.sha256)
 
     @handle_errors

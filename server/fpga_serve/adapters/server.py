@@ -115,7 +115,7 @@ class Server:
             InferenceServicer(self.plane, self.manager, self.store), self._grpc
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(self.store), self._grpc
+            ModelServicer(self.store, settings.upload_timeout_s), self._grpc
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection(

@@ -110,6 +110,11 @@ class ServerSettings(BaseSettings):
     RepositoryModelLoad with a file: parameter) accepts; an upload declaring more is refused
     (RESOURCE_EXHAUSTED) before a byte is stored, one sending more than it declared is cut off."""
 
+    upload_timeout_s: float = Field(600.0, gt=0)
+    """Longest one upload may take, header to last byte (and validation and load). A stream
+    that stalls is cancelled then and nothing of it is kept, so a silent client cannot hold a
+    model name or staging space longer."""
+
     api_keys: list[SecretStr] = Field(default_factory=list)
     """Accepted bearer keys (primary, secondary, ...); FPGA_SERVE_API_KEYS='["k1","k2"]'.
     Empty together with api_keys_file: no authentication."""
