@@ -348,3 +348,49 @@ def test_variable_width_requests_are_batched_by_width(channel: grpc.Channel) -> 
         results = list(pool.map(one, range(80)))
     assert [code for code, _ in results] == ["OK"] * 80, results
     assert [value for _, value in results] == [float(i * (3 + i % 4)) for i in range(80)]
+
+
+def _raw_call(channel: grpc.Channel, method: str, data: bytes) -> tuple[str, str]:
+    call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+    return code_of(call, data, timeout=30)
+
+
+PREDICT = "/tensorflow.serving.PredictionService/Predict"
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def _many_fields(count: int) -> bytes:
+    """A PredictRequest whose input has ``count`` empty dimensions: 2 bytes each on the wire,
+    ~48 in a parsed message."""
+    request = predict("widths", {"x": tensor_proto(tf.DT_FLOAT, [])})
+    dims = request.inputs["x"].tensor_shape.dim
+    for _ in range(count):
+        dims.add()
+    return request.SerializeToString()
+
+
+def _many_inputs(count: int) -> bytes:
+    """A ModelInferRequest of ``count`` empty inputs (2 bytes each on the wire, ~64 parsed)."""
+    request = infer("widths", [])
+    for _ in range(count):
+        request.inputs.add()
+    return request.SerializeToString()
+
+
+def test_malformed_and_field_bomb_messages_are_refused_before_parsing(
+    server: RunningServer, channel: grpc.Channel
+) -> None:
+    """A message that is not protobuf is INVALID_ARGUMENT (gRPC said INTERNAL 'Exception
+    deserializing request'); one of millions of tiny fields is refused before protobuf builds
+    ~24-33x its size in objects (a 4 MiB message of empty dims cost ~95 MiB)."""
+    for method in (PREDICT, MODEL_INFER):
+        code, details = _raw_call(channel, method, b"\xff\xff\xff\xff garbage")
+        assert code == "INVALID_ARGUMENT", (method, code, details)
+    pid = server.process.pid
+    bombs = [(PREDICT, _many_fields(2 << 20)), (MODEL_INFER, _many_inputs(2 << 20))]  # 4 MiB each
+    base = reset_peak(pid)
+    for method, data in bombs:
+        code, details = _raw_call(channel, method, data)
+        assert code == "INVALID_ARGUMENT" and "max_request_fields" in details, (code, details)
+    grown = peak(pid) - base
+    assert grown < 24 * MiB, f"peak RSS grew {grown / MiB:.0f} MiB"

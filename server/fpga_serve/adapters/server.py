@@ -12,14 +12,13 @@ from typing import Any
 import grpc
 from fpga_serve_client.protos import (
     grpc_predict_v2_pb2,
-    grpc_predict_v2_pb2_grpc,
     model_service_pb2_grpc,
     prediction_service_pb2,
-    prediction_service_pb2_grpc,
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from fpga_serve.adapters import wire
 from fpga_serve.adapters.auth import AuthInterceptor, KeyRing
 from fpga_serve.adapters.kserve import InferenceServicer
 from fpga_serve.adapters.management import SERVICE_NAME as MODEL_SERVICE
@@ -44,12 +43,10 @@ STOP_SLACK_S = 1.0
 """``stop`` returns within the grace plus this (the flush, then releasing the device and the
 models without waiting for work still running; README, Shutdown)."""
 
-PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name[
-    "PredictionService"
-].full_name
-INFERENCE_SERVICE = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name[
-    "GRPCInferenceService"
-].full_name
+PREDICTION_DESCRIPTOR = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
+INFERENCE_DESCRIPTOR = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+PREDICTION_SERVICE = PREDICTION_DESCRIPTOR.full_name
+INFERENCE_SERVICE = INFERENCE_DESCRIPTOR.full_name
 SERVING_SERVICES = (PREDICTION_SERVICE, INFERENCE_SERVICE)
 
 
@@ -108,11 +105,17 @@ class Server:
             options=options,
             interceptors=[AuthInterceptor(self.keys)] if self.keys.enabled else [],
         )
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.plane), self._grpc
+        wire.add_service(
+            self._grpc,
+            PredictionServicer(self.plane),
+            PREDICTION_DESCRIPTOR,
+            settings.max_request_fields,
         )
-        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.plane, self.manager, self.store), self._grpc
+        wire.add_service(
+            self._grpc,
+            InferenceServicer(self.plane, self.manager, self.store),
+            INFERENCE_DESCRIPTOR,
+            settings.max_request_fields,
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.store, settings.upload_timeout_s), self._grpc

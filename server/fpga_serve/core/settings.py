@@ -67,6 +67,11 @@ class ServerSettings(BaseSettings):
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     """Largest gRPC message accepted or sent (default 64 MiB, room for a batch of JPEGs)."""
 
+    max_request_fields: int = Field(1 << 18, ge=1024)
+    """Most protobuf fields one request message may hold, nested ones included (a packed
+    repeated field counts once), counted on the wire bytes before parsing: parsing costs ~50
+    bytes per field however short, so this bounds a message of millions of tiny fields."""
+
     max_batch_size: int = Field(64, ge=1)
     """Largest batch one request may carry (checked from its declared shape, before decoding)."""
 
