@@ -1,13 +1,19 @@
-"""Per-image time of the twin (int8, bit-exact) against TensorFlow float32, side by side.
+"""Per-image time of the twin (int8, bit-exact) against what a user without a board would run
+instead: TensorFlow float32, ONNX Runtime float32 and ONNX Runtime int8, side by side.
 
     python bench/bench_twin.py [--size 224] [--reps 5] [--models resnet50,densenet121,...]
 
 Prints one table: median milliseconds per image at batch 1 for TensorFlow float32
-(tf.function around model(x, training=False)), for the twin's native path (ONNX Runtime int8
-GEMM + numba kernels, twin/native.py) and for its numpy path (float32 BLAS, twin/fast.py), the
-native/TF ratio, and whether both paths equal the reference (the spec) on the same input at
---exact-size. The three are timed in turns, rep by rep, so machine noise hits all alike.
-Random weights: speed does not depend on weight values.
+(tf.function around model(x, training=False)); ONNX Runtime float32 (the same Keras network
+converted by tf2onnx, opset 17, ONNX Runtime's default optimisations); ONNX Runtime int8 (that
+ONNX model quantised statically by onnxruntime.quantization: QDQ format, per-channel int8
+weights, uint8 activations, calibrated on the images the twin's program was calibrated on); the
+twin's native path (ONNX Runtime int8 GEMM + numba kernels, twin/native.py) and its numpy path
+(float32 BLAS, twin/fast.py); the twin's ratios to TF and to ONNX Runtime int8; and whether
+both twin paths equal the reference (the spec) on the same input at --exact-size. All five are
+timed in turns, rep by rep, so machine noise hits all alike; ONNX Runtime and the twin share
+one process-wide intra-op pool of one thread per core (the twin's, hw/twin/gemm.py). Random
+weights: speed does not depend on weight values.
 """
 
 from __future__ import annotations
@@ -15,8 +21,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -40,7 +50,69 @@ def interleaved_ms(fns, reps: int) -> list[float]:  # type: ignore[no-untyped-de
     return [statistics.median(t) for t in times]
 
 
+def export_onnx(folder: Path) -> None:
+    """In its own process (see onnx_peers): folder/model.keras -> fp32.onnx (tf2onnx) ->
+    int8.onnx (static QDQ, per-channel), calibrated on folder/calib.npy."""
+    import keras
+    import tensorflow as tf
+    import tf2onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    model = keras.saving.load_model(folder / "model.keras", compile=False)
+    calib = np.load(folder / "calib.npy")
+    spec = [tf.TensorSpec([None, *calib.shape[1:]], tf.float32, name="x")]
+    forward = tf.function(lambda t: model(t, training=False))
+    fp32, pre = folder / "fp32.onnx", folder / "pre.onnx"
+    tf2onnx.convert.from_function(forward, input_signature=spec, opset=17, output_path=str(fp32))
+    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)  # (no sympy)
+
+    class Images(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.items = iter([{"x": calib[i : i + 1]} for i in range(len(calib))])
+
+        def get_next(self):  # type: ignore[no-untyped-def]
+            return next(self.items, None)
+
+    quantize_static(
+        str(pre),
+        str(folder / "int8.onnx"),
+        Images(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+
+
+def onnx_peers(model, calib: np.ndarray, folder: Path):  # type: ignore[no-untyped-def]
+    """ONNX Runtime sessions for ``model`` in float32 and in static QDQ int8 (per channel).
+
+    The conversion and calibration run in a child process: ONNX Runtime's calibration makes
+    sessions with pools of their own, which a process whose twin already made the process-wide
+    pool refuses. The sessions timed here share that pool."""
+    import onnxruntime as ort
+
+    model.save(folder / "model.keras")
+    np.save(folder / "calib.npy", calib)
+    subprocess.run([sys.executable, __file__, "--export", str(folder)], check=True)
+    options = ort.SessionOptions()
+    options.use_per_session_threads = False
+    return [
+        ort.InferenceSession(str(folder / name), options, providers=["CPUExecutionProvider"])
+        for name in ("fp32.onnx", "int8.onnx")
+    ]
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--export":
+        export_onnx(Path(sys.argv[2]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--exact-size", type=int, default=64)
@@ -65,9 +137,14 @@ def main() -> None:
         native = TwinDevice().load(compiled.program)
         numpy_path = TwinDevice(native=False).load(compiled.program)
         q = quantize_input(x, compiled.program.input_scale)
-        tf_ms, native_ms, numpy_ms = interleaved_ms(
+        native.run(q)  # the twin's GEMM sessions and their process-wide pool exist from here
+        with tempfile.TemporaryDirectory() as tmp:
+            ort_fp32, ort_int8 = onnx_peers(zoo.model, calib, Path(tmp))
+        tf_ms, fp32_ms, int8_ms, native_ms, numpy_ms = interleaved_ms(
             [
                 lambda f=forward, t=x: f(tf.constant(t)).numpy(),
+                lambda s=ort_fp32, t=x: s.run(None, {"x": t}),
+                lambda s=ort_int8, t=x: s.run(None, {"x": t}),
                 lambda p=native, t=q: p.run(t),
                 lambda p=numpy_path, t=q: p.run(t),
             ],
@@ -82,19 +159,24 @@ def main() -> None:
             for flag in (None, False)
         )
         macs = sum(compiled.program.macs(i) for i in compiled.program.instrs)
-        rows.append(
-            (family, macs / 1e9, tf_ms, native_ms, numpy_ms, native_ms / tf_ms, exact, native.path)
-        )
-    print(f"\nbatch 1, {ns.size}x{ns.size}, median of {ns.reps}; {os.cpu_count()} cores")
+        times = (tf_ms, fp32_ms, int8_ms, native_ms, numpy_ms)
+        rows.append((family, macs / 1e9, times, exact, native.path))
+    load = os.getloadavg()[0]
     print(
-        f"{'model':12} {'GMAC':>6} {'TF fp32 ms':>11} {'twin ms':>8} {'numpy-path ms':>14} "
-        f"{'twin/TF':>8} {'exact @' + str(ns.exact_size):>10}"
+        f"\nbatch 1, {ns.size}x{ns.size}, median of {ns.reps}; {os.cpu_count()} cores; "
+        f"load average at the end {load:.1f}"
     )
-    for family, gmac, tf_ms, native_ms, numpy_ms, ratio, exact, path in rows:
+    print(
+        f"{'model':12} {'GMAC':>6} {'TF fp32 ms':>11} {'ORT fp32 ms':>12} {'ORT int8 ms':>12} "
+        f"{'twin ms':>8} {'numpy-path ms':>14} {'twin/TF':>8} {'twin/ORT int8':>14} "
+        f"{'exact @' + str(ns.exact_size):>10}"
+    )
+    for family, gmac, (tf_ms, fp32_ms, int8_ms, native_ms, numpy_ms), exact, path in rows:
         label = "" if path == "native" else f" (twin ran the {path} path)"
         print(
-            f"{family:12} {gmac:6.2f} {tf_ms:11.1f} {native_ms:8.1f} {numpy_ms:14.1f} "
-            f"{ratio:8.2f} {'yes' if exact else 'NO':>10}{label}"
+            f"{family:12} {gmac:6.2f} {tf_ms:11.1f} {fp32_ms:12.1f} {int8_ms:12.1f} "
+            f"{native_ms:8.1f} {numpy_ms:14.1f} {native_ms / tf_ms:8.2f} "
+            f"{native_ms / int8_ms:14.2f} {'yes' if exact else 'NO':>10}{label}"
         )
 
 
