@@ -37,6 +37,12 @@ peak's: what serving costs in CPU on top of the model. It is no strict bound on 
 peak may leave part of a core idle, and the cores here may share execution units), but where it
 is far above 1.1 the 90% goal needs spare cores that a 2-core machine does not have.
 
+Table 3: the seed's whole pipeline (``fpga-serve build resnet50``, random weights: JPEG
+preprocessing in TensorFlow, ResNet-50 on the twin, the classifier), JPEG in and confidences out
+over TF Serving Predict at 1 in flight, against the same zip run in process by the SDK
+(load_pipeline, Pipeline.run, the twin in that process) on the same photo, in alternating
+windows: the served p50 over the in-process median, paired by round (goal: within 1.15x).
+
 Every load loop is bounded by --requests and --seconds per window; the client is this process
 (its threads share the 2 cores with the servers, as they would with any local client).
 """
@@ -53,7 +59,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +140,15 @@ def spawn(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen
         cwd=ROOT,
         env={**os.environ, **(env or {})},
     )
+
+
+def stop(procs: Iterable[subprocess.Popen[str]]) -> None:
+    """Terminate every process, then wait for each."""
+    procs = list(procs)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(30)
 
 
 def wait_ready(proc: subprocess.Popen[str], ready: str) -> None:
@@ -335,10 +350,7 @@ def table1(ns: argparse.Namespace, tmp: Path) -> None:
                     got.setdefault((name, inflight), []).append(w)
             print(f"table 1: round {r + 1}/{ns.rounds} done", file=sys.stderr, flush=True)
     finally:
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            proc.wait(30)
+        stop(procs.values())
 
     print(
         f"\nTable 1: trivial model, 150 KB payload, {ns.rounds} interleaved rounds of "
@@ -425,10 +437,7 @@ def table2(ns: argparse.Namespace, tmp: Path) -> None:
                     served[turn].append(load(address, request, 32, ns.requests, window, pid))
             print(f"table 2: round {r + 1}/{ns.rounds} done", file=sys.stderr, flush=True)
     finally:
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            proc.wait(30)
+        stop(procs.values())
 
     best = [max(v) for v in zip(*peaks.values(), strict=True)]  # per round, the best batch
     print(
@@ -485,9 +494,99 @@ def table2(ns: argparse.Namespace, tmp: Path) -> None:
     )
 
 
+def pipeline_worker(zip_path: Path, image_path: Path) -> None:
+    """Reads "SECONDS" lines, runs the whole pipeline in process (the SDK's twin, no gRPC) on
+    the image back to back, answers "MEDIAN-MS COUNT"."""
+    from fpga_serve.modelzip import LoadContext, load_pipeline
+    from fpga_serve.runtime import Pipeline
+
+    archive = load_pipeline(zip_path, LoadContext())
+    pipeline = Pipeline(archive.stages, input_aliases=archive.input_aliases)
+    images = np.empty(1, dtype=object)
+    images[0] = image_path.read_bytes()
+    pipeline.run({"images": images})  # warm
+    print("ready", flush=True)
+    for line in sys.stdin:
+        seconds = float(line)
+        times: list[float] = []
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            pipeline.run({"images": images})
+            times.append(time.perf_counter() - t0)
+        print(f"{statistics.median(times) * 1000:.3f} {len(times)}", flush=True)
+    archive.close()
+
+
+def table3(ns: argparse.Namespace, tmp: Path) -> None:
+    """The seed's pipeline served (JPEG in, confidences out, twin) at 1 in flight against the
+    same pipeline run in process on the same image."""
+    import sklearn.datasets
+    from fpga_serve_client.protos import predict_pb2, tf_tensor_pb2
+
+    image = Path(sklearn.datasets.__file__).parent / "images" / "china.jpg"
+    zip_path = tmp / "resnet50.zip"
+    build = [sys.executable, "-m", "fpga_serve.cli", "build", "resnet50", "-o", str(zip_path)]
+    subprocess.run(
+        build, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    request = predict_pb2.PredictRequest()
+    tensor = request.inputs["images"]
+    tensor.dtype = tf_tensor_pb2.DT_STRING
+    tensor.tensor_shape.dim.add(size=1)
+    tensor.string_val.append(image.read_bytes())
+    port = free_port()
+    procs = {
+        "in process": spawn(
+            [sys.executable, __file__, "--pipeline-worker", str(zip_path), str(image)]
+        ),
+        "served": spawn(serve_cmd(zip_path, port, ns.workers, "--device", "twin")),
+    }
+    served: list[Window] = []
+    local: list[float] = []
+    try:
+        wait_ready(procs["in process"], "ready")
+        wait_ready(procs["served"], '"serving"')
+        address = f"127.0.0.1:{port}"
+        load(address, request, 1, 5, 30)  # warm the server's twin worker
+        window = max(ns.seconds, 5.0)
+        stdin, stdout = procs["in process"].stdin, procs["in process"].stdout
+        assert stdin is not None and stdout is not None
+        for r in range(ns.rounds):
+            for turn in ("served", "in process") if r % 2 == 0 else ("in process", "served"):
+                if turn == "served":
+                    served.append(load(address, request, 1, ns.requests, window))
+                else:
+                    stdin.write(f"{window}\n")
+                    stdin.flush()
+                    local.append(float(stdout.readline().split()[0]))
+            print(f"table 3: round {r + 1}/{ns.rounds} done", file=sys.stderr, flush=True)
+    finally:
+        stop(procs.values())
+    ratios = [w.p50 / t for w, t in zip(served, local, strict=True)]
+    print(
+        f"\nTable 3: ResNet-50 pipeline (fpga-serve build resnet50: JPEG preprocessing, the "
+        f"featurizer on the twin, classifier), china.jpg, 1 in flight, {ns.rounds} interleaved "
+        f"rounds of {window:g} s; load average {os.getloadavg()[0]:.1f}"
+    )
+    print(f"{'side':>28} {'p50 ms':>8} {'p99 ms':>8}")
+    print(
+        f"{'served (TF Serving Predict)':>28} {med([w.p50 for w in served]):8.1f} "
+        f"{med([w.p99 for w in served]):8.1f}"
+    )
+    print(f"{'in-process pipeline':>28} {med(local):8.1f}")
+    print(
+        f"served p50 / in-process median, paired by round: {med(ratios):.3f} "
+        f"(range {spread(ratios, '.3f')}); within 1.15x: {'yes' if med(ratios) <= 1.15 else 'no'}"
+    )
+
+
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--peak-worker":
         peak_worker(Path(sys.argv[2]), Path(sys.argv[3]))
+        return
+    if len(sys.argv) == 4 and sys.argv[1] == "--pipeline-worker":
+        pipeline_worker(Path(sys.argv[2]), Path(sys.argv[3]))
         return
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds per table")
@@ -509,12 +608,16 @@ def main() -> None:
         default=None,
         help="FPGA_SERVE_TWIN_THREADS for every table-2 process (peak and servers alike)",
     )
-    parser.add_argument("--tables", default="12", help="which tables to run, e.g. 1 or 2")
+    parser.add_argument("--tables", default="123", help="which tables to run, e.g. 1 or 23")
     ns = parser.parse_args()
     if ns.size is None:
         ns.size = 64 if ns.model == "cnn" else 224
     warnings.simplefilter("ignore")
-    runs: dict[str, Callable[[argparse.Namespace, Path], None]] = {"1": table1, "2": table2}
+    runs: dict[str, Callable[[argparse.Namespace, Path], None]] = {
+        "1": table1,
+        "2": table2,
+        "3": table3,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for key in ns.tables:
             runs[key](ns, Path(tmp))
