@@ -200,3 +200,16 @@ def test_messages_quote_long_names_cut_short() -> None:
     with pytest.raises(TensorConversionError) as err:
         from_tensor_proto(_proto(tf_tensor_pb2.DT_RESOURCE, [1]), name)
     assert len(str(err.value)) < 200 and "20,000 characters" in str(err.value)
+
+
+def test_big_endian_and_strided_arrays_go_out_little_endian_in_c_order() -> None:
+    """The wire is little-endian, row-major: a big-endian or a transposed array is sent as the
+    same bytes as its native, contiguous copy (the fast path is only for native arrays)."""
+    base = np.arange(12, dtype=np.float32).reshape(3, 4)
+    for array in (base.astype(">f4"), base.T, base.astype(">f4").T, base[:, ::2]):
+        want = np.ascontiguousarray(array, dtype="<f4")
+        _, raw = to_infer_output("y", array, raw=True)
+        assert raw == want.tobytes()
+        assert to_tensor_proto(array).tensor_content == want.tobytes()
+        tensor, raw = to_infer_output("y", array, raw=True)
+        np.testing.assert_array_equal(from_infer_output(tensor, raw), want)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,11 +66,17 @@ _TYPES: list[tuple[str, int, str, str, str]] = [
     ("object", tf_tensor_pb2.DT_STRING, "BYTES", "string_val", "bytes_contents"),
 ]
 _BY_NUMPY = {t[0]: t for t in _TYPES}
+_KEY_OF_DTYPE = {np.dtype(t[0]): t[0] for t in _TYPES if t[0] != "object"}
+"""Native-order numeric dtypes to their names (``dtype.name`` is slow: it is computed)."""
+_LITTLE = sys.byteorder == "little"
 _BY_TF = {t[1]: t for t in _TYPES}
 _BY_V2 = {t[2]: t for t in _TYPES}
 
 
 def _np_name(array: np.ndarray, name: str) -> str:
+    known = _KEY_OF_DTYPE.get(array.dtype)
+    if known is not None:
+        return known
     kind = array.dtype.kind
     if kind in ("O", "S", "U"):
         return "object"
@@ -93,8 +100,8 @@ def _declared_shape(dims: Any, rank: int, name: str) -> tuple[int, ...]:
         raise TensorConversionError(
             f"tensor {_label(name)}: {rank} dimensions, over the limit of {MAX_RANK}"
         )
-    shape = tuple(int(d) for d in dims)
-    if any(d < 0 for d in shape):
+    shape = tuple(map(int, dims))
+    if shape and min(shape) < 0:
         raise TensorConversionError(
             f"tensor {_label(name)}: negative dimension in shape {_shape_text(shape)}"
         )
@@ -244,6 +251,8 @@ def _raw_bytes(array: np.ndarray, key: str) -> bytes:
             parts.append(struct.pack("<I", len(item)))
             parts.append(bytes(item))
         return b"".join(parts)
+    if _LITTLE and array.dtype.isnative:
+        return array.tobytes()  # C order, as it is
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
