@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +103,43 @@ def run_server(
                 proc.wait()
                 raise AssertionError("server did not stop within 30 s of SIGTERM") from None
             assert code == 0, f"server exited with {code}:\n" + "".join(log)
+
+
+def metric_value(server: RunningServer, name: str, **labels: str) -> float:
+    """The sum of metric ``name``'s samples whose labels include ``labels`` (0 when absent)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = (
+        urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10)
+        .read()
+        .decode()
+    )
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+def wait_for_metric(
+    server: RunningServer,
+    name: str,
+    predicate: Callable[[float], bool],
+    timeout: float = 30.0,
+    **labels: str,
+) -> float:
+    """Poll /metrics until ``predicate(metric_value(...))`` holds; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = metric_value(server, name, **labels)
+        if predicate(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name}{labels} stayed at {value} for {timeout} s")
+        time.sleep(0.002)
 
 
 def run_server_expect_failure(models: Sequence[Path], *args: str, timeout: float = 120.0) -> str:

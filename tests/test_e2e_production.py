@@ -30,7 +30,7 @@ from fpga_serve_client.protos import (
     tf_tensor_pb2,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from serving import run_server
+from serving import run_server, wait_for_metric
 
 
 def make_cert(tmp: Path) -> tuple[Path, Path]:
@@ -365,23 +365,15 @@ def test_deadlines_queue_bound_and_graceful_shutdown(slow_zip: Path) -> None:
 
         # A request whose deadline passes while queued is dropped before it runs.
         busy = stub.Predict.future(float_request([1] * 4), timeout=60)
-        time.sleep(0.01)
+        wait_for_metric(server, "fpga_serve_inflight_requests", lambda v: v >= 1)
         with pytest.raises(grpc.RpcError) as err:
             stub.Predict(float_request([2] * 4), timeout=one / 3)
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         busy.result()
-        time.sleep(one)
-        metrics = (
-            urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10)
-            .read()
-            .decode()
+        # The queued request is dropped when it leaves the queue, after the busy batch.
+        wait_for_metric(
+            server, "fpga_serve_dropped_requests_total", lambda v: v >= 1, reason="deadline"
         )
-        dropped = [
-            ln
-            for ln in metrics.splitlines()
-            if ln.startswith("fpga_serve_dropped_requests_total") and "deadline" in ln
-        ]
-        assert dropped and float(dropped[0].split()[-1]) >= 1
 
         # SIGTERM with work in flight: accepted requests finish, then exit 0 (checked on exit).
         inflight = [stub.Predict.future(float_request([3] * 4), timeout=60) for _ in range(2)]
