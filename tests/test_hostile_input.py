@@ -394,3 +394,16 @@ def test_malformed_and_field_bomb_messages_are_refused_before_parsing(
         assert code == "INVALID_ARGUMENT" and "max_request_fields" in details, (code, details)
     grown = peak(pid) - base
     assert grown < 24 * MiB, f"peak RSS grew {grown / MiB:.0f} MiB"
+
+
+def test_every_dimension_is_bounded_not_only_the_product() -> None:
+    """In process: a zero anywhere makes the product 0; each dimension is still checked."""
+    from fpga_serve.core.errors import InvalidInput
+    from fpga_serve.core.types import DType, RequestLimits, TensorHeader, TensorSpec
+
+    spec = TensorSpec("x", DType.FP32, (-1, -1, -1))
+    limits = RequestLimits(max_elements=1 << 20)
+    for shape in ((1, 0, 1 << 62), (2, 1 << 21, 0)):
+        with pytest.raises(InvalidInput, match=r"dimension \d is [\d,]+, over the limit"):
+            spec.check_header(TensorHeader("FP32", shape, 0), limits)
+    spec.check_header(TensorHeader("FP32", (2, 0, 1 << 20), 0), limits)  # at the limit: fine

@@ -36,7 +36,7 @@ from fpga_serve.service.remote import ModelStore
 
 log = logging.getLogger(__name__)
 
-CUT_FLUSH_S = 0.25
+CUT_FLUSH_S = 0.15
 """After the shutdown grace: how long the answers to cut-off requests have to go out before
 gRPC cancels the calls still running."""
 STOP_SLACK_S = 1.0

@@ -28,7 +28,7 @@ from fpga_serve.core.isa import Program
 
 RESTART_TIMEOUT_S = 5.0
 """How long ``restart`` lets the old worker exit before it kills it."""
-STOP_TIMEOUT_S = 0.3
+STOP_TIMEOUT_S = 0.1
 """How long ``stop`` (at shutdown) waits for a run in progress to end and the worker to exit,
 in all, before it kills the process: work still running then was cut off already."""
 
