@@ -1,4 +1,5 @@
-"""The ``fpga-serve`` command: ``serve`` pipeline zips, ``build`` zoo models, ``inspect`` zips."""
+"""The ``fpga-serve`` command: ``serve`` pipeline zips, ``build`` zoo models, ``inspect`` zips,
+``overlay build`` a board's bitstream (fpga_serve.boardflow)."""
 
 from __future__ import annotations
 
@@ -165,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_build(sub)
+    from fpga_serve.boardflow.cli import add_overlay
+
+    add_overlay(sub)
     return parser
 
 
