@@ -52,7 +52,9 @@ def main() -> None:
     from fpga_serve.hw.twin.executor import execute
 
     folder = Path(tempfile.mkdtemp())
-    shutil.copy(Path(__file__).resolve().parent.parent / "bitstreams/fpga_cnn/fpga_cnn.hwh", folder)
+    shutil.copy(
+        Path(__file__).resolve().parent.parent / "bitstreams/boards/zcu104/fpga_cnn.hwh", folder
+    )
     device = PynqDevice(write_simulation_bitstream(folder / "fpga_cnn.bit"))
     board = device.load(program)
     board.run(x)  # warm

@@ -42,7 +42,7 @@ def simulated_board() -> Iterator[None]:
 
 
 ROOT = Path(__file__).resolve().parent.parent
-HWH = ROOT / "bitstreams" / "fpga_cnn" / "fpga_cnn.hwh"
+HWH = ROOT / "bitstreams" / "boards" / "zcu104" / "fpga_cnn.hwh"
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ class ServerSettings(BaseSettings):
 
     overlay: Path | None = None
     """The overlay bitstream for PYNQ boards (its .hwh beside it); default:
-    bitstreams/fpga_cnn/fpga_cnn.bit of this installation."""
+    bitstreams/boards/BOARD/fpga_cnn.bit of this installation, for the board $BOARD names."""
 
     twin_path: Literal["auto", "native", "numpy"] = "auto"
     """How the twin computes: native (exact int8 GEMM in ONNX Runtime + compiled kernels, when

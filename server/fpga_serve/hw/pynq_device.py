@@ -2,13 +2,22 @@
 
 Registers are written with ``pynq.MMIO``; descriptors, weights and activations live in buffers
 from ``device.allocate`` (``pynq.allocate`` on the device), exactly as on a board. Which board:
-``pynq.Device.active_device`` — a Zynq UltraScale+/Versal board under PYNQ, a board reached
+``pynq.Device.active_device`` — a Zynq UltraScale+ or Zynq-7000 board under PYNQ, a board reached
 through pynq's remote device (PYNQ_REMOTE_DEVICES), or the simulated board (hw/pynq_sim.py,
-FPGA_SERVE_PYNQ_SIMULATE=1).
+FPGA_SERVE_PYNQ_SIMULATE=1). Its overlay is bitstreams/boards/<board>/fpga_cnn.bit of this
+installation for the board PYNQ names ($BOARD; bitstreams/boards/boards.json), or ``--overlay``.
+
+At load the driver refuses, naming the file and what it expected: a .bit without its .hwh, an
+.hwh for another board's preset or another spec version, an accelerator whose interrupt pin the
+.hwh does not wire to the PS (through an AXI interrupt controller), a PL clock the PS does not run
+at the .hwh's rate after pynq set it, FEATURES registers that are not the .hwh's preset. A run
+completes on the interrupt (pynq.Interrupt) where the device delivers it, else on a short fixed
+poll of STATUS; per run only the input tensors are flushed and the output tensors invalidated.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -18,8 +27,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from fpga_serve.core.boards import ACCELERATOR, OVERLAY_NAME, PS_TYPES, Board, board_for_pynq
 from fpga_serve.core.errors import DeviceError
-from fpga_serve.core.isa import SPEC, SPEC_VERSION, Program, preset
+from fpga_serve.core.isa import PRESETS, SPEC, SPEC_VERSION, Program, preset
 from fpga_serve.hw import descriptors
 from fpga_serve.hw.base import Device, LoadedProgram
 from fpga_serve.hw.twin import packed
@@ -31,7 +41,9 @@ STATUS = {k: int(v) for k, v in SPEC["status_bits"].items()}
 CTRL = {k: int(v) for k, v in SPEC["ctrl_bits"].items()}
 ERROR_NAMES = {int(v): k for k, v in SPEC["error_codes"].items()}
 VERSION_WORD = (int(SPEC_VERSION.split(".")[0]) << 16) | int(SPEC_VERSION.split(".")[1])
-POLL_MAX_S = 1e-4  # the longest sleep between STATUS reads: 1% of an 8 ms run
+POLL_S = 1e-4  # between STATUS reads where the device delivers no interrupt: 1% of an 8 ms run
+WAIT_SLICE_S = 0.1  # STATUS is read again at least this often while waiting for the interrupt
+CLOCK_TOLERANCE = 0.005  # how far the PL clock pynq set may be from the .hwh's (pynq warns at 1%)
 
 
 def _board_env() -> bool:
@@ -79,10 +91,38 @@ class PynqProgram(LoadedProgram):
             self.capacity = batch
         region = np.asarray(self.activations)
         packed.write_input(image, region, x)
-        self.activations.flush()
+        # Only the input tensors go to the device and only the outputs come back: pynq syncs
+        # a PynqBuffer view's own bytes. pynq's remote buffers have no views (their flush of
+        # a slice writes it at offset 0): those are synced whole.
+        from pynq.buffer import PynqBuffer
+
+        whole = not isinstance(self.activations, PynqBuffer)
+        for span in (
+            [slice(None)] if whole else self.spans(image.input_at, image.input_shape, batch)
+        ):
+            self.activations[span].flush()
         self.pdevice.execute(self, batch)
-        self.activations.invalidate()
+        for span in (
+            [slice(None)] if whole else self.spans(image.output_at, image.output_shape, batch)
+        ):
+            self.activations[span].invalidate()
         return packed.read_output(image, region, batch)
+
+    def spans(
+        self, at: tuple[int, int, int], shape: tuple[int, int, int], batch: int
+    ) -> list[slice]:
+        """The bytes of one tensor in each image's activation region (whole pixels of its
+        buffer: a channel slice shares its pixels with the buffer's other channels)."""
+        offset, buffer_channels, _ = at
+        size = shape[0] * shape[1] * buffer_channels
+        starts = [n * self.image.image_bytes + offset for n in range(batch)]
+        return [slice(start, start + size) for start in starts]
+
+    def cma_bytes(self, batch: int) -> int:
+        """Device memory this program takes for a batch: descriptors, weights, activations."""
+        return int(
+            self.image.descriptors.size + self.image.weights.size + batch * self.image.image_bytes
+        )
 
     def close(self) -> None:
         for buf in (self.weights, self.activations, self.descs):
@@ -90,8 +130,48 @@ class PynqProgram(LoadedProgram):
                 buf.freebuffer()
 
 
-DEFAULT_OVERLAY = Path(__file__).resolve().parents[3] / "bitstreams" / "fpga_cnn" / "fpga_cnn.bit"
+BOARDS_DIR = Path(__file__).resolve().parents[3] / "bitstreams" / "boards"
 ACCEL_VLNV = str(SPEC["ip"]["vlnv"])
+
+
+def running_board(pdev: Any) -> Board | None:
+    """The board pynq runs on, as boards.json knows it: the simulated board's, or $BOARD (PYNQ
+    images set it; set it on a host that drives a board through PYNQ_REMOTE_DEVICES)."""
+    name = getattr(pdev, "pynq_board", None) or os.environ.get("BOARD")
+    return board_for_pynq(name) if name else None
+
+
+def default_overlay(board: Board | None) -> Path:
+    if board is None:
+        raise DeviceError(
+            "no overlay given and the board is unknown ($BOARD names none of bitstreams/boards/"
+            "boards.json's boards): pass --overlay PATH/fpga_cnn.bit"
+        )
+    return BOARDS_DIR / board.name / f"{OVERLAY_NAME}.bit"
+
+
+@functools.cache
+def interrupt_loop() -> asyncio.AbstractEventLoop:
+    """The one event loop pynq.Interrupt waits run on: pynq binds its UIO reader to the loop
+    current when the interrupt is first made, so every wait must use that loop."""
+    return asyncio.new_event_loop()
+
+
+def _fill_clock_frequencies(overlay: Any) -> None:
+    """pynqmetadata 0.2.0 reads no achieved PL clock rate from a Zynq-7000 .hwh (it looks for
+    the ZynqMP parameter name), and pynq 4.0's Overlay.download then cannot set the clock
+    (``float / None``): take it from the .hwh's own parameter."""
+    for name, ip in overlay.ip_dict.items():
+        kind = str(ip.get("type", "")).split(":")[2:3]
+        ps = PS_TYPES.get(kind[0]) if kind else None
+        if ps is None:
+            continue
+        params = ip.get("parameters", {})
+        for i, clock in overlay.clock_dict.items():
+            key = ps.pl_clock["act_freq"].replace("0", str(i), 1)
+            if clock.get("enable") and clock.get("frequency") is None and key in params:
+                clock["frequency"] = float(params[key])
+                log.info("PL clock %d: %s MHz from %s's %s", i, params[key], name, key)
 
 
 @functools.cache
@@ -117,7 +197,6 @@ class PynqDevice(Device):
 
     def __init__(self, overlay: Path | None = None) -> None:
         super().__init__()
-        bitfile = Path(overlay or DEFAULT_OVERLAY)
         try:
             import pynq
 
@@ -126,8 +205,18 @@ class PynqDevice(Device):
             self.pdev = pynq.Device.active_device
         except (ImportError, RuntimeError) as exc:
             raise DeviceError(f"no PYNQ device: {exc}") from exc
+        self.board = running_board(self.pdev)
+        bitfile = Path(overlay) if overlay else default_overlay(self.board)
+        self.bitfile = bitfile
         self.ip = self._load_overlay(pynq, bitfile)
         self.mmio = self.ip.mmio
+        self.interrupt = getattr(self.ip, ACCELERATOR["interrupt"], None)
+        if self.interrupt is None:
+            log.info(
+                "%s delivers no interrupts here: runs end on a %g ms poll",
+                bitfile.name,
+                POLL_S * 1e3,
+            )
         self.verify()
         log.info(
             "PYNQ device %s: overlay %s, fpga_cnn spec %s at 0x%x",
@@ -142,21 +231,33 @@ class PynqDevice(Device):
         return cls(options.get("overlay"))
 
     def _load_overlay(self, pynq: Any, bitfile: Path) -> Any:
-        """Download the overlay and return its accelerator, bound to our driver by VLNV."""
+        """Check the overlay's .hwh, download it, check the PL clock, and return the
+        accelerator bound to our driver by VLNV."""
         if not bitfile.is_file():
             raise DeviceError(f"overlay bitstream {bitfile} does not exist")
         hwh = bitfile.with_suffix(".hwh")
         if not hwh.is_file():
             raise DeviceError(f"{hwh} is missing: pynq needs the .hwh beside {bitfile.name}")
         driver = _accelerator_driver()
+        # pynq makes the accelerator's Interrupt when it binds the driver; its UIO reader goes
+        # on the loop current then: ours, so that every wait can run on it.
+        asyncio.set_event_loop(interrupt_loop())
         try:
-            overlay = pynq.Overlay(str(bitfile), device=self.pdev)
+            overlay = pynq.Overlay(str(bitfile), device=self.pdev, download=False)
         except Exception as exc:  # pynq raises many types for a bad .bit/.hwh
             raise DeviceError(f"cannot load overlay {bitfile} with {hwh.name}: {exc}") from exc
         names = [n for n, d in overlay.ip_dict.items() if d.get("type") == ACCEL_VLNV]
         if not names:
             found = ", ".join(f"{n} ({d.get('type')})" for n, d in overlay.ip_dict.items())
             raise DeviceError(f"{hwh.name} has no {ACCEL_VLNV} IP (found: {found or 'none'})")
+        self.hwh_preset = self._check_hwh(hwh, names[0], overlay)
+        _fill_clock_frequencies(overlay)
+        try:
+            overlay.download()
+        except Exception as exc:  # pynq raises many types for a bad .bit/.hwh
+            raise DeviceError(f"cannot load overlay {bitfile} with {hwh.name}: {exc}") from exc
+        self._check_clock(pynq, hwh, overlay)
+        self.ip_name = names[0]
         ip = getattr(overlay, names[0])
         if not isinstance(ip, driver):
             raise DeviceError(
@@ -165,6 +266,51 @@ class PynqDevice(Device):
             )
         self.overlay = overlay
         return ip
+
+    def _check_hwh(self, hwh: Path, name: str, overlay: Any) -> Any:
+        """The .hwh must be a board-flow build of this spec, for this board, with the interrupt
+        wired: returns the preset it was built for."""
+        params = overlay.ip_dict[name].get("parameters", {})
+        spec, preset_name = params.get("SPEC_VERSION"), params.get("PRESET")
+        if spec is None or preset_name not in PRESETS:
+            raise DeviceError(
+                f"{hwh}: {name} has no SPEC_VERSION and PRESET parameters naming a preset "
+                f"(got {spec!r}, {preset_name!r}): not a bitstreams/boards build"
+            )
+        if spec != SPEC_VERSION:
+            raise DeviceError(
+                f"{hwh} is a build of fpga_cnn spec {spec}; this server runs spec {SPEC_VERSION}: "
+                "rebuild the bitstream (fpga-serve overlay build)"
+            )
+        if self.board is not None and preset_name != self.board.preset.name:
+            raise DeviceError(
+                f"{hwh} is a build for preset {preset_name}; this board is a {self.board.title} "
+                f"(preset {self.board.preset.name}): use bitstreams/boards/{self.board.name}/"
+                f"{OVERLAY_NAME}.bit and .hwh"
+            )
+        pin = f"{name}/{ACCELERATOR['interrupt']}"
+        if pin not in overlay.interrupt_pins:
+            raise DeviceError(
+                f"{hwh}: {pin} reaches no AXI interrupt controller on the PS interrupt line "
+                f"(pynq finds {sorted(overlay.interrupt_pins) or 'no interrupt pins'}): the "
+                "bitstreams/boards block design wires it through axi_intc_0"
+            )
+        return PRESETS[preset_name]
+
+    def _check_clock(self, pynq: Any, hwh: Path, overlay: Any) -> None:
+        """After pynq set the PL clock from the .hwh, the PS must run it at the .hwh's rate."""
+        want = overlay.clock_dict.get(0, {}).get("frequency")
+        try:
+            got = float(pynq.ps.Clocks.fclk0_mhz)
+        except Exception as exc:  # a device pynq cannot read clocks on (e.g. remote)
+            log.warning("cannot read PL clock 0 on %s (%s): not checked", self.pdev.name, exc)
+            return
+        if want is None or abs(got - want) > want * CLOCK_TOLERANCE:
+            raise DeviceError(
+                f"{hwh.name} needs PL clock 0 at {want} MHz; the PS runs it at {got:.3f} MHz "
+                "after pynq set it: this board's PLL cannot make that rate (see "
+                "bitstreams/boards/boards.json pl_clock)"
+            )
 
     @classmethod
     def probe(cls) -> bool:
@@ -190,6 +336,15 @@ class PynqDevice(Device):
             )
         words = {name: self.mmio.read(REG[name]) for name in SPEC["features"]}
         self.features = descriptors.read_features(words)
+        built = descriptors.read_features(descriptors.features(self.hwh_preset))
+        if self.features != built:
+            self.mark_failed()
+            differ = {k: (v, built[k]) for k, v in self.features.items() if v != built[k]}
+            raise DeviceError(
+                f"the bitstream reports FEATURES {differ} (bitstream, .hwh); "
+                f"{self.bitfile.with_suffix('.hwh').name} describes preset {self.hwh_preset.name}: "
+                "the .bit and the .hwh are not from the same build"
+            )
 
     def check_program(self, program: Program) -> None:
         """Refuse a program packed for another array shape or buffers than the bitstream's."""
@@ -231,7 +386,6 @@ class PynqDevice(Device):
         for offset, value in regs:
             self.mmio.write(offset, value)
         deadline = time.monotonic() + self.timeout_s
-        delay = 1e-5
         while True:
             status = self.mmio.read(REG["STATUS"])
             if status & STATUS["ERROR"]:
@@ -257,8 +411,33 @@ class PynqDevice(Device):
                     f"the accelerator did not finish within {self.timeout_s:g} s; "
                     "the device will be reset"
                 )
-            time.sleep(delay)
-            delay = min(delay * 2, POLL_MAX_S)
+            self._wait(deadline)
+
+    def _wait(self, deadline: float) -> None:
+        """Until the accelerator's interrupt (a short slice at most), or one poll interval.
+
+        The interrupt is a level (IRQ_STATUS & IRQ_ENABLE) that the next run's register writes
+        clear; pynq's controller acknowledges it while it is still high, so the next wait may
+        wake once at once, on the latched old level: STATUS decides, and the loop waits again."""
+        if self.interrupt is None:
+            time.sleep(POLL_S)
+            return
+        timeout = max(0.0, min(deadline - time.monotonic(), WAIT_SLICE_S))
+        loop = interrupt_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(asyncio.wait_for(self.interrupt.wait(), timeout))
+        except asyncio.TimeoutError:
+            pass  # STATUS decides
+        except RuntimeError as exc:  # "Interrupt invalidated by Overlay change": a new download
+            import pynq
+
+            log.warning("%s; taking the interrupt again", exc)
+            try:
+                self.interrupt = pynq.Interrupt(f"{self.ip_name}/{ACCELERATOR['interrupt']}")
+            except ValueError as again:
+                log.warning("no interrupt (%s): polling STATUS", again)
+                self.interrupt = None
 
     def descriptor_cycles(self, count: int) -> list[int]:
         """The per-descriptor cycle counters of the last run (PERF window)."""

@@ -8,6 +8,12 @@ computes with the twin's numerics. ``pynq.Overlay`` loads on it from a ``.bit`` 
 would reach a board over pynq's remote device. Enabled with FPGA_SERVE_PYNQ_SIMULATE=1 (pynq
 then finds it as its active device).
 
+Which board it is: FPGA_SERVE_PYNQ_SIM_BOARD (a name in bitstreams/boards/boards.json, default
+zcu104) or ``use_board``; its PS (hw/pynq_sim_ps.py: clock and port-width registers, the AXI
+interrupt controller on the PS interrupt line and that line's UIO device), addresses and memory
+are the board's, and a download fails when what pynq programmed from the .hwh does not fit the
+board's block design (a PL clock off its rate, an HP port of another width).
+
 Fault injection (for tests): ``fault = "error"`` makes the next run end with STATUS.ERROR,
 ``fault = "hang"`` leaves it BUSY forever; a SOFT_RESET clears both. ``fault = "corrupt"``
 garbles the activations of the next run and reports success (what validate mode is for). From
@@ -28,8 +34,10 @@ import numpy as np
 import pynq
 from pynq.buffer import PynqBuffer
 
+from fpga_serve.core.boards import BOARDS, Board, board
 from fpga_serve.core.isa import DEFAULT_TARGET, PRESETS, SPEC, SPEC_VERSION
 from fpga_serve.hw import descriptors
+from fpga_serve.hw.pynq_sim_ps import SimIntc, SimPs, SimUio
 from fpga_serve.hw.twin import fast, packed
 
 REG = {k: int(v) for k, v in SPEC["registers"].items()}
@@ -37,9 +45,18 @@ STATUS_BITS = {k: int(v) for k, v in SPEC["status_bits"].items()}
 CTRL_BITS = {k: int(v) for k, v in SPEC["ctrl_bits"].items()}
 IRQ_BITS = {k: int(v) for k, v in SPEC["irq_bits"].items()}
 ERRORS = {k: int(v) for k, v in SPEC["error_codes"].items()}
-ACCEL_BASE = 0xA000_0000
-ACCEL_RANGE = 0x1_0000
-DDR_BASE = 0x4000_0000
+SIM_BOARD = "FPGA_SERVE_PYNQ_SIM_BOARD"
+
+
+def ddr_base(b: Board) -> int:
+    """Where the simulated board's allocations start: the middle of the PS's low DDR."""
+    low, high = b.ps.ddr_low
+    return low + (high - low + 1) // 2
+
+
+ACCEL_BASE = BOARDS["zcu104"].control_base  # the default board's (tests/pynq_remote_fake.py)
+ACCEL_RANGE = BOARDS["zcu104"].control_range
+DDR_BASE = ddr_base(BOARDS["zcu104"])
 READ_ONLY = {
     REG[name]
     for name in ("STATUS", "VERSION", "ERROR_CODE", "ERROR_INDEX", "ERROR_IMAGE", "CYCLES_LO",
@@ -65,7 +82,14 @@ class SimulatedAccelerator:
         self.writes: list[tuple[int, int]] = []  # (offset, value), for tests
         self.step_seconds: list[float] = []  # per descriptor of the last run, for benchmarks
         self.runs = 0
+        self.on_interrupt: Any = None  # called with the interrupt line's level when it may change
+        self.latency_s = 0.0  # > 0: a run stays BUSY this long before DONE (tests of completion)
+        self._done_timer: threading.Timer | None = None
         self.load_image(SPEC_VERSION, DEFAULT_TARGET)
+
+    def interrupt_level(self) -> bool:
+        """The level interrupt: IRQ_STATUS & IRQ_ENABLE (spec.json irq_bits)."""
+        return bool(self.read(REG["IRQ_STATUS"]) & self.read(REG["IRQ_ENABLE"]))
 
     def load_image(self, spec_version: str, preset_name: str = DEFAULT_TARGET) -> None:
         """A (simulated) bitstream download: VERSION and FEATURES show what was loaded.
@@ -84,9 +108,16 @@ class SimulatedAccelerator:
         return int(self.regs[offset // 4])
 
     def write(self, offset: int, value: int) -> None:
+        self._write(offset, value)
+        if self.on_interrupt is not None:
+            self.on_interrupt(self.interrupt_level())
+
+    def _write(self, offset: int, value: int) -> None:
         self.writes.append((offset, value))
         if offset == REG["CTRL"]:
             if value & CTRL_BITS["SOFT_RESET"]:
+                if self._done_timer is not None:
+                    self._done_timer.cancel()
                 self.fault = None
                 for name in ("STATUS", "ERROR_CODE", "ERROR_INDEX", "ERROR_IMAGE"):
                     self.regs[REG[name] // 4] = 0
@@ -133,8 +164,18 @@ class SimulatedAccelerator:
         if self.fault == "corrupt":  # a silent datapath fault: only validate mode sees it
             self.memory.block(self._addr("ACT_ADDR_LO", "ACT_ADDR_HI"))[:] ^= 0x5A
             self.fault = None
+        if self.latency_s > 0:  # BUSY for a while, then DONE (from a timer, as a board would)
+            self.regs[REG["STATUS"] // 4] = STATUS_BITS["BUSY"]
+            self._done_timer = threading.Timer(self.latency_s, self._done)
+            self._done_timer.start()
+        else:
+            self._done()
+
+    def _done(self) -> None:
         self.regs[REG["STATUS"] // 4] = STATUS_BITS["DONE"]
         self.regs[REG["IRQ_STATUS"] // 4] |= IRQ_BITS["DONE"]
+        if self.on_interrupt is not None:
+            self.on_interrupt(self.interrupt_level())
 
     def _error(self, code: str, index: int, image: int) -> None:
         self.regs[REG["STATUS"] // 4] = STATUS_BITS["ERROR"]
@@ -191,13 +232,16 @@ class SimMemory:
             address = self.next
             self.next += descriptors.align(max(count, 1)) + 4096
             self.blocks.append((address, backing))
+        # Not coherent, as PYNQ's CMA buffers are not to the HP ports: the driver must flush
+        # what it wrote and invalidate what it reads (the board counts what it syncs).
         return PynqBuffer(
             shape,
             dt,
             buffer=backing.data,
             device=self.device,
             device_address=address,
-            coherent=True,
+            bo=address,
+            coherent=False,
         )
 
     def block(self, address: int) -> np.ndarray:
@@ -254,21 +298,38 @@ class SimulatedPynqDevice(pynq.Device):  # type: ignore[misc]
     """pynq's view of the simulated board."""
 
     _probe_priority_ = 47
-    arch = "aarch64"  # a Zynq UltraScale+ PS, for pynq's clock code
 
     def __init__(self) -> None:
         super().__init__("fpga-serve-sim")
         self.capabilities = {"REGISTER_RW": True, "MEMORY_MAPPED": False}
         self.name = "fpga-serve simulated board"
-        self.default_memory = SimMemory(self)
-        self.accelerator = SimulatedAccelerator(self.default_memory)
-        # Everything outside the accelerator: the PS. IOPLL_CTRL (CRL_APB + 0x20) as a booted
-        # ZynqMP leaves it (FBDIV 90, DIV2: 33.33 MHz x 45 = 1.5 GHz), for pynq's clock code.
-        self.ps_registers: dict[int, bytes] = {
-            0xFF5E0020: ((90 << 8) | (1 << 16)).to_bytes(4, "little")
-        }
         self.bitfile_name: str | None = None
         self.timestamp: str | None = None
+        self.use_board(os.environ.get(SIM_BOARD, "zcu104"))
+
+    def use_board(self, name: str) -> None:
+        """Become board ``name`` of boards.json, freshly booted (nothing loaded)."""
+        self.board = board(name)
+        self.arch = self.board.ps.arch  # for pynq's clock code: aarch64 (ZynqMP) or armv7l
+        self.pynq_board = self.board.pynq_boards[0]  # what $BOARD says on the board's image
+        self.default_memory = SimMemory(self)
+        self.default_memory.next = ddr_base(self.board)
+        self.accelerator = SimulatedAccelerator(self.default_memory)
+        self.ps = SimPs(self.board)
+        self.uio = SimUio()
+        self.intc = SimIntc(self.uio.fire)
+        self.accelerator.on_interrupt = lambda level: self.intc.set_input(0, level)
+        self.synced: list[tuple[str, int, int, int]] = []  # flush / invalidate calls, for tests
+        self.bitfile_name = None
+        from pynq.interrupt import _InterruptController
+        from pynq.ps import Clocks
+
+        # pynq.Interrupt reaches the PS interrupt line through a UIO device (pynq/interrupt.py):
+        # this board's, for its raw IRQ. pynq's Clocks keeps the first PS it saw: forget it.
+        _InterruptController._uio_devices[self.board.ps.raw_irq] = self.uio
+        _InterruptController._controllers.clear()
+        if "_real_instance" in vars(Clocks):
+            delattr(Clocks, "_real_instance")
 
     def get_bitfile_metadata(self, bitfile_name: str, partial: bool = False) -> Any:
         """Parse the .hwh beside the .bit with pynq's runtime metadata parser."""
@@ -287,6 +348,15 @@ class SimulatedPynqDevice(pynq.Device):  # type: ignore[misc]
             raise RuntimeError(f"{bitstream.bitfile_name} is not a bitstream for this board")
         if carried.partition(";")[2] not in PRESETS:
             raise RuntimeError(f"{bitstream.bitfile_name} is for an unknown preset: {carried!r}")
+        from pynq.pl_server.embedded_device import EmbeddedDevice
+
+        EmbeddedDevice.set_axi_port_width(self, parser)  # what a board's download does
+        problems = self.ps.problems()
+        if problems:
+            raise RuntimeError(
+                f"{self.board.title} cannot run {Path(bitstream.bitfile_name).name} as pynq "
+                f"configured it: {'; '.join(problems)}"
+            )
         self.accelerator.load_image(carried)
         self.accelerator.fault = None
         self.post_download(bitstream, parser, self.name)
@@ -295,25 +365,39 @@ class SimulatedPynqDevice(pynq.Device):  # type: ignore[misc]
     def _probe_(cls) -> list[SimulatedPynqDevice]:
         return [cls()] if os.environ.get("FPGA_SERVE_PYNQ_SIMULATE") == "1" else []
 
+    def _target(self, address: int) -> tuple[Any, int]:
+        """Which register file ``address`` is in, and the offset there."""
+        b = self.board
+        if b.control_base <= address < b.control_base + b.control_range:
+            return self.accelerator, address - b.control_base
+        if b.intc_base <= address < b.intc_base + b.intc_range:
+            return self.intc, address - b.intc_base
+        return None, address
+
     def read_registers(self, address: int, length: int) -> bytes:
-        base = address - ACCEL_BASE
-        if not 0 <= base < ACCEL_RANGE:
-            return self.ps_registers.get(address, bytes(length))[:length].ljust(length, b"\0")
-        words = [self.accelerator.read(base + 4 * i) for i in range((length + 3) // 4)]
+        words = []
+        for at in range(address, address + max(length, 4), 4):
+            target, offset = self._target(at)
+            words.append(self.ps.read(at) if target is None else target.read(offset))
         return np.array(words, dtype="<u4").tobytes()[:length]
 
     def write_registers(self, address: int, data: bytes) -> None:
-        base = address - ACCEL_BASE
-        if not 0 <= base < ACCEL_RANGE:
-            self.ps_registers[address] = bytes(data)
-            return
         if len(data) % 4:
             raise ValueError(f"bad register write at 0x{address:x}")
         for i, word in enumerate(np.frombuffer(data, dtype="<u4")):
-            self.accelerator.write(base + 4 * i, int(word))
+            target, offset = self._target(address + 4 * i)
+            if target is None:
+                self.ps.write(address + 4 * i, int(word))
+            else:
+                target.write(offset, int(word))
 
-    def flush(self, *args: Any) -> None:
-        """Coherent memory: nothing to flush."""
+    @property
+    def ps_registers(self) -> dict[int, int]:
+        return self.ps.registers
 
-    def invalidate(self, *args: Any) -> None:
-        """Coherent memory: nothing to invalidate."""
+    def flush(self, bo: int, offset: int, ptr: Any, size: int) -> None:
+        """The host's caches to DDR: recorded as (buffer, offset, bytes); memory is one copy."""
+        self.synced.append(("flush", bo, offset, size))
+
+    def invalidate(self, bo: int, offset: int, ptr: Any, size: int) -> None:
+        self.synced.append(("invalidate", bo, offset, size))

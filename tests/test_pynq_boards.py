@@ -1,0 +1,200 @@
+"""The PYNQ driver on the simulated board of each board of bitstreams/boards/boards.json: it binds
+the accelerator from the committed .hwh with pynq's own Overlay (interrupt controller, PL clock
+set by pynq's clock code on the board's PS, HP port widths set by pynq's download code), runs
+exact against the twin completing on the interrupt, syncs only the input and output tensors, and
+refuses at load every mismatched overlay naming the file and what it expected."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pynq
+import pytest
+from fpga_serve.compiler import CompileOptions, compile_model
+from fpga_serve.core.boards import ACCELERATOR, BOARDS, INTC
+from fpga_serve.core.errors import DeviceError
+from fpga_serve.core.isa import quantize_input
+from fpga_serve.hw.pynq_device import PynqDevice
+from fpga_serve.hw.pynq_sim import write_simulation_bitstream
+from fpga_serve.hw.twin.device import TwinDevice
+
+ROOT = Path(__file__).resolve().parent.parent
+RNG = np.random.default_rng(12)
+ACC = ACCELERATOR["instance"]
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Any]:
+    """The simulated board (one per process: pynq probes devices once), left as zcu104."""
+    os.environ["FPGA_SERVE_PYNQ_SIMULATE"] = "1"
+    from fpga_serve.hw import pynq_sim  # noqa: F401 - registers the simulated board
+
+    board = pynq.Device.active_device
+    yield board
+    board.use_board("zcu104")
+    del os.environ["FPGA_SERVE_PYNQ_SIMULATE"]
+
+
+def overlay(tmp: Path, name: str, preset: str | None = None, edit: Any = None) -> Path:
+    """Board ``name``'s committed .hwh (edited by ``edit``) beside a simulation image of
+    ``preset`` (default: the board's own)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    text = (ROOT / "bitstreams" / "boards" / name / "fpga_cnn.hwh").read_text()
+    (tmp / "fpga_cnn.hwh").write_text(edit(text) if edit else text)
+    return write_simulation_bitstream(
+        tmp / "fpga_cnn.bit", preset_name=preset or BOARDS[name].preset.name
+    )
+
+
+def network() -> Any:
+    import keras
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
+    y = keras.layers.Conv2D(16, 3, padding="same")(x)
+    x = keras.layers.ReLU()(keras.layers.Add()([x, y]))
+    x = keras.layers.MaxPooling2D(2)(x)
+    return keras.Model(inp, keras.layers.GlobalAveragePooling2D()(x))
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_the_driver_binds_every_boards_hwh_on_its_simulated_board(
+    sim: Any, tmp_path: Path, name: str
+) -> None:
+    b = BOARDS[name]
+    sim.use_board(name)
+    device = PynqDevice(overlay(tmp_path, name))
+    assert type(device.ip).__name__ == "CnnAccelerator" and device.mmio.base_addr == b.control_base
+    assert device.overlay.ip_dict[INTC["instance"]]["phys_addr"] == b.intc_base
+    assert isinstance(device.interrupt, pynq.Interrupt)
+    assert device.hwh_preset is b.preset and device.features["array_co"] == b.preset.array_co
+    # pynq's clock code set PL clock 0 on this PS (ZynqMP CRL_APB or Zynq-7000 SLCR) to the rate
+    # the design needs, from the PLL the board boots with.
+    assert abs(sim.ps.pl0_mhz() - b.ps_clock_mhz) <= b.ps_clock_mhz * 0.001
+    assert abs(pynq.ps.Clocks.fclk0_mhz - b.ps_clock_mhz) <= b.ps_clock_mhz * 0.001
+
+
+@pytest.mark.parametrize("name", ["zcu104", "pynq_z2"])
+def test_runs_are_exact_end_on_the_interrupt_and_sync_only_their_tensors(
+    sim: Any, tmp_path: Path, name: str
+) -> None:
+    b = BOARDS[name]
+    sim.use_board(name)
+    device = PynqDevice(overlay(tmp_path, name))
+    data = RNG.normal(0, 1, (6, 12, 12, 3)).astype(np.float32)
+    program = compile_model(
+        network(), data, CompileOptions(calibration_method="max", target=b.preset.name)
+    ).program
+    x = quantize_input(data, program.input_scale)
+    loaded = device.load(program)
+    sim.accelerator.latency_s = 0.02  # runs end 20 ms after START, as on a board
+    for batch in (3, 2):
+        fired = sim.uio.fired
+        sim.synced.clear()
+        got = loaded.run(x[:batch])
+        assert np.array_equal(got, TwinDevice().load(program).run(x[:batch]))
+        assert sim.uio.fired > fired, "the run did not end on the interrupt"
+        image = loaded.image
+        flushed = [(off, size) for kind, _, off, size in sim.synced if kind == "flush"]
+        invalidated = [(off, size) for kind, _, off, size in sim.synced if kind == "invalidate"]
+        h, w, _ = image.input_shape
+        assert flushed == [
+            (n * image.image_bytes + image.input_at[0], h * w * image.input_at[1])
+            for n in range(batch)
+        ]
+        h, w, _ = image.output_shape
+        assert invalidated == [
+            (n * image.image_bytes + image.output_at[0], h * w * image.output_at[1])
+            for n in range(batch)
+        ]
+    # Without interrupt delivery the driver polls, and stays exact.
+    device.interrupt = None
+    assert np.array_equal(loaded.run(x[:1]), TwinDevice().load(program).run(x[:1]))
+
+
+def _param(name: str, value: str) -> Any:
+    return lambda text: re.sub(rf'(NAME="{name}" VALUE=")[^"]*"', rf'\g<1>{value}"', text)
+
+
+def test_mismatched_overlays_are_refused_at_load_naming_the_file(sim: Any, tmp_path: Path) -> None:
+    def refused(board: str, message: str, name: str | None = None, **kw: Any) -> None:
+        sim.use_board(board)
+        with pytest.raises(DeviceError, match=message):
+            PynqDevice(overlay(tmp_path / str(len(list(tmp_path.iterdir()))), name or board, **kw))
+
+    # An .hwh from another board, or of another spec version.
+    other = r"is a build for preset kv260; this board is a Xilinx ZCU104 \(preset zcu104\)"
+    refused(
+        "zcu104",
+        rf"fpga_cnn\.hwh {other}: use bitstreams/boards/zcu104/fpga_cnn\.bit",
+        name="kv260",
+    )
+    refused(
+        "zcu104",
+        r"fpga_cnn\.hwh is a build of fpga_cnn spec 1\.9; this server runs spec 2\.0",
+        edit=_param("SPEC_VERSION", "1.9"),
+    )
+    refused("zcu104", r"has no SPEC_VERSION and PRESET parameters", edit=_param("PRESET", "(none)"))
+    # A .bit whose FEATURES are another preset's than its .hwh's.
+    features = r"the bitstream reports FEATURES .*'array_co': \(32, 64\).* describes preset zcu104"
+    refused(
+        "zcu104",
+        rf"{features}: the \.bit and the \.hwh are not from the same build",
+        preset="kv260",
+    )
+
+    # The interrupt pin not wired to the PS's interrupt controller.
+    def unwired(text: str) -> str:  # the net cnn_accel_0/interrupt -> axi_intc_0/intr removed
+        for pin in ('INSTANCE="axi_intc_0" PORT="intr"', 'INSTANCE="cnn_accel_0" PORT="interrupt"'):
+            text = re.sub(rf"<CONNECTION {pin}\s*/>", "", text)
+        return text
+
+    refused(
+        "ultra96v2",
+        r"cnn_accel_0/interrupt reaches no AXI interrupt controller on the PS interrupt line",
+        edit=unwired,
+    )
+    # A PL clock the board cannot make: KV260's IOPLL (1000 MHz) asked for 300 MHz straight.
+    at_300 = lambda t: _param("PSU__CRL_APB__PL0_REF_CTRL__DIVISOR0", "5")(  # noqa: E731
+        _param("PSU__CRL_APB__PL0_REF_CTRL__ACT_FREQMHZ", "300.000000")(t)
+    )
+    with pytest.warns(UserWarning, match="closest possible value 333"):
+        refused(
+            "kv260",
+            r"fpga_cnn\.hwh needs PL clock 0 at 300\.0 MHz; the PS runs it at 333\.33\d MHz",
+            edit=at_300,
+        )
+    # An HP port the .hwh sizes for other masters: the simulated PS refuses the download.
+    refused(
+        "zcu104",
+        r"cannot load overlay .* S_AXI_HP0_FPD is 64-bit, the masters 128-bit",
+        edit=_param("C_SAXIGP2_DATA_WIDTH", "64"),
+    )
+
+
+def test_the_default_overlay_is_the_boards_build(sim: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    sim.use_board("pynq_z2")
+    with pytest.raises(
+        DeviceError, match=r"bitstreams/boards/pynq_z2/fpga_cnn\.bit does not exist"
+    ):
+        PynqDevice()
+    monkeypatch.setattr(sim, "pynq_board", "no-such-board")
+    monkeypatch.delenv("BOARD", raising=False)
+    with pytest.raises(DeviceError, match=r"the board is unknown .*pass --overlay"):
+        PynqDevice()
+
+
+def test_a_sim_board_keeps_nothing_of_the_previous_one(sim: Any, tmp_path: Path) -> None:
+    sim.use_board("pynq_z2")
+    PynqDevice(overlay(tmp_path / "a", "pynq_z2"))
+    sim.use_board("zcu104")
+    shutil.rmtree(tmp_path / "a")
+    device = PynqDevice(overlay(tmp_path / "b", "zcu104"))
+    assert device.mmio.base_addr == BOARDS["zcu104"].control_base and sim.arch == "aarch64"
