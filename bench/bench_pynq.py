@@ -5,7 +5,8 @@
 Table 1, per ResNet-50 instruction (ADDs fused): bytes the accelerator moves through DDR for one
 image as the compiler planned it for the preset (activations read and written, weights read,
 from hw/descriptors.traffic: tensors kept on chip move nothing) — what a board's memory system
-must carry.
+must carry; and each descriptor's cycles from the accelerator's PERF counters, as the driver
+exports them per layer (0 on the simulated board, which has no cycle model).
 Table 2: time per inference through the driver (descriptor and register programming, buffer
 copies, the simulated datapath) against the twin, and the host<->device bytes per inference.
 """
@@ -62,37 +63,45 @@ def main() -> None:
     execute(program, x, twin.fast, lambda instr, s: twin_steps.append(s))
     board.run(x)
     board_steps = list(device.pdev.accelerator.step_seconds)
+    # The accelerator's own per-descriptor counters (PERF window), as the driver exports them
+    # (fpga_serve_device_layer_cycles): the simulated board has no cycle model, so they read 0
+    # there; on a board they are the accelerator's cycles per layer.
+    counters = device.descriptor_cycles(len(program.instrs))
 
     rows = []
     table = board.image.table()  # type: ignore[attr-defined]
-    for instr, row, t_twin, t_board in zip(
-        program.instrs, table, twin_steps, board_steps, strict=True
+    for instr, row, t_twin, t_board, cycles in zip(
+        program.instrs, table, twin_steps, board_steps, counters, strict=True
     ):
         moved = descriptors.traffic(row)
         read, written = moved["input"] + moved["residual"], moved["output"]
-        rows.append((instr.name, instr.op.name, read, written, moved["weights"], t_twin, t_board))
+        rows.append(
+            (instr.name, instr.op.name, read, written, moved["weights"], t_twin, t_board, cycles)
+        )
     print(
         f"\nTable 1: per layer, one image, ResNet-50 {ns.size}x{ns.size}: DDR traffic, and time "
         "in the twin vs in the board's datapath behind the driver (descriptor decode, DDR views)"
     )
     print(
         f"{'layer':28} {'op':14} {'act read':>10} {'act write':>10} {'weights':>10} "
-        f"{'twin ms':>8} {'board ms':>9}"
+        f"{'twin ms':>8} {'board ms':>9} {'cycles':>9}"
     )
     shown = rows if ns.layers == 0 else rows[: ns.layers]
-    for name, op, read, written, weights, t_twin, t_board in shown:
+    for name, op, read, written, weights, t_twin, t_board, cycles in shown:
         print(
             f"{name[:28]:28} {op:14} {read:10,} {written:10,} {weights:10,} "
-            f"{t_twin * 1e3:8.2f} {t_board * 1e3:9.2f}"
+            f"{t_twin * 1e3:8.2f} {t_board * 1e3:9.2f} {cycles:9,}"
         )
     if len(shown) < len(rows):
         print(f"... {len(rows) - len(shown)} more layers")
-    total = [sum(r[i] for r in rows) for i in (2, 3, 4)]
+    total = [sum(r[i] for r in rows) for i in (2, 3, 4, 7)]
     times = [sum(r[i] for r in rows) * 1e3 for i in (5, 6)]
     print(
         f"{'total':28} {'':14} {total[0]:10,} {total[1]:10,} {total[2]:10,} "
-        f"{times[0]:8.1f} {times[1]:9.1f}"
+        f"{times[0]:8.1f} {times[1]:9.1f} {total[3]:9,}"
     )
+    print("cycles: the accelerator's per-descriptor counters (the simulated board has no cycle")
+    print("model: they read 0 here; bench_overlay.py has the RTL's cycles)")
 
     # The simulated board's datapath computes with the twin's numpy ops, so the driver's cost
     # is measured against the twin's numpy path (the native path is bench_twin.py's business).

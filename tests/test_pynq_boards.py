@@ -198,3 +198,66 @@ def test_a_sim_board_keeps_nothing_of_the_previous_one(sim: Any, tmp_path: Path)
     shutil.rmtree(tmp_path / "a")
     device = PynqDevice(overlay(tmp_path / "b", "zcu104"))
     assert device.mmio.base_addr == BOARDS["zcu104"].control_base and sim.arch == "aarch64"
+
+
+def test_per_layer_cycles_become_metrics_and_inspect_prints_the_cma_footprint(
+    sim: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fpga_serve.build import inspect
+    from fpga_serve.hw.pynq_device import device_memory
+    from fpga_serve.pipeline import FpgaStage, ModelDefinition
+    from fpga_serve.service.metrics import Metrics
+
+    sim.use_board("zcu104")
+    device = PynqDevice(overlay(tmp_path, "zcu104"))
+    data = RNG.normal(0, 1, (4, 12, 12, 3)).astype(np.float32)
+    compiled = compile_model(network(), data, CompileOptions(calibration_method="max"))
+    program = compiled.program
+    metrics = Metrics()
+    device.cycles_hook = metrics.device_cycles_hook("pynq")
+    sim.accelerator.perf_model = lambda i: 1000 + 7 * i  # the counters a run leaves
+    try:
+        loaded = device.load(program)
+        x = quantize_input(data, program.input_scale)
+        loaded.run(x[:2])
+        loaded.run(x[:1])
+    finally:
+        sim.accelerator.perf_model = None
+    digest = loaded.digest[:12]
+    value = metrics.registry.get_sample_value
+    assert value("fpga_serve_device_program_runs_total", {"device": "pynq", "program": digest}) == 2
+    for i, instr in enumerate(program.instrs):
+        labels = {"device": "pynq", "program": digest, "layer": f"{i:03d} {instr.name}"}
+        assert value("fpga_serve_device_layer_cycles_total", labels) == 2 * (1000 + 7 * i)
+    # fpga-serve inspect: the board memory the program takes, per batch size.
+    model_def = ModelDefinition(name="net")
+    model_def.pipeline.append(FpgaStage(compiled))
+    model_def.save(tmp_path / "net.zip")
+    capsys.readouterr()
+    inspect(type("Ns", (), {"zip": tmp_path / "net.zip"})())
+    out = capsys.readouterr().out
+    image = loaded.image
+    assert (
+        f"device memory on a zcu104 board (CMA): {image.descriptors.size:,} B of descriptors" in out
+    )
+    assert f"batch 8: {device_memory(image, 8) / 2**20:.1f} MiB" in out and digest in out
+    assert (
+        loaded.cma_bytes(8)
+        == device_memory(image, 8)
+        == (max(image.descriptors.size, 64) + max(image.weights.size, 64) + 8 * image.image_bytes)
+    )
+
+
+def test_the_server_wires_each_devices_cycle_counters_to_its_metrics() -> None:
+    from fpga_serve.adapters.server import Server
+    from fpga_serve.core.settings import ServerSettings
+    from fpga_serve.service.devices import DeviceHolder
+
+    server = Server(ServerSettings(device="twin", twin_isolated=False))
+    assert server.devices.cycles == server.metrics.device_cycles_hook
+    told: list[tuple[str, str]] = []
+    holder = DeviceHolder(
+        "twin", cycles=lambda name: lambda program, rows: told.append((name, program))
+    )
+    holder.get().cycles_hook("abc", [])  # type: ignore[misc]
+    assert told == [("twin", "abc")]

@@ -89,6 +89,31 @@ def build(ns: Any) -> int:
     return 0
 
 
+def _print_device_memory(zf: zipfile.ZipFile, stage_dir: str) -> None:
+    """What a board's contiguous (CMA) memory must hold for the program, per batch size."""
+    import tempfile
+
+    from fpga_serve.core.isa import Program
+    from fpga_serve.hw import descriptors
+    from fpga_serve.hw.pynq_device import device_memory
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("program.json", "weights.npz"):
+            (Path(tmp) / name).write_bytes(zf.read(f"{stage_dir}/{name}"))
+        program = Program.load(Path(tmp))
+    if not program.planned:
+        print("  device memory: not planned for a preset (runs on the twin only)")
+        return
+    image = descriptors.pack(program)
+    sizes = ", ".join(f"batch {n}: {device_memory(image, n) / 2**20:.1f} MiB" for n in (1, 8, 64))
+    print(
+        f"  device memory on a {program.target} board (CMA): {image.descriptors.size:,} B of "
+        f"descriptors + {image.weights.size / 2**20:.1f} MiB of weights, once, + "
+        f"{image.image_bytes / 2**20:.2f} MiB of activations per image; {sizes}; device image "
+        f"{image.digest()[:12]}"
+    )
+
+
 def inspect(ns: Any) -> int:
     from fpga_serve.pipeline import ModelDefinition
 
@@ -129,4 +154,5 @@ def inspect(ns: Any) -> int:
                 f"  total: {len(program['instrs'])} instructions, {macs / 1e9:.2f} GMAC, "
                 f"{wbytes / 1e6:.1f} MB of weights"
             )
+            _print_device_memory(zf, stage.dir)
     return 0

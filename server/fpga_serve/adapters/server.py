@@ -70,6 +70,7 @@ class Server:
                 "twin_isolated": settings.twin_isolated,
             },
             busy=self.metrics.device_busy_hook,
+            cycles=self.metrics.device_cycles_hook,
         )
         self.repository = ModelRepository(
             self.devices.context,

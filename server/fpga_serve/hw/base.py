@@ -69,6 +69,9 @@ class Device(ABC):
         self._healthy = True
         self.busy_hook: Callable[[float], None] | None = None
         """Told the seconds of every run, measured while the run holds the device (metrics)."""
+        self.cycles_hook: Callable[[str, list[tuple[str, int]]], None] | None = None
+        """Told, after each run of a device that counts cycles, the program's id and each
+        instruction's cycles ("index name", cycles) from the device's own counters (metrics)."""
 
     @classmethod
     def create(cls, options: dict[str, Any]) -> Device:

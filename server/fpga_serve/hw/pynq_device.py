@@ -52,6 +52,14 @@ def _board_env() -> bool:
     )
 
 
+def device_memory(image: descriptors.DeviceImage, batch: int) -> int:
+    """The device (CMA) memory a program takes on a board for ``batch`` images: its
+    descriptors and weight region, uploaded once, and one activation region per image."""
+    align = descriptors.ALIGN
+    once = max(image.descriptors.size, align) + max(image.weights.size, align)
+    return int(once + batch * image.image_bytes)
+
+
 class PynqProgram(LoadedProgram):
     """A program resident in board memory: its device image (hw/descriptors.py) packed once,
     descriptors and weights uploaded once; the activation region grows with the batch."""
@@ -64,8 +72,9 @@ class PynqProgram(LoadedProgram):
             self.image = descriptors.pack(program)
         except descriptors.PackError as exc:
             raise DeviceError(f"cannot pack the program for {program.target}: {exc}") from exc
+        self.digest = self.image.digest()
         recorded = program.meta.get("device", {}).get("digest")
-        if recorded and recorded != self.image.digest():
+        if recorded and recorded != self.digest:
             raise DeviceError(
                 "the program's device image differs from the one its build recorded "
                 "(rebuild the model with this fpga-serve)"
@@ -102,6 +111,7 @@ class PynqProgram(LoadedProgram):
         ):
             self.activations[span].flush()
         self.pdevice.execute(self, batch)
+        self.pdevice.report_cycles(self)
         for span in (
             [slice(None)] if whole else self.spans(image.output_at, image.output_shape, batch)
         ):
@@ -119,10 +129,7 @@ class PynqProgram(LoadedProgram):
         return [slice(start, start + size) for start in starts]
 
     def cma_bytes(self, batch: int) -> int:
-        """Device memory this program takes for a batch: descriptors, weights, activations."""
-        return int(
-            self.image.descriptors.size + self.image.weights.size + batch * self.image.image_bytes
-        )
+        return device_memory(self.image, batch)
 
     def close(self) -> None:
         for buf in (self.weights, self.activations, self.descs):
@@ -438,6 +445,17 @@ class PynqDevice(Device):
             except ValueError as again:
                 log.warning("no interrupt (%s): polling STATUS", again)
                 self.interrupt = None
+
+    def report_cycles(self, loaded: PynqProgram) -> None:
+        """Tell cycles_hook each instruction's cycles of the run that just ended (PERF window:
+        one read per instruction, so not done through pynq's remote device, where each read is
+        a network round trip)."""
+        hook = self.cycles_hook
+        if hook is None or self.pdev.has_capability("REMOTE"):
+            return
+        instrs = loaded.program.instrs
+        cycles = self.descriptor_cycles(len(instrs))
+        hook(loaded.digest[:12], [(f"{i:03d} {instrs[i].name}", c) for i, c in enumerate(cycles)])
 
     def descriptor_cycles(self, count: int) -> list[int]:
         """The per-descriptor cycle counters of the last run (PERF window)."""

@@ -84,6 +84,7 @@ class SimulatedAccelerator:
         self.runs = 0
         self.on_interrupt: Any = None  # called with the interrupt line's level when it may change
         self.latency_s = 0.0  # > 0: a run stays BUSY this long before DONE (tests of completion)
+        self.perf_model: Any = None  # index -> the PERF counter a run leaves (tests)
         self._done_timer: threading.Timer | None = None
         self.load_image(SPEC_VERSION, DEFAULT_TARGET)
 
@@ -213,6 +214,9 @@ class SimulatedAccelerator:
             last[0] = now
 
         packed.execute(self.preset, table, weights, act, batch, stride, fast, timed)
+        if self.perf_model is not None:  # tests: counters with known values (no cycle model)
+            for i in range(min(count, self.preset.perf_depth)):
+                self.regs[(REG["PERF_BASE"] + 4 * i) // 4] = self.perf_model(i)
 
 
 class SimMemory:

@@ -26,11 +26,13 @@ class DeviceHolder:
         validate: Callable[[str, bool], None] | None = None,
         options: dict[str, Any] | None = None,
         busy: Callable[[str], Callable[[float], None]] | None = None,
+        cycles: Callable[[str], Callable[[str, list[tuple[str, int]]], None]] | None = None,
     ) -> None:
         self.name = name
         self.validate = validate
         self.options = dict(options or {})
         self.busy = busy  # device name -> the hook told each run's seconds on the device
+        self.cycles = cycles  # device name -> the hook told each run's instruction cycles
         self._device: Device | None = None
         self._lock = threading.Lock()
 
@@ -44,6 +46,8 @@ class DeviceHolder:
                 device = select_device(self.name, self.options)
                 if self.busy is not None:
                     device.busy_hook = self.busy(device.name)
+                if self.cycles is not None:
+                    device.cycles_hook = self.cycles(device.name)
                 self._device = device
             return self._device
 

@@ -108,6 +108,20 @@ class Metrics:
             ["device"],
             registry=self.registry,
         )
+        self.layer_cycles = Counter(
+            "fpga_serve_device_layer_cycles",
+            "Cycles each instruction took on the accelerator, from its per-descriptor counters "
+            "(program: the first 12 hex digits of the device image's digest); divided by "
+            "fpga_serve_device_program_runs_total, the mean per run.",
+            ["device", "program", "layer"],
+            registry=self.registry,
+        )
+        self.program_runs = Counter(
+            "fpga_serve_device_program_runs",
+            "Runs of a program whose per-instruction cycles were counted.",
+            ["device", "program"],
+            registry=self.registry,
+        )
         self.validations = Counter(
             "fpga_serve_device_validations",
             "Validate mode: batches run on the device and on the twin, by whether they matched.",
@@ -176,6 +190,16 @@ class Metrics:
         time a run holds the device, not an FPGA stage's whole time (host-side quantisation,
         waiting for the device behind another batch)."""
         return self.device_busy.labels(device).inc  # type: ignore[no-any-return]
+
+    def device_cycles_hook(self, device: str) -> Callable[[str, list[tuple[str, int]]], None]:
+        """The per-layer cycle counters, told each run's instruction cycles (hw/base.py)."""
+
+        def told(program: str, layers: list[tuple[str, int]]) -> None:
+            self.program_runs.labels(device, program).inc()
+            for layer, cycles in layers:
+                self.layer_cycles.labels(device, program, layer).inc(cycles)
+
+        return told
 
     def forget_model(self, model: str, version: str) -> None:
         """Drop the per-model series of an unloaded model."""
