@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import LABELS
-from fpga_serve.adapters.triton import classify
+from fpga_serve.adapters.convert.triton import classify
 from fpga_serve.core.errors import InvalidInput
 from serving import run_server
 
@@ -120,7 +120,7 @@ def test_classify_rules() -> None:
 
 
 def test_class_count_must_be_a_positive_integer() -> None:
-    from fpga_serve.adapters.triton import class_counts
+    from fpga_serve.adapters.convert.triton import class_counts
     from fpga_serve_client.protos import grpc_predict_v2_pb2 as v2
 
     request = v2.ModelInferRequest()

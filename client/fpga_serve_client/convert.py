@@ -131,6 +131,13 @@ def numpy_dtype_of_v2(datatype: str) -> np.dtype[Any]:
     return np.dtype(_BY_V2[datatype][0])
 
 
+def tf_datatype(datatype: str) -> int:
+    """TensorFlow's DataType (DT_FLOAT, ...) for a KServe v2 datatype name (FP32, ...)."""
+    if datatype not in _BY_V2:
+        raise TensorConversionError(f"unknown datatype {_label(datatype)}")
+    return _BY_V2[datatype][1]
+
+
 def v2_datatype(array: np.ndarray) -> str:
     """The KServe v2 datatype name of an array."""
     return _BY_NUMPY[_np_name(array, "")][2]

@@ -10,18 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from fpga_serve_client.protos import (
-    grpc_predict_v2_pb2,
-    model_service_pb2_grpc,
-    prediction_service_pb2,
-)
+from fpga_serve_client.protos import model_service_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from fpga_serve.adapters import wire
 from fpga_serve.adapters.auth import AuthInterceptor, KeyRing
+from fpga_serve.adapters.calls import (
+    INFERENCE_DESCRIPTOR,
+    MODEL_SERVICE_DESCRIPTOR,
+    PREDICTION_DESCRIPTOR,
+    Calls,
+)
 from fpga_serve.adapters.kserve import InferenceServicer
-from fpga_serve.adapters.management import SERVICE_NAME as MODEL_SERVICE
 from fpga_serve.adapters.management import ModelServicer
 from fpga_serve.adapters.metrics_http import MetricsHTTP
 from fpga_serve.adapters.tfserving import PredictionServicer
@@ -43,11 +44,7 @@ STOP_SLACK_S = 1.0
 """``stop`` returns within the grace plus this (the flush, then releasing the device and the
 models without waiting for work still running; README, Shutdown)."""
 
-PREDICTION_DESCRIPTOR = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
-INFERENCE_DESCRIPTOR = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
-PREDICTION_SERVICE = PREDICTION_DESCRIPTOR.full_name
-INFERENCE_SERVICE = INFERENCE_DESCRIPTOR.full_name
-SERVING_SERVICES = (PREDICTION_SERVICE, INFERENCE_SERVICE)
+SERVING_SERVICES = (PREDICTION_DESCRIPTOR.full_name, INFERENCE_DESCRIPTOR.full_name)
 
 
 class Server:
@@ -101,10 +98,11 @@ class Server:
         self.keys = KeyRing(
             [k.get_secret_value() for k in settings.api_keys], settings.api_keys_file
         )
+        auth = [AuthInterceptor(self.keys)] if self.keys.enabled else []
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
             options=options,
-            interceptors=[AuthInterceptor(self.keys)] if self.keys.enabled else [],
+            interceptors=[*auth, Calls(self.metrics)],  # errors answered, requests counted
         )
         wire.add_service(
             self._grpc,
@@ -125,7 +123,7 @@ class Server:
         reflection.enable_server_reflection(
             (
                 *SERVING_SERVICES,
-                MODEL_SERVICE,
+                MODEL_SERVICE_DESCRIPTOR.full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),

@@ -9,7 +9,8 @@ message with more than ``max_request_fields`` fields in all is refused INVALID_A
 messages are not walked: at most 33x of ``SCAN_FROM_BYTES`` is nothing to guard.
 
 A message that is not valid protobuf is INVALID_ARGUMENT as well (gRPC answers a deserializer
-error with INTERNAL "Exception deserializing request!").
+error with INTERNAL "Exception deserializing request!"). The refusal is raised as InvalidInput
+in the method's place, and answered like any other error (``calls.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError
+
+from fpga_serve.core.errors import InvalidInput
 
 SCAN_FROM_BYTES = 64 << 10
 """Messages smaller than this are parsed without the walk."""
@@ -123,7 +126,7 @@ def add_service(
 ) -> None:
     """Register every unary method of ``service`` on ``servicer`` (what the generated
     ``add_*Servicer_to_server`` does), with the guarded deserializer; a refused request is
-    answered INVALID_ARGUMENT before the method runs."""
+    InvalidInput (INVALID_ARGUMENT) before the method runs."""
     handlers = {}
     for method in service.methods:
         if method.client_streaming or method.server_streaming:
@@ -143,7 +146,7 @@ def add_service(
 def _behaviour(impl: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
     def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
         if isinstance(request, Refused):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            raise InvalidInput(request.message)
         return impl(request, context)
 
     return behaviour

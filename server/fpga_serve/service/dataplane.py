@@ -17,9 +17,11 @@ from fpga_serve.core.errors import (
     ShuttingDown,
     shown,
 )
-from fpga_serve.core.types import TensorHeader, TensorSpec
+from fpga_serve.core.types import RequestLimits, TensorHeader, TensorSpec
+from fpga_serve.runtime.batching import BatchingConfig
 from fpga_serve.service.metrics import Metrics
 from fpga_serve.service.models import ModelRepository, ServedModel
+from fpga_serve.service.statistics import VersionStatistics
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,8 @@ class InferenceResponse:
     outputs: dict[str, np.ndarray]
     alias_of: str | None = None
     """The output that ``output_alias`` stands for on this model (it has only that one)."""
+    labels: list[str] | None = None
+    """The model's class names (for classification answers), when it has them."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,8 @@ class DataPlane:
         The model is resolved here and only here: a version retired between resolution and
         execution (a swap) is resolved once more, so swaps fail no request.
         """
+        if not request.inputs:
+            raise InvalidInput("the request has no inputs")
         inputs = {
             key: value if isinstance(value, EncodedTensor) else EncodedTensor.of(value)
             for key, value in request.inputs.items()
@@ -163,7 +169,11 @@ class DataPlane:
                 continue
             produced = {s.name: a for s, a in zip(served.outputs, arrays, strict=True)}
             return InferenceResponse(
-                served.name, served.version, {n: produced[n] for n in wanted}, alias_of
+                served.name,
+                served.version,
+                {n: produced[n] for n in wanted},
+                alias_of,
+                served.labels,
             )
         raise AssertionError("unreachable")
 
@@ -179,6 +189,29 @@ class DataPlane:
             labels=served.labels,
             stages=[(s.name, s.kind) for s in served.pipeline.stages],
         )
+
+    @property
+    def limits(self) -> RequestLimits:
+        """What one request may declare."""
+        return self.repository.limits
+
+    @property
+    def batching(self) -> BatchingConfig | None:
+        return self.repository.batching
+
+    def statistics(
+        self, name: str = "", version: str | None = None
+    ) -> list[tuple[str, str, VersionStatistics]]:
+        """(name, version, totals) of every loaded version, or of one model's versions, or of
+        one version, sorted; a model that is not loaded is ModelNotFound."""
+        if name:
+            meta = self.metadata(name, version)
+            chosen = [version] if version else meta.versions
+            versions = {(meta.name, v) for v in chosen}
+        else:
+            versions = {(m.name, m.version) for m in self.repository.loaded()}
+        totals = self.metrics.statistics.snapshot()
+        return [(n, v, totals.get((n, v), VersionStatistics())) for n, v in sorted(versions)]
 
     def live(self) -> bool:
         return True

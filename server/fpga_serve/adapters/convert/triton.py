@@ -17,15 +17,14 @@ that tritonclient, perf_analyzer and Triton's dashboards work against fpga-serve
 
 from __future__ import annotations
 
-import grpc
 import numpy as np
 from fpga_serve_client.protos import grpc_predict_v2_pb2 as v2
 from fpga_serve_client.protos import triton_pb2 as triton
 
-from fpga_serve.adapters.status import handle_errors
 from fpga_serve.core.errors import InvalidInput, shown
-from fpga_serve.core.types import DType, TensorSpec
-from fpga_serve.service.dataplane import DataPlane, ModelMetadata
+from fpga_serve.core.types import DType, RequestLimits, TensorSpec
+from fpga_serve.runtime.batching import BatchingConfig
+from fpga_serve.service.dataplane import ModelMetadata
 from fpga_serve.service.statistics import Duration, VersionStatistics
 
 BACKEND = "fpga_serve"
@@ -35,28 +34,18 @@ CLASSIFICATION = "classification"
 EXTENSIONS = ("model_configuration", "statistics", "classification")
 
 _TYPES: dict[DType, int] = {
-    DType.BOOL: triton.TYPE_BOOL,
-    DType.UINT8: triton.TYPE_UINT8,
-    DType.INT8: triton.TYPE_INT8,
-    DType.INT16: triton.TYPE_INT16,
-    DType.INT32: triton.TYPE_INT32,
-    DType.INT64: triton.TYPE_INT64,
-    DType.FP16: triton.TYPE_FP16,
-    DType.FP32: triton.TYPE_FP32,
-    DType.FP64: triton.TYPE_FP64,
-    DType.BYTES: triton.TYPE_STRING,
+    dtype: triton.DataType.Value("TYPE_STRING" if dtype is DType.BYTES else f"TYPE_{dtype.value}")
+    for dtype in DType
 }
+"""Triton's TYPE_ names are KServe v2's, but for BYTES (TYPE_STRING)."""
 
 
-def model_config(plane: DataPlane, meta: ModelMetadata, platform: str) -> triton.ModelConfig:
+def model_config(
+    meta: ModelMetadata, limits: RequestLimits, batching: BatchingConfig | None, platform: str
+) -> triton.ModelConfig:
     """The Triton configuration of one loaded model version, from what the server runs."""
-    repository = plane.repository
-    batching = repository.batching
     config = triton.ModelConfig(
-        name=meta.name,
-        platform=platform,
-        backend=BACKEND,
-        max_batch_size=repository.limits.max_batch_size,
+        name=meta.name, platform=platform, backend=BACKEND, max_batch_size=limits.max_batch_size
     )
     config.version_policy.specific.versions.extend(int(v) for v in meta.versions if v.isdigit())
     config.input.extend(
@@ -92,6 +81,16 @@ def _dims(spec: TensorSpec) -> list[int]:
 
 def _duration(target: triton.StatisticDuration, source: Duration) -> None:
     target.count, target.ns = source.count, source.ns
+
+
+def statistics_response(
+    versions: list[tuple[str, str, VersionStatistics]],
+) -> triton.ModelStatisticsResponse:
+    """Triton's ModelStatistics of each (name, version, totals)."""
+    response = triton.ModelStatisticsResponse()
+    for name, version, stats in versions:
+        response.model_stats.append(model_statistics(name, version, stats))
+    return response
 
 
 def model_statistics(name: str, version: str, stats: VersionStatistics) -> triton.ModelStatistics:
@@ -152,38 +151,3 @@ def classify(array: np.ndarray, k: int, labels: list[str] | None, name: str) -> 
                 text += f":{labels[index]}"
             result[row, column] = text.encode()
     return result
-
-
-class TritonExtensions:
-    """ModelConfig and ModelStatistics RPCs, mixed into the KServe v2 servicer."""
-
-    plane: DataPlane
-    platform: str
-
-    @handle_errors
-    def ModelConfig(
-        self, request: triton.ModelConfigRequest, context: grpc.ServicerContext
-    ) -> triton.ModelConfigResponse:
-        meta = self.plane.metadata(request.name, request.version or None)
-        return triton.ModelConfigResponse(config=model_config(self.plane, meta, self.platform))
-
-    @handle_errors
-    def ModelStatistics(
-        self, request: triton.ModelStatisticsRequest, context: grpc.ServicerContext
-    ) -> triton.ModelStatisticsResponse:
-        """Every loaded version's statistics, or one model's (and one version's)."""
-        if request.name:
-            meta = self.plane.metadata(request.name, request.version or None)  # NOT_FOUND
-            versions = (
-                {(meta.name, request.version)}
-                if request.version
-                else {(meta.name, v) for v in meta.versions}
-            )
-        else:
-            versions = {(m.name, m.version) for m in self.plane.repository.loaded()}
-        totals = self.plane.metrics.statistics.snapshot()
-        response = triton.ModelStatisticsResponse()
-        for name, version in sorted(versions):
-            stats = totals.get((name, version), VersionStatistics())
-            response.model_stats.append(model_statistics(name, version, stats))
-        return response
