@@ -6,12 +6,20 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import external_tools
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 LABELS = ["tabby cat", "palace", "daisy", "sunset", "teapot"]
 TINY_SIZE = 32
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.tools(...)``: each named program must be installed (external_tools.py)."""
+    for mark in item.iter_markers("tools"):
+        for name in mark.args:
+            external_tools.which(name)
 
 
 @pytest.fixture(scope="session")

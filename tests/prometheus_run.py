@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -14,16 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is not installed (.ci/run installs Debian's prometheus package)")
-        pytest.skip(f"{name} not installed (apt-get install prometheus)")
-    return path
+import external_tools
 
 
 def free_port() -> int:
@@ -35,7 +24,7 @@ def free_port() -> int:
 @contextmanager
 def prometheus(config: str, workdir: Path) -> Iterator[int]:
     """Run Prometheus with ``config`` (YAML text); yields its HTTP port."""
-    binary = tool("prometheus")
+    binary = external_tools.which("prometheus")
     port = free_port()
     path = workdir / "prometheus.yml"
     path.write_text(config)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -25,10 +24,9 @@ from fpga_serve.core.boards import ACCELERATOR, BOARDS, INTC, BoardError
 from fpga_serve.core.isa import PRESETS, SPEC_VERSION
 from vivado import harness
 
-# Without tclsh these tests skip, except in CI (.ci/run installs it): there a missing tclsh fails.
-pytestmark = pytest.mark.skipif(
-    harness.TCLSH is None and not os.environ.get("CI"), reason="tclsh is not installed"
-)
+# Without tclsh these tests skip, except under FPGA_SERVE_REQUIRE_TOOLS=1 (.ci/run installs
+# it): there a missing tclsh fails them (tests/external_tools.py).
+pytestmark = pytest.mark.tools("tclsh")
 NAMES = sorted(BOARDS)
 ACC = ACCELERATOR["instance"]
 
@@ -117,9 +115,8 @@ def test_generated_files_are_current(tmp_path: Path) -> None:
         path.write_text(saved)
 
 
+@pytest.mark.tools("yosys")
 def test_the_rtl_header_reader_agrees_with_yosys(tmp_path: Path) -> None:
-    if shutil.which("yosys") is None:
-        pytest.skip("yosys is not installed")
     top = read_accelerator()
     others = [str(p) for p in sorted(RTL_DIR.glob("*.v")) if p != top.path]
     for preset in ("zcu104", "pynq_z2"):

@@ -12,13 +12,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import external_tools
+import jsonschema
 import pytest
+import yaml
 from fpga_serve.core.settings import ServerSettings
-from prometheus_run import prometheus, tool, wait_for_value
+from prometheus_run import prometheus, wait_for_value
 from test_deploy_manifests import check_container, image_user
-
-yaml = pytest.importorskip("yaml")
-jsonschema = pytest.importorskip("jsonschema")
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
 COMPOSE = DOCKER / "compose.yaml"
@@ -157,7 +157,7 @@ def test_promtool_accepts_the_prometheus_config(keyed_server: Any, tmp_path: Pat
     config = tmp_path / "prometheus.yml"
     config.write_text(loopback_config(keyed_server, key))
     done = subprocess.run(
-        [tool("promtool"), "check", "config", str(config)],
+        [external_tools.which("promtool"), "check", "config", str(config)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -9,8 +9,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import external_tools
 from fpga_serve_client import PredictionClient
-from prometheus_run import prometheus, tool, wait_for_value
+from prometheus_run import prometheus, wait_for_value
 
 
 def _scrape(server: Any) -> str:
@@ -19,7 +20,7 @@ def _scrape(server: Any) -> str:
 
 
 def test_promtool_accepts_the_exposition(tiny_server: Any, china_jpg: bytes) -> None:
-    promtool = tool("promtool")
+    promtool = external_tools.which("promtool")
     with PredictionClient(tiny_server.address) as client:
         client.score_image(china_jpg)
     done = subprocess.run(

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import external_tools
 import grpc
 import numpy as np
 import pytest
@@ -533,7 +534,7 @@ def test_tritonclient_deploys_with_files_and_loads_from_disk(
     from test_triton_client import TRITON_PYTHON
 
     if not TRITON_PYTHON.exists():
-        pytest.skip("no .venv-triton (scripts/setup.sh creates it)")
+        external_tools.unavailable("no .venv-triton (scripts/setup.sh creates it)")
     disk = server.repo / "ondisk" / "1"
     disk.mkdir(parents=True)
     (disk / "m.zip").write_bytes(tiny_zip.read_bytes())  # copied by hand, as before

@@ -9,16 +9,15 @@ Outputs are compared for exact equality with the twin's packed executor on the r
 
 Two small builds: ``tiny`` (16 x 32 array, 3 banks, 128-bit AXI4, two weight ports) and
 ``tiny_z7`` (8 x 16, 2 banks, 64-bit data, 16-beat bursts, one weight port, the 7-series
-packing of two MACs per multiplier). Without Verilator the tests skip, except under CI
-(``CI`` set), where a missing simulator is a failure.
+packing of two MACs per multiplier). Without Verilator the tests skip, except under
+``FPGA_SERVE_REQUIRE_TOOLS=1`` (``.ci/run``), where a missing simulator fails them
+(tests/external_tools.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-import shutil
 import subprocess
 from typing import Any
 
@@ -41,11 +40,7 @@ from fpga_serve.hw import descriptors
 from fpga_serve.hw.twin import executor, packed, reference
 from rtl import harness
 
-MISSING = harness.simulator_missing()
-# Under CI a missing simulator must fail the run, so the tests run (and fail in the build).
-pytestmark = pytest.mark.skipif(
-    MISSING is not None and not os.environ.get("CI"), reason=MISSING or ""
-)
+pytestmark = pytest.mark.tools("verilator")
 
 TINY = preset("tiny")
 Z7 = preset("tiny_z7")
@@ -552,9 +547,6 @@ def test_the_register_file_version_features_and_interrupt() -> None:
 # Lint and synthesis ---------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    shutil.which("verilator") is None and not os.environ.get("CI"), reason="no verilator"
-)
 def test_verilator_lints_the_rtl_clean() -> None:
     proc = subprocess.run(
         ["verilator", "--lint-only", *harness.LINT, f"-I{harness.RTL_DIR}", "--top-module",

@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from fpga_serve.core.errors import FpgaServeError, ModelLoadError
 from fpga_serve.modelzip import LoadContext, load_pipeline
 from fpga_serve.modelzip.stages.tf_policy import check_graph
 from fpga_serve.pipeline import ModelDefinition, TensorflowStage
 
-tf = pytest.importorskip("tensorflow")
 SIG = [tf.TensorSpec([None], tf.string, name="images")]
 
 

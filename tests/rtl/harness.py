@@ -59,13 +59,6 @@ CACHE = Path(
 LINT = ["-Wall", "-Wno-DECLFILENAME", "-Wno-WIDTH"]
 
 
-def simulator_missing() -> str | None:
-    """Why the RTL cannot be simulated here, or None."""
-    if shutil.which("verilator") is None:
-        return "verilator is not installed: apt-get install verilator"
-    return None
-
-
 def _key(f: Preset, extra: Sequence[str]) -> str:
     h = hashlib.sha256()
     for path in [*RTL_SOURCES, RTL_DIR / "cnn_spec.vh", TB]:

@@ -8,16 +8,17 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import external_tools
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 BUILD_TCL = ROOT / "bitstreams" / "boards" / "vivado" / "build.tcl"
-TCLSH = shutil.which("tclsh") or shutil.which("tclsh8.6")
+TCLSH = external_tools.find("tclsh")
 
 
 @dataclass
