@@ -40,8 +40,9 @@ def flower_jpg(photo_dir: Path) -> bytes:
     return (photo_dir / "flower.jpg").read_bytes()
 
 
-def build_tiny_model_def(name: str = "tiny") -> object:
-    """The seed's flow at toy size: JPEG preprocessing -> a small Keras CNN with 5 labels."""
+def build_tiny_model_def(name: str = "tiny", input_name: str = "images") -> object:
+    """The seed's flow at toy size: JPEG preprocessing -> a small Keras CNN with 5 labels.
+    With another ``input_name`` the zip's input also answers to the alias ``images``."""
     import keras
     from fpga_serve.pipeline import KerasStage, ModelDefinition
     from fpga_serve.preprocessing import image_preprocess_stage
@@ -56,7 +57,9 @@ def build_tiny_model_def(name: str = "tiny") -> object:
         ]
     )
     model_def = ModelDefinition(name=name)
-    model_def.pipeline.append(image_preprocess_stage(family="resnet50", size=TINY_SIZE))
+    model_def.pipeline.append(
+        image_preprocess_stage(family="resnet50", size=TINY_SIZE, input_name=input_name)
+    )
     model_def.pipeline.append(KerasStage(model))
     model_def.labels = list(LABELS)
     return model_def

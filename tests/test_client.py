@@ -39,6 +39,8 @@ class FakePredict(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.fail_details = "scripted failure"
         self.reply_bytes = 0
         self.delay = 0.0
+        self.release = threading.Event()  # set at teardown: ends every delay early
+        self.scale_by_size = False  # scores times the image's size: each reply says whose it is
         self.times: list[float] = []
 
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -47,11 +49,14 @@ class FakePredict(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.metadata.append(dict(context.invocation_metadata()))
         if self.fail_with:
             context.abort(self.fail_with.pop(0), self.fail_details)
-        time.sleep(self.delay)
-        n = len(request.inputs["images"].string_val) or 1
+        self.release.wait(self.delay)
+        images = request.inputs["images"].string_val
+        scores = np.repeat(SCORES, len(images) or 1, 0)
+        if self.scale_by_size:
+            scores = scores * np.array([[len(b)] for b in images], np.float32)
         response = predict_pb2.PredictResponse()
-        response.outputs["output_alias"].CopyFrom(to_tensor_proto(np.repeat(SCORES, n, 0)))
-        response.outputs["probs"].CopyFrom(to_tensor_proto(np.repeat(SCORES, n, 0)))
+        response.outputs["output_alias"].CopyFrom(to_tensor_proto(scores))
+        response.outputs["probs"].CopyFrom(to_tensor_proto(scores))
         if self.reply_bytes:
             response.outputs["padding"].CopyFrom(
                 to_tensor_proto(np.zeros(self.reply_bytes, np.uint8))
@@ -90,6 +95,7 @@ def fake() -> Iterator[tuple[str, FakePredict, FakeV2]]:
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield f"127.0.0.1:{port}", predict, v2
+    predict.release.set()
     server.stop(0)
 
 
@@ -170,13 +176,13 @@ def test_resource_exhausted_from_its_own_limits_is_not_retried(fake: Any) -> Non
 
 def test_timeout_is_honoured(fake: Any) -> None:
     address, predict, _ = fake
-    predict.delay = 1.0
-    with PredictionClient(address, timeout=0.2, retries=0) as client:
-        start = time.monotonic()
-        with pytest.raises(ServiceError) as err:
-            client.score_image(b"x")
+    predict.delay = 30.0  # an OK reply comes only after 30 s: before it, the deadline must fire
+    with (
+        PredictionClient(address, timeout=0.2, retries=0) as client,
+        pytest.raises(ServiceError) as err,
+    ):
+        client.score_image(b"x")
     assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert time.monotonic() - start < 0.9
 
 
 def test_v2_protocol_sends_raw_bytes(fake: Any) -> None:
@@ -223,11 +229,14 @@ def test_client_imports_neither_tensorflow_nor_pynq_nor_the_server() -> None:
 
 
 def test_concurrent_use_of_one_client(fake: Any) -> None:
+    """Eight threads share one client: each gets its own reply (scores scaled by its image's
+    size), and any exception in a thread fails the test (``result()`` raises it here)."""
     address, predict, _ = fake
-    with PredictionClient(address) as client:
-        threads = [threading.Thread(target=client.score_image, args=(b"x",)) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert len(predict.requests) == 8
+    predict.scale_by_size = True
+    predict.delay = 0.05  # the calls overlap in the server
+    sizes = range(1, 9)
+    with PredictionClient(address) as client, futures.ThreadPoolExecutor(8) as pool:
+        calls = {n: pool.submit(client.score_image, b"x" * n) for n in sizes}
+        for n, call in calls.items():
+            np.testing.assert_array_equal(call.result(timeout=60), SCORES[0] * n)
+    assert sorted(len(r.inputs["images"].string_val[0]) for r in predict.requests) == list(sizes)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import struct
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 import pytest
-from conftest import LABELS
+from conftest import LABELS, build_tiny_model_def
 from fpga_serve_client import PredictionClient, anytensor
 from fpga_serve_client.protos import (
     get_model_metadata_pb2,
@@ -23,6 +24,7 @@ from fpga_serve_client.protos import (
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
+from serving import run_server
 from test_limits_auth import png_claiming
 
 
@@ -33,22 +35,35 @@ def channel(tiny_server: Any) -> Any:
         yield ch
 
 
-@pytest.fixture(scope="module")
-def expected(tiny_zip: Path, china_jpg: bytes, flower_jpg: bytes) -> dict[str, np.ndarray]:
-    """What the same zip computes in this process, for comparison with the server's answer."""
+def run_locally(path: Path, images: dict[str, bytes]) -> dict[str, np.ndarray]:
+    """What a zip computes in this process for each image, to compare with a server's answer."""
     from fpga_serve.modelzip import LoadContext, load_pipeline
     from fpga_serve.runtime import Pipeline
 
-    archive = load_pipeline(tiny_zip, LoadContext(device=None, workdir=None))
+    archive = load_pipeline(path, LoadContext(device=None, workdir=None))
     try:
         pipeline = Pipeline(archive.stages, input_aliases=archive.input_aliases)
+        (name,) = (spec.name for spec in pipeline.inputs)
         out = {}
-        for key, data in (("china", china_jpg), ("flower", flower_jpg)):
-            result = pipeline.run({"images": np.array([data], dtype=object)})
-            (out[key],) = result.values()
+        for key, data in images.items():
+            (out[key],) = pipeline.run({name: np.array([data], dtype=object)}).values()
         return out
     finally:
         archive.close()
+
+
+@pytest.fixture(scope="module")
+def expected(tiny_zip: Path, china_jpg: bytes, flower_jpg: bytes) -> dict[str, np.ndarray]:
+    return run_locally(tiny_zip, {"china": china_jpg, "flower": flower_jpg})
+
+
+@pytest.fixture(scope="module")
+def aliased(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
+    """A server of a tiny model whose input is named ``jpeg``: ``images`` is only its alias."""
+    path = tmp_path_factory.mktemp("aliased") / "aliased.zip"
+    build_tiny_model_def("aliased", input_name="jpeg").save(path)  # type: ignore[attr-defined]
+    with run_server([path]) as server:
+        yield server, path
 
 
 def brainwave_request(*images: bytes) -> predict_pb2.PredictRequest:
@@ -140,13 +155,29 @@ def test_kserve_v2_model_infer_raw_bytes(
     np.testing.assert_allclose(values, expected["china"][0], rtol=1e-5, atol=1e-6)
 
 
-def test_kserve_v2_typed_contents_with_alias(channel: Any, flower_jpg: bytes) -> None:
-    stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
-    request = grpc_predict_v2_pb2.ModelInferRequest(model_name="tiny")
-    tensor = request.inputs.add(name="images", datatype="BYTES", shape=[1])
-    tensor.contents.bytes_contents.append(flower_jpg)
-    response = stub.ModelInfer(request, timeout=30)
-    assert len(response.raw_output_contents[0]) == 4 * len(LABELS)
+def test_kserve_v2_typed_contents_with_alias(aliased: Any, flower_jpg: bytes) -> None:
+    """Typed ``bytes_contents`` under the alias ``images`` and under the real name ``jpeg`` give
+    the scores the zip computes in process; a name that is neither is refused, naming both."""
+    server, path = aliased
+    want = run_locally(path, {"flower": flower_jpg})["flower"][0]
+    with grpc.insecure_channel(server.address) as channel:
+        stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+        meta = stub.ModelMetadata(grpc_predict_v2_pb2.ModelMetadataRequest(name="aliased"))
+        assert [i.name for i in meta.inputs] == ["jpeg"]
+        for name in ("images", "jpeg"):
+            request = grpc_predict_v2_pb2.ModelInferRequest(model_name="aliased")
+            tensor = request.inputs.add(name=name, datatype="BYTES", shape=[1])
+            tensor.contents.bytes_contents.append(flower_jpg)
+            response = stub.ModelInfer(request, timeout=30)
+            (out,) = response.outputs
+            assert out.datatype == "FP32" and list(out.shape) == [1, len(LABELS)]
+            values = np.frombuffer(response.raw_output_contents[0], dtype="<f4")
+            np.testing.assert_allclose(values, want, rtol=1e-5, atol=1e-6)
+        request.inputs[0].name = "photos"
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelInfer(request, timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'jpeg', 'images'" in str(err.value.details())
 
 
 def test_health_and_reflection(channel: Any) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import external_tools
 from fpga_serve_client import PredictionClient
 from prometheus_run import prometheus, wait_for_value
+from serving import metric_value
 
 
 def _scrape(server: Any) -> str:
@@ -42,13 +43,16 @@ def test_prometheus_scrapes_request_counts(
         "scrape_configs:\n  - job_name: fpga-serve\n    static_configs:\n"
         f"      - targets: ['127.0.0.1:{tiny_server.metrics_port}']\n"
     )
+    # The session's server has counted other tests' requests: Prometheus must see exactly these
+    # four on top of the count before them (nothing else talks to the server meanwhile).
+    before = metric_value(tiny_server, "fpga_serve_requests_total", model="tiny", code="OK")
     with prometheus(config, tmp_path) as port:
         with PredictionClient(tiny_server.address) as client:
             for _ in range(4):
                 client.score_image(china_jpg)
         query = 'sum(fpga_serve_requests_total{model="tiny",code="OK"})'
-        value = wait_for_value(port, query, lambda v: v >= 4)
-        assert value >= 4, f"Prometheus saw {value} successful requests"
+        value = wait_for_value(port, query, lambda v: v >= before + 4)
+        assert value == before + 4, f"Prometheus saw {value - before} more successful requests"
 
 
 def test_dashboard_queries_only_exported_metrics(tiny_server: Any, china_jpg: bytes) -> None:

@@ -20,6 +20,7 @@ from fpga_serve.core.isa import (
     quantize_multiplier,
     round_shift,
 )
+from fpga_serve.hw import registry
 from fpga_serve.hw.registry import available, select_device
 from fpga_serve.hw.twin import fast, reference
 from fpga_serve.hw.twin.device import TwinDevice
@@ -261,10 +262,32 @@ def test_busy_time_is_the_time_a_run_holds_the_device_not_its_wait() -> None:
     assert sum(told) <= waited
 
 
-def test_registry_falls_back_to_the_twin_and_names_unknown_devices() -> None:
-    assert "twin" in available()
+class _Board(TwinDevice):
+    """A device ranked above the twin whose probe says whether its board is present."""
+
+    name = "test-board"
+    priority = 100
+    present = False
+
+    @classmethod
+    def probe(cls) -> bool:
+        return cls.present
+
+
+def test_registry_falls_back_to_the_twin_and_names_unknown_devices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for variable in ("XILINX_XRT", "PYNQ_REMOTE_DEVICES", "FPGA_SERVE_PYNQ_SIMULATE"):
+        monkeypatch.delenv(variable, raising=False)  # no board: the PYNQ device's probe fails
+    assert select_device("auto").name == "twin"
+    monkeypatch.setitem(registry._DEVICES, _Board.name, _Board)
+    assert available()[0] == _Board.name
+    assert type(select_device("auto")) is TwinDevice  # the better device is absent
+    with pytest.raises(DeviceError, match="'test-board' is not present"):
+        select_device(_Board.name)
+    monkeypatch.setattr(_Board, "present", True)
+    assert type(select_device("auto")) is _Board  # present: it wins over the twin
     assert select_device("twin").name == "twin"
-    assert select_device("auto").name in available()
     with pytest.raises(DeviceError, match="unknown device 'gpu'"):
         select_device("gpu")
 
