@@ -160,6 +160,56 @@ def test_conv_saturates_at_the_extremes() -> None:
         assert np.array_equal(native.NativePlan(program).run(x), execute(program, x, reference))
 
 
+def _residual_program(size: int, mult: int, add_relu: bool) -> Program:
+    """A 1x1 CONV writes the residual into channels [4, 12) of buffer 1; a 3x3 CONV with a
+    fused ADD of that residual writes buffer 2. ``mult`` large makes the CONV's own result
+    saturate before the ADD (the ADD sees the clamped int8 value)."""
+    m, s = requant(8, 8)
+    weights = [
+        i8(1, 1, 8, 8, low=-127),
+        RNG.integers(-3000, 3000, 8).astype(np.int32),
+        m,
+        s,
+        i8(3, 3, 8, 8, low=-127),
+        i32(*[mult] * 8),
+        i32(*[30] * 8),
+        i32(1_500_000_000, 700_000_000),
+        i32(31),
+    ]
+    common = {"kernel": (3, 3), "pad": (1, 1, 1, 1), "relu": True, "multiplier": 5, "shift": 6}
+    producer = Instr(
+        Opcode.CONV, (TensorRef(0, 0, 8),), TensorRef(1, 4, 8), weight=0, bias=1, multiplier=2,
+        shift=3,
+    )  # fmt: skip
+    fused = Instr(
+        Opcode.CONV, (TensorRef(0, 0, 8),), TensorRef(2, 0, 8), weight=4, bias=1,
+        residual=TensorRef(1, 4, 8), add_multiplier=7, add_shift=8, add_relu=add_relu, **common,
+    )  # fmt: skip
+    return Program(
+        buffers=[Buffer(0, size, size, 8, 0.1), Buffer(1, size, size, 12, 0.1),
+                 Buffer(2, size, size, 8, 0.1)],
+        instrs=[producer, fused],
+        input=TensorRef(0, 0, 8),
+        output=TensorRef(2, 0, 8),
+        weights=weights,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("add_relu", [False, True])
+@pytest.mark.parametrize("mult", [1 << 18, 1 << 29])
+@pytest.mark.parametrize("size", [9, 48])
+def test_conv_with_a_fused_residual_add(size: int, mult: int, add_relu: bool) -> None:
+    """CONV + fused ADD in one pass (kernels.requant_add) equals the CONV then the ADD of the
+    spec, also when the CONV saturates and over rows split between threads (48 x 48)."""
+    program = _residual_program(size, mult, add_relu)
+    x = i8(1, size, size, 8)
+    want = execute(program, x, reference)
+    assert np.array_equal(native.NativePlan(program).run(x), want)
+    w = program.weights
+    own = reference.conv(x, w[4], w[1], w[5], w[6], 1, (1, 1, 1, 1), True)
+    assert ((own == 127).mean() > 0.2) == (mult == 1 << 29)  # saturating where meant to
+
+
 @pytest.mark.parametrize(
     ("kernel", "stride", "pad", "pad_value"),
     [((3, 3), 2, (1, 1, 1, 1), 0), ((3, 3), 2, (0, 1, 0, 1), -128), ((2, 2), 2, (0, 0, 0, 0), 0)],
@@ -260,6 +310,16 @@ def _read_before_write_program() -> Program:
         output=TensorRef(2, 0, 8),
         weights=weights,
     )
+
+
+def test_only_buffers_read_before_written_are_reset() -> None:
+    """The read-before-write buffer and an output channel range nothing writes need a reset
+    between runs; buffers every run writes before reading do not."""
+    assert native.reset_buffers(_read_before_write_program()) == {1}
+    program = _residual_program(6, 1 << 20, False)
+    assert native.reset_buffers(program) == set()
+    program.output = TensorRef(1, 0, 12)  # channels [0, 4) of buffer 1: never written
+    assert native.reset_buffers(program) == {1}
 
 
 def test_runs_on_kept_buffers_equal_the_reference_run_after_run() -> None:

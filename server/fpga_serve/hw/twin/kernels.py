@@ -23,39 +23,6 @@ _jit = njit(cache=True, nogil=True, fastmath=False, boundscheck=False)
 
 
 @_jit
-def im2col(x, c_off, c_n, kh, kw, stride, pt, pl, ho, wo, out, r0, r1):  # type: ignore[no-untyped-def]
-    """out[r, (i*kw + j)*c_n + c] = x[n, oy*stride - pt + i, ox*stride - pl + j, c_off + c],
-    ZERO outside the image (zero padding)."""
-    h = x.shape[1]
-    w = x.shape[2]
-    full = x.shape[3]
-    rows_of = x.reshape(x.shape[0], h, w * full)
-    hw = ho * wo
-    span = kw * c_n
-    for r in range(r0, r1):
-        n = r // hw
-        oy = (r % hw) // wo
-        ox = r % wo
-        ix0 = ox * stride - pl
-        dst = out[r]
-        for i in range(kh):
-            iy = oy * stride - pt + i
-            base = i * span
-            if iy < 0 or iy >= h:
-                dst[base : base + span] = ZERO
-            elif c_n == full and ix0 >= 0 and ix0 + kw <= w:  # one contiguous run of kw pixels
-                dst[base : base + span] = rows_of[n, iy, ix0 * full : (ix0 + kw) * full]
-            else:
-                for j in range(kw):
-                    ix = ix0 + j
-                    col = base + j * c_n
-                    if 0 <= ix < w:
-                        dst[col : col + c_n] = x[n, iy, ix, c_off : c_off + c_n]
-                    else:
-                        dst[col : col + c_n] = ZERO
-
-
-@_jit
 def requant(acc, bias, mult, half, shift, low, out, o_off, r0, r1):  # type: ignore[no-untyped-def]
     """out[r, o_off + c] = ZERO + clamp(((acc[r,c] + bias[c]) * M[c] + half[c]) >> S[c])."""
     cout = acc.shape[1]
@@ -65,6 +32,23 @@ def requant(acc, bias, mult, half, shift, low, out, o_off, r0, r1):  # type: ign
         for c in range(cout):
             v = ((np.int64(src[c]) + bias[c]) * mult[c] + half[c]) >> shift[c]
             dst[c] = np.uint8(min(max(v, low), 127) + ZERO)
+
+
+@_jit
+def requant_add(acc, bias, mult, half, shift, low, b, b_off, m0, m1, h2, s2, lo2, out, oo, r0, r1):  # type: ignore[no-untyped-def]
+    """A CONV's requantisation and its fused ADD in one pass: v = clamp(((acc + bias[c]) *
+    M[c] + half[c]) >> S[c]) as in ``requant``, then out = ZERO + clamp((v * M0 + b * M1 +
+    h2) >> S2), exactly ``add`` on v and the residual b."""
+    cout = acc.shape[1]
+    for r in range(r0, r1):
+        src = acc[r]
+        rb = b[r, b_off : b_off + cout]
+        dst = out[r, oo : oo + cout]
+        for c in range(cout):
+            v = ((np.int64(src[c]) + bias[c]) * mult[c] + half[c]) >> shift[c]
+            v = min(max(v, low), 127)
+            s = (v * m0 + (np.int64(rb[c]) - ZERO) * m1 + h2) >> s2
+            dst[c] = np.uint8(min(max(s, lo2), 127) + ZERO)
 
 
 @_jit

@@ -1,60 +1,63 @@
 """The twin's native path: a program turned once into a list of compiled steps.
 
 At load, each CONV gets its int8 GEMM (twin/gemm.py, weights packed once) and each op its
-requantisation constants as int64 arrays; at run time a step is an im2col or a direct view, the
-GEMM and one fused requantisation pass (twin/kernels.py), with activations kept as offset bytes
-(v + 128) from input to output, in buffers kept from run to run (reset, not reallocated). Work is
-split over the CPU's cores by output rows. The result
-equals the reference (the spec) bit for bit: tests/test_twin_native.py checks it op by op and
-on whole programs.
+requantisation constants as int64 arrays; at run time a CONV step is a patch gather (one strided
+numpy copy of a window view into a scratch matrix; none for a 1x1/1 CONV, whose input rows are
+the GEMM's rows), the GEMM and one requantisation pass that also does a fused residual ADD
+(twin/kernels.py). Activations stay offset bytes (v + 128) from input to output, in buffers
+kept from run to run; only the buffers a run reads before writing are reset. Large element-wise
+passes are split over the CPU's cores by output rows. The result equals the reference (the
+spec) bit for bit: tests/test_twin_native.py checks it op by op and on whole programs.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from fpga_serve.core.isa import Instr, Opcode, Program, TensorRef
-from fpga_serve.hw.twin.gemm import twin_threads
+from fpga_serve.hw.twin.share import split
 
 log = logging.getLogger(__name__)
 
-Step = Callable[[dict[int, np.ndarray]], None]
+Buffers = dict[int, np.ndarray]
+Step = Callable[[Buffers], None]
 
-# Below this many output rows a step runs on the calling thread (hand-off costs more).
-SPLIT_ROWS = 2048
 REUSE_BYTES = 64 << 20
 """Most bytes of activation buffers a plan keeps between runs (ResNet-50 224, batch 1: 16.5 MB)."""
-_POOL: list[ThreadPoolExecutor] = []  # made on first use
-
-
-def _split(kernel: Callable[..., None], rows: int, *args: Any) -> None:
-    """kernel(*args, r0, r1) over [0, rows), in one chunk per core when large enough."""
-    parts = twin_threads()
-    if rows < SPLIT_ROWS or parts == 1:
-        kernel(*args, 0, rows)
-        return
-    if not _POOL:
-        _POOL.append(ThreadPoolExecutor(parts - 1, thread_name_prefix="twin"))
-    bounds = [rows * i // parts for i in range(parts + 1)]
-    pairs = list(itertools.pairwise(bounds))
-    futures = [_POOL[0].submit(kernel, *args, a, b) for a, b in pairs[1:]]
-    kernel(*args, *pairs[0])
-    for f in futures:
-        f.result()
+COLS = -1
+"""The key of the shared im2col scratch among a run's buffers (program buffers are 0..)."""
 
 
 def _half(shift: np.ndarray) -> np.ndarray:
     s = shift.astype(np.int64)
     return np.int64(1) << (s - 1)
+
+
+def reset_buffers(program: Program) -> set[int]:
+    """The buffers a run may read (an op's input or residual, or the program's output) in
+    channels no earlier op of the run has written: they must start at the spec's zeros. Every
+    op writes all N*H*W positions of its output's channel range, so the rest need no reset."""
+    written = {i: np.zeros(b.channels, bool) for i, b in enumerate(program.buffers)}
+    reset: set[int] = set()
+
+    def read(ref: TensorRef) -> None:
+        if not written[ref.buffer][ref.offset : ref.offset + ref.channels].all():
+            reset.add(ref.buffer)
+
+    written[program.input.buffer][program.input.offset :][: program.input.channels] = True
+    for instr in program.instrs:
+        for ref in (*instr.inputs, *([instr.residual] if instr.residual else [])):
+            read(ref)
+        written[instr.output.buffer][instr.output.offset :][: instr.output.channels] = True
+    read(program.output)
+    return reset
 
 
 def available() -> bool:
@@ -80,7 +83,12 @@ class NativePlan:
 
         self.program = program
         self._k = kernels
+        # Scratch arrays a run needs besides the program's buffers, under negative keys of the
+        # same dict: COLS (one flat im2col matrix shared by all CONVs) and each padded CONV's
+        # staging copy of its input. Shapes per image; the staging borders stay ZERO.
+        self._scratch: dict[int, tuple[int, ...]] = {}
         self.steps: list[tuple[Instr, Step]] = [(i, self._step(i)) for i in program.instrs]
+        self._reset = sorted(reset_buffers(program))
         self._idle = threading.Lock()
         self._kept: dict[int, np.ndarray] = {}
         self._kept_n = 0
@@ -97,19 +105,23 @@ class NativePlan:
         return self._run(self._new_buffers(n), x, on_step)
 
     def _new_buffers(self, n: int) -> dict[int, np.ndarray]:
-        return {
+        bufs = {
             i: np.full((n, b.height, b.width, b.channels), 128, np.uint8)
             for i, b in enumerate(self.program.buffers)
         }
+        for key, shape in self._scratch.items():
+            bufs[key] = np.full((n, *shape), 128, np.uint8)
+        return bufs
 
     def _kept_buffers(self, n: int) -> dict[int, np.ndarray]:
-        """Buffers kept from the last run of this batch size, reset to the spec's initial zeros
-        (128 as offset bytes): a fresh allocation of large arrays costs a page fault per 4 KiB
-        (6.6 ms for ResNet-50 224's 16.5 MB), a fill does not. Kept only while they take at most
-        REUSE_BYTES, so an idle plan holds no more than that."""
+        """Buffers kept from the last run of this batch size, the ones a run reads before it
+        writes them reset to the spec's initial zeros (128 as offset bytes; reset_buffers): a
+        fresh allocation of large arrays costs a page fault per 4 KiB (6.6 ms for ResNet-50
+        224's 16.5 MB), a fill does not, and most buffers need none. Kept only while they take
+        at most REUSE_BYTES, so an idle plan holds no more than that."""
         if self._kept_n == n:
-            for buf in self._kept.values():
-                buf.fill(128)
+            for i in self._reset:
+                self._kept[i].fill(128)
             return self._kept
         bufs = self._new_buffers(n)
         if sum(b.nbytes for b in bufs.values()) <= REUSE_BYTES:
@@ -164,63 +176,78 @@ class NativePlan:
         low = 0 if instr.relu else -128
         src, dst = instr.inputs[0], instr.output
         ho, wo = self._geometry(instr)
-        top, _, left, _ = instr.pad
         src_buf = self.program.buffer(src)
-        direct = (
-            kh == kw == 1
-            and instr.stride == 1
-            and src.offset == 0
-            and src.channels == src_buf.channels
-            and not any(instr.pad)
-        )
+        whole = src.offset == 0 and src.channels == src_buf.channels
+        direct = kh == kw == 1 and instr.stride == 1 and whole and not any(instr.pad)
+        gather = None if direct else self._im2col(instr, src_buf.height, src_buf.width)
         k = self._k
-
         fused = self._fused_add(instr) if instr.residual is not None else None
 
         def step(bufs: dict[int, np.ndarray]) -> None:
             x = bufs[src.buffer]
             rows = x.shape[0] * ho * wo
-            if direct:
-                cols = x.reshape(rows, cin)
-            else:
-                cols = np.empty((rows, kh * kw * cin), np.uint8)
-                _split(
-                    k.im2col,
-                    rows,
-                    x,
-                    src.offset,
-                    cin,
-                    kh,
-                    kw,
-                    instr.stride,
-                    top,
-                    left,
-                    ho,
-                    wo,
-                    cols,
-                )
+            cols = x.reshape(rows, cin) if gather is None else gather(bufs)
             acc = gemm(cols)
+            out = bufs[dst.buffer]
+            out2 = out.reshape(-1, out.shape[-1])
             if fused is None:
-                out = bufs[dst.buffer]
-                out2 = out.reshape(-1, out.shape[-1])
-                _split(k.requant, rows, acc, bias, mult, half, shift, low, out2, dst.offset)
-                return
-            mine = np.empty((rows, cout), np.uint8)  # the CONV's own result, then the ADD
-            _split(k.requant, rows, acc, bias, mult, half, shift, low, mine, 0)
-            fused(bufs, mine, 0)
+                split(k.requant, rows, acc, bias, mult, half, shift, low, out2, dst.offset)
+            else:  # the CONV's requantisation and the ADD in one pass
+                fused(bufs, rows, acc, bias, mult, half, shift, low, out2)
 
         return step
 
-    def _fused_add(self, instr: Instr) -> Callable[[dict[int, np.ndarray], np.ndarray, int], None]:
-        """A fused ADD: ADD(the op's result, residual), exactly an ADD instruction."""
+    def _im2col(self, instr: Instr, h: int, w: int) -> Callable[[Buffers], np.ndarray]:
+        """bufs -> the CONV's [rows, kh*kw*c] patch matrix (K ordered kh, kw, c like the
+        weights) in the shared COLS scratch: one strided numpy copy of a window view (each
+        window row is a run of kw*c contiguous bytes), from a padded staging copy of the input
+        channels when the CONV pads (its borders stay ZERO, the spec's zero padding)."""
+        from fpga_serve.hw.twin.fast import _windows
+
+        src = instr.inputs[0]
+        kh, kw = instr.kernel
+        c = src.channels
+        top, bottom, left, right = instr.pad
+        ho, wo = self._geometry(instr)
+        k = kh * kw * c
+        self._scratch[COLS] = (max(self._scratch.get(COLS, (0,))[0], ho * wo * k),)
+        stage = None
+        if any(instr.pad):
+            stage = -2 - len(self._scratch)
+            self._scratch[stage] = (h + top + bottom, w + left + right, c)
+
+        def gather(bufs: dict[int, np.ndarray]) -> np.ndarray:
+            x = bufs[src.buffer][..., src.offset : src.offset + c]
+            if stage is not None:
+                padded = bufs[stage]
+                padded[:, top : top + h, left : left + w] = x
+                x = padded
+            n = x.shape[0]
+            cols = bufs[COLS].reshape(-1)[: n * ho * wo * k]
+            win = _windows(x, kh, kw, instr.stride).transpose(0, 1, 2, 4, 5, 3)
+            np.copyto(cols.reshape(n, ho, wo, kh, kw, c), win)
+            return cols.reshape(n * ho * wo, k)
+
+        return gather
+
+    def _fused_add(self, instr: Instr) -> Callable[..., None]:
+        """A fused ADD: ADD(the CONV's requantised result, residual), exactly an ADD
+        instruction, computed in the CONV's requantisation pass (kernels.requant_add)."""
         assert instr.residual is not None
         w = self.program.weights
         m = w[instr.add_multiplier]
         shift = np.int64(w[instr.add_shift][0])
-        return self._add_rows(
-            instr.residual, instr.output, np.int64(m[0]), np.int64(m[1]),
-            np.int64(1) << (shift - 1), shift, instr.add_relu,
-        )  # fmt: skip
+        b, dst = instr.residual, instr.output
+        add = (np.int64(m[0]), np.int64(m[1]), np.int64(1) << (shift - 1), shift)
+        low = np.int64(0 if instr.add_relu else -128)
+        k = self._k
+
+        def run(bufs: dict[int, np.ndarray], rows: int, *requant: Any) -> None:
+            *conv, out = requant
+            vb = bufs[b.buffer].reshape(rows, -1)
+            split(k.requant_add, rows, *conv, vb, b.offset, *add, low, out, dst.offset)
+
+        return run
 
     def _add_rows(
         self,
@@ -239,7 +266,7 @@ class NativePlan:
         def run(bufs: dict[int, np.ndarray], va: np.ndarray, a_offset: int) -> None:
             vb, out = bufs[b.buffer], bufs[dst.buffer]
             rows = out.shape[0] * out.shape[1] * out.shape[2]
-            _split(
+            split(
                 k.add,
                 rows,
                 va.reshape(rows, -1),
@@ -268,7 +295,7 @@ class NativePlan:
 
         def step(bufs: dict[int, np.ndarray]) -> None:
             x, out = bufs[src.buffer], bufs[dst.buffer]
-            _split(kernel, x.shape[0] * ho * wo, x, *geometry, *params, ho, wo, out, dst.offset)
+            split(kernel, x.shape[0] * ho * wo, x, *geometry, *params, ho, wo, out, dst.offset)
 
         return step
 
@@ -330,7 +357,7 @@ class NativePlan:
         def step(bufs: dict[int, np.ndarray]) -> None:
             x, out = bufs[src.buffer], bufs[dst.buffer]
             rows = out.shape[0] * out.shape[1] * out.shape[2]
-            _split(
+            split(
                 k.scale_shift,
                 rows,
                 x.reshape(rows, -1),

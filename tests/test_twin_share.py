@@ -1,0 +1,63 @@
+"""The twin's row sharing (hw/twin/share.py): every row exactly once, errors raised in the
+caller, and a caller that never waits for a helper thread the machine has not scheduled."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from fpga_serve.hw.twin import share
+
+
+@pytest.fixture(autouse=True)
+def two_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FPGA_SERVE_TWIN_THREADS", "2")
+
+
+def test_every_row_once_in_several_chunks() -> None:
+    counts = np.zeros(10_001, np.int64)
+    calls: list[tuple[int, int]] = []
+
+    def kernel(out: np.ndarray, r0: int, r1: int) -> None:
+        out[r0:r1] += 1
+        calls.append((r0, r1))
+
+    share.split(kernel, len(counts), counts)
+    assert (counts == 1).all()
+    assert len(calls) == 2 * share.CHUNKS_PER_THREAD
+    share.split(kernel, 100, counts[:100])  # below SPLIT_ROWS: one call on this thread
+    assert (counts[:100] == 2).all() and calls[-1] == (0, 100)
+
+
+def test_a_helper_that_never_starts_costs_nothing() -> None:
+    """Every helper busy elsewhere: the caller does all the chunks itself and returns (a fixed
+    split would wait for the helper's share forever)."""
+    pool = share._pool(1)
+    release = threading.Event()
+    for _ in range(pool._max_workers):
+        pool.submit(release.wait)
+    done: list[str] = []
+    counts = np.zeros(8192, np.int64)
+
+    def kernel(out: np.ndarray, r0: int, r1: int) -> None:
+        out[r0:r1] += 1
+        done.append(threading.current_thread().name)
+
+    caller = threading.Thread(target=share.split, args=(kernel, len(counts), counts))
+    caller.start()
+    caller.join(timeout=20)
+    finished = not caller.is_alive()
+    release.set()
+    caller.join()
+    assert finished
+    assert (counts == 1).all() and set(done) == {caller.name}
+
+
+def test_an_error_in_any_chunk_reaches_the_caller() -> None:
+    def kernel(r0: int, r1: int) -> None:
+        if r0 > 0:
+            raise ValueError(f"rows {r0}-{r1}")
+
+    with pytest.raises(ValueError, match="rows"):
+        share.split(kernel, 4096)
