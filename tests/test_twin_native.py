@@ -210,6 +210,27 @@ def test_conv_with_a_fused_residual_add(size: int, mult: int, add_relu: bool) ->
     assert ((own == 127).mean() > 0.2) == (mult == 1 << 29)  # saturating where meant to
 
 
+@pytest.mark.parametrize("native_path", [None, False], ids=["native", "numpy"])
+def test_a_wrapped_accumulator_comes_back_with_the_bias(native_path: bool | None) -> None:
+    """140,000 products of +-16,256 (x = -128, w = -+127) sum beyond int32 and the bias brings
+    the spec's sum back into range (the reference accepts it, 1.2e9 and -1.2e9): the twin's
+    int32 GEMM accumulator wrapped on the way, and the bias added modulo 2^32 undoes that."""
+    k = 140_000
+    weight = np.stack([np.full(k, -127), np.full(k, 127)], axis=-1).astype(np.int8)
+    weights = [weight.reshape(1, 1, k, 2), i32(-(2**30), 2**30), i32(2**30, 2**30), i32(54, 54)]
+    instr = Instr(
+        Opcode.CONV, (TensorRef(0, 0, k),), TensorRef(1, 0, 2), weight=0, bias=1, multiplier=2,
+        shift=3,
+    )  # fmt: skip
+    program = one_op(instr, [(1, 1, k)], (1, 1, 2), weights)
+    x = np.full((1, 1, 1, k), -128, np.int8)
+    want = execute(program, x, reference)
+    assert want.ravel().tolist() == [72, -72]
+    loaded = TwinDevice(native=native_path).load(program)
+    assert loaded.path == ("native" if native_path is None else "numpy")  # type: ignore[attr-defined]
+    assert np.array_equal(loaded.run(x), want)
+
+
 @pytest.mark.parametrize(
     ("kernel", "stride", "pad", "pad_value"),
     [((3, 3), 2, (1, 1, 1, 1), 0), ((3, 3), 2, (0, 1, 0, 1), -128), ((2, 2), 2, (0, 0, 0, 0), 0)],
@@ -346,6 +367,28 @@ def test_runs_on_kept_buffers_equal_the_reference_run_after_run() -> None:
         t.join()
     for i, x in enumerate(inputs):
         assert np.array_equal(got[i], execute(program, x, reference))
+
+
+def test_gathering_convs_on_kept_buffers_follow_batch_size_and_input() -> None:
+    """Padded and strided CONVs gather through views of the kept buffers built once per batch
+    size: after every change of input and batch size the result is still the reference's."""
+    m, s = requant(8, 72)
+    weights = [i8(3, 3, 8, 8, low=-127), np.zeros(8, np.int32), m, s]
+    common = {"kernel": (3, 3), "weight": 0, "bias": 1, "multiplier": 2, "shift": 3}
+    first = Instr(Opcode.CONV, (TensorRef(0, 0, 8),), TensorRef(1, 0, 8), pad=(1, 1, 1, 1),
+                  relu=True, **common)  # fmt: skip
+    second = Instr(Opcode.CONV, (TensorRef(1, 0, 8),), TensorRef(2, 0, 8), stride=2, **common)
+    program = Program(
+        buffers=[Buffer(0, 7, 7, 8, 0.1), Buffer(1, 7, 7, 8, 0.1), Buffer(2, 3, 3, 8, 0.1)],
+        instrs=[first, second],
+        input=TensorRef(0, 0, 8),
+        output=TensorRef(2, 0, 8),
+        weights=weights,
+    )
+    plan = native.NativePlan(program)
+    for n in (2, 2, 3, 1, 3):
+        x = i8(n, 7, 7, 8)
+        assert np.array_equal(plan.run(x), execute(program, x, reference))
 
 
 @pytest.mark.parametrize("family", ["resnet50", "densenet121", "vgg16"])

@@ -40,9 +40,12 @@ def _requant_block(
     low: int,
     out: np.ndarray,
 ) -> None:
-    block = acc.astype(np.int64)  # exact: float32 GEMM results are whole numbers below 2^24
+    # exact: float32 GEMM results are whole numbers below 2^24; the bias is added modulo 2^32,
+    # which gives the spec's sum (it fits int32) also when a K-chunked int32 sum wrapped
+    block32 = acc.astype(np.int32)
     if bias is not None:
-        block += bias
+        block32 += bias
+    block = block32.astype(np.int64)
     block *= m64
     block += half
     block >>= s64
@@ -63,12 +66,12 @@ def requantize_rows(
     m64 = multiplier.astype(np.int64)
     s64 = shift.astype(np.int64)
     half = np.int64(1) << (s64 - 1)
-    b64 = None if bias is None else bias.astype(np.int64)
+    b32 = None if bias is None else bias.astype(np.int32)
     low = 0 if relu else INT8_MIN
     # Sequential on purpose: spreading blocks over threads fought OpenBLAS's threads and was
     # slower on 2 cores (bench/bench_twin.py).
     for i in range(0, acc.shape[0], ROW_BLOCK):
-        _requant_block(acc[i : i + ROW_BLOCK], b64, m64, s64, half, low, out[i : i + ROW_BLOCK])
+        _requant_block(acc[i : i + ROW_BLOCK], b32, m64, s64, half, low, out[i : i + ROW_BLOCK])
     return out
 
 

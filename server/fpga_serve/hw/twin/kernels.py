@@ -24,20 +24,24 @@ _jit = njit(cache=True, nogil=True, fastmath=False, boundscheck=False)
 
 @_jit
 def requant(acc, bias, mult, half, shift, low, out, o_off, r0, r1):  # type: ignore[no-untyped-def]
-    """out[r, o_off + c] = ZERO + clamp(((acc[r,c] + bias[c]) * M[c] + half[c]) >> S[c])."""
+    """out[r, o_off + c] = ZERO + clamp(((acc[r,c] + bias[c]) * M[c] + half[c]) >> S[c]).
+
+    acc, bias and M are int32 and acc + bias is taken modulo 2^32: the spec's sum fits int32
+    (the reference refuses a program whose sum does not), so this is the spec's sum even when
+    the GEMM's int32 accumulator wrapped on the way; the product is int32 x int32 -> int64."""
     cout = acc.shape[1]
     for r in range(r0, r1):
         src = acc[r]
         dst = out[r, o_off : o_off + cout]
         for c in range(cout):
-            v = ((np.int64(src[c]) + bias[c]) * mult[c] + half[c]) >> shift[c]
+            v = (np.int64(np.int32(src[c] + bias[c])) * np.int64(mult[c]) + half[c]) >> shift[c]
             dst[c] = np.uint8(min(max(v, low), 127) + ZERO)
 
 
 @_jit
 def requant_add(acc, bias, mult, half, shift, low, b, b_off, m0, m1, h2, s2, lo2, out, oo, r0, r1):  # type: ignore[no-untyped-def]
     """A CONV's requantisation and its fused ADD in one pass: v = clamp(((acc + bias[c]) *
-    M[c] + half[c]) >> S[c]) as in ``requant``, then out = ZERO + clamp((v * M0 + b * M1 +
+    M[c] + half[c]) >> S[c]) exactly as in ``requant``, then out = ZERO + clamp((v * M0 + b * M1 +
     h2) >> S2), exactly ``add`` on v and the residual b."""
     cout = acc.shape[1]
     for r in range(r0, r1):
@@ -45,7 +49,7 @@ def requant_add(acc, bias, mult, half, shift, low, b, b_off, m0, m1, h2, s2, lo2
         rb = b[r, b_off : b_off + cout]
         dst = out[r, oo : oo + cout]
         for c in range(cout):
-            v = ((np.int64(src[c]) + bias[c]) * mult[c] + half[c]) >> shift[c]
+            v = (np.int64(np.int32(src[c] + bias[c])) * np.int64(mult[c]) + half[c]) >> shift[c]
             v = min(max(v, low), 127)
             s = (v * m0 + (np.int64(rb[c]) - ZERO) * m1 + h2) >> s2
             dst[c] = np.uint8(min(max(s, lo2), 127) + ZERO)
