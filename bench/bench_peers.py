@@ -58,7 +58,8 @@ from trivial import BASE, INPUT, MODEL, OUTPUT, SHAPE
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = Path(__file__).resolve().parent / "peers"
-PROTO_DIR = ROOT / "protos" / "fpga_serve_client" / "protos"
+PROTO_ROOT = ROOT / "protos"  # imports inside the .proto files are relative to it
+FLOOR_PROTOS = ("grpc_predict_v2.proto", "triton.proto")  # the KServe v2 API and its import
 
 # Pinned environments: name -> requirements (the top-level package and what its speed rests on).
 VENVS: dict[str, list[str]] = {
@@ -92,24 +93,25 @@ def venv(name: str, root: Path, log: TextIO) -> Path:
     python = home / "bin" / "python"
     stamp = home / "pins.json"
     pins = VENVS[name]
-    if python.exists() and stamp.exists() and json.loads(stamp.read_text()) == pins:
+    stubs = home / "stubs"
+    ready = python.exists() and stamp.exists() and json.loads(stamp.read_text()) == pins
+    if ready and (name != "floor" or (stubs / "fpga_serve_client" / "protos").is_dir()):
         return python
     print(f"setting up {home} ({' '.join(pins)})", file=sys.stderr, flush=True)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(home)], check=True)
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     subprocess.run([*pip, *pins], check=True, stdout=log, stderr=log)
     if name == "floor":  # its own stubs, from the project's wire-compatible .proto
-        stubs = home / "stubs"
         stubs.mkdir(exist_ok=True)
         subprocess.run(
             [
                 str(python),
                 "-m",
                 "grpc_tools.protoc",
-                f"-I{PROTO_DIR}",
+                f"-I{PROTO_ROOT}",
                 f"--python_out={stubs}",
                 f"--grpc_python_out={stubs}",
-                "grpc_predict_v2.proto",
+                *(f"fpga_serve_client/protos/{proto}" for proto in FLOOR_PROTOS),
             ],
             check=True,
         )

@@ -22,9 +22,9 @@ sys.path.insert(0, sys.argv[1])
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 
 import grpc
-import grpc_predict_v2_pb2 as pb  # type: ignore[import-not-found]
-import grpc_predict_v2_pb2_grpc as pb_grpc  # type: ignore[import-not-found]
 import numpy as np
+from fpga_serve_client.protos import grpc_predict_v2_pb2 as pb  # the stubs' copy, not the client's
+from fpga_serve_client.protos import grpc_predict_v2_pb2_grpc as pb_grpc
 from trivial import OUTPUT, expected
 
 
