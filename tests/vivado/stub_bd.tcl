@@ -186,7 +186,12 @@ proc ::stub::pins {cell} {
                 mb_reset {dir out type rst} bus_struct_reset {dir out type rst} peripheral_reset {dir out type rst}
                 interconnect_aresetn {dir out type rst} peripheral_aresetn {dir out type rst}}
         }
-        axi_intc { set p {s_axi_aclk {dir in type clk} s_axi_aresetn {dir in type rst} intr {dir in type intr} irq {dir out type intr}} }
+        axi_intc {
+            set p {s_axi_aclk {dir in type clk} s_axi_aresetn {dir in type rst} intr {dir in type intr}}
+            # PG099 C_IRQ_CONNECTION: 1 (single) makes irq a pin of its own; 0 (bus, the default)
+            # puts it in the MicroBlaze `interrupt` interface, which no PS interrupt line takes.
+            if {[dict get $cfg C_IRQ_CONNECTION] == 1} { dict set p irq {dir out type intr} }
+        }
         clk_wiz {
             set p {clk_in1 {dir in type clk} clk_out1 {dir out type clk}}
             if {[dict get $cfg USE_LOCKED] eq "true"} { dict set p locked {dir out type data} }

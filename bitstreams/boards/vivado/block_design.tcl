@@ -57,6 +57,7 @@ proc fc_block_design {} {
 
     # Control: the PS's master to the register file and the interrupt controller.
     set intc [fc_cell $cfg(intc_vlnv) $cfg(intc_instance)]
+    fc_config $intc $cfg(intc_config)
     set ctrl [fc_cell $cfg(smartconnect_vlnv) ctrl_smc]
     fc_config $ctrl [dict create NUM_SI 1 NUM_MI 2]
     connect_bd_intf_net [get_bd_intf_pins $ps/$cfg(control_master)] [get_bd_intf_pins $ctrl/S00_AXI]

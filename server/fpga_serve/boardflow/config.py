@@ -94,6 +94,7 @@ def values(f: Facts) -> dict[str, TclValue]:
         "control_range": f"0x{b.control_range:X}",
         "intc_vlnv": INTC["vlnv"],
         "intc_instance": INTC["instance"],
+        "intc_config": dict(INTC["config"]),
         "intc_base": f"0x{b.intc_base:08X}",
         "intc_range": f"0x{b.intc_range:X}",
         "irq_pin": ps.irq_pin,

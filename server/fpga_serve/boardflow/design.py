@@ -320,8 +320,8 @@ def design(f: Facts) -> Design:
                 "C_HIGHADDR": f"0x{b.intc_base + b.intc_range - 1:08X}",
                 "C_NUM_INTR_INPUTS": "1",
                 "C_IRQ_IS_LEVEL": "1",
-                "C_IRQ_CONNECTION": "0",
                 "EDK_IPTYPE": "PERIPHERAL",
+                **INTC["config"],
             },
         )
     )

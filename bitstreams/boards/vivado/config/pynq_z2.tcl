@@ -52,6 +52,7 @@ set cfg(control_base) 0x40000000
 set cfg(control_range) 0x10000
 set cfg(intc_vlnv) xilinx.com:ip:axi_intc:4.1
 set cfg(intc_instance) axi_intc_0
+set cfg(intc_config) {C_IRQ_CONNECTION 1}
 set cfg(intc_base) 0x40010000
 set cfg(intc_range) 0x10000
 set cfg(irq_pin) IRQ_F2P
