@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 from fpga_serve.boardflow import config, generate
-from fpga_serve.boardflow.facts import BOARDS_DIR, IP_VLNV, RTL_DIR, facts, read_accelerator
-from fpga_serve.core.boards import ACCELERATOR, BOARDS, INTC, BoardError
+from fpga_serve.boardflow.facts import IP_VLNV, RTL_DIR, facts, read_accelerator
+from fpga_serve.core.boards import ACCELERATOR, BOARDS, BOARDS_DIR, INTC, BoardError
 from fpga_serve.core.isa import PRESETS, SPEC_VERSION
 from vivado import harness
 

@@ -150,17 +150,25 @@ def test_mismatched_overlays_are_refused_at_load_naming_the_file(sim: Any, tmp_p
         preset="kv260",
     )
 
-    # The interrupt pin not wired to the PS's interrupt controller.
-    def unwired(text: str) -> str:  # the net cnn_accel_0/interrupt -> axi_intc_0/intr removed
-        for pin in ('INSTANCE="axi_intc_0" PORT="intr"', 'INSTANCE="cnn_accel_0" PORT="interrupt"'):
-            text = re.sub(rf"<CONNECTION {pin}\s*/>", "", text)
-        return text
+    # The .hwh wires the interrupt pin, but the board has no UIO device on the PS interrupt
+    # line to deliver it (a device tree without PYNQ's `fabric` node).
+    with pytest.MonkeyPatch.context() as mp:
+        from pynq.interrupt import _InterruptController
 
-    refused(
-        "ultra96v2",
-        r"cnn_accel_0/interrupt reaches no AXI interrupt controller on the PS interrupt line",
-        edit=unwired,
-    )
+        mp.setattr("pynq.interrupt.get_uio_irq", lambda irq: None)
+        sim.use_board("ultra96v2")
+        irq = BOARDS["ultra96v2"].ps.raw_irq
+        del _InterruptController._uio_devices[irq]
+        with (
+            pytest.warns(UserWarning, match="Interrupt interrupt not created"),
+            pytest.raises(
+                DeviceError,
+                match=r"fpga_cnn\.hwh wires cnn_accel_0/interrupt through axi_intc_0 to the PS "
+                r"interrupt line, but this board cannot deliver it \(Could not find UIO device "
+                rf"for interrupt pin for IRQ number {irq}\)",
+            ),
+        ):
+            PynqDevice(overlay(tmp_path / "no-uio", "ultra96v2"))
     # A PL clock the board cannot make: KV260's IOPLL (1000 MHz) asked for 300 MHz straight.
     at_300 = lambda t: _param("PSU__CRL_APB__PL0_REF_CTRL__DIVISOR0", "5")(  # noqa: E731
         _param("PSU__CRL_APB__PL0_REF_CTRL__ACT_FREQMHZ", "300.000000")(t)
@@ -179,10 +187,54 @@ def test_mismatched_overlays_are_refused_at_load_naming_the_file(sim: Any, tmp_p
     )
 
 
-def test_the_default_overlay_is_the_boards_build(sim: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def _unwired(text: str) -> str:
+    """The .hwh without the net cnn_accel_0/interrupt -> axi_intc_0/intr."""
+    for pin in ('INSTANCE="axi_intc_0" PORT="intr"', 'INSTANCE="cnn_accel_0" PORT="interrupt"'):
+        text = re.sub(rf"<CONNECTION {pin}\s*/>", "", text)
+    return text
+
+
+def test_an_hwh_without_the_interrupt_pin_runs_on_a_fixed_poll(
+    sim: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim.use_board("ultra96v2")
+    with caplog.at_level("WARNING", logger="fpga_serve.hw.pynq_device"):
+        device = PynqDevice(overlay(tmp_path, "ultra96v2", edit=_unwired))
+    assert device.interrupt is None
+    assert re.search(
+        r"fpga_cnn\.hwh wires no interrupt pin cnn_accel_0/interrupt .*: runs end on a 0\.1 ms "
+        r"STATUS poll",
+        caplog.text,
+    )
+    data = RNG.normal(0, 1, (2, 12, 12, 3)).astype(np.float32)
+    program = compile_model(
+        network(), data, CompileOptions(calibration_method="max", target="ultra96v2")
+    ).program
+    x = quantize_input(data, program.input_scale)
+    loaded = device.load(program)
+    sim.accelerator.latency_s = 0.01
+    fired = sim.uio.fired
+    assert np.array_equal(loaded.run(x), TwinDevice().load(program).run(x))
+    assert sim.uio.fired == fired
+
+
+def test_the_default_overlay_is_the_boards_build(
+    sim: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # On the simulated board: a simulation image of its preset beside its committed .hwh.
+    sim.use_board("kv260")
+    device = PynqDevice()
+    assert device.hwh_preset is BOARDS["kv260"].preset
+    assert device.bitfile.with_suffix(".hwh").read_text() == (
+        ROOT / "bitstreams" / "boards" / "kv260" / "fpga_cnn.hwh"
+    ).read_text()
+    # On a board: this installation's build for $BOARD, which must exist.
+    monkeypatch.delattr(type(sim), "default_overlay")
     sim.use_board("pynq_z2")
     with pytest.raises(
-        DeviceError, match=r"bitstreams/boards/pynq_z2/fpga_cnn\.bit does not exist"
+        DeviceError,
+        match=r"bitstreams/boards/pynq_z2/fpga_cnn\.bit does not exist: build it with "
+        r"`fpga-serve overlay build --board pynq_z2`",
     ):
         PynqDevice()
     monkeypatch.setattr(sim, "pynq_board", "no-such-board")

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from fpga_serve.boardflow import config
-from fpga_serve.boardflow.facts import BOARDS_DIR, facts
-from fpga_serve.core.boards import BOARDS, VIVADO_VERSION, BoardError, board
+from fpga_serve.boardflow.facts import facts
+from fpga_serve.core.boards import BOARDS, BOARDS_DIR, VIVADO_VERSION, BoardError, board
 
 BUILD_TCL = BOARDS_DIR / "vivado" / "build.tcl"
 STEPS = ("ip", "bd", "bitstream")

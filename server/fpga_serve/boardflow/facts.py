@@ -11,11 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fpga_serve.boardflow.rtl import AxiInterface, TopModule, read_top
-from fpga_serve.core.boards import ACCELERATOR, BOARDS_JSON, OVERLAY_NAME, Board, BoardError
+from fpga_serve.core.boards import (
+    ACCELERATOR,
+    BOARDS_DIR,
+    BOARDS_JSON,
+    OVERLAY_NAME,
+    Board,
+    BoardError,
+)
 from fpga_serve.core.isa import SPEC
 
 ROOT = Path(__file__).resolve().parents[3]
-BOARDS_DIR = ROOT / "bitstreams" / "boards"
 RTL_DIR = ROOT / "bitstreams" / "fpga_cnn" / "rtl"
 DESIGN_NAME: str = BOARDS_JSON["design_name"]
 IP_VLNV: str = SPEC["ip"]["vlnv"]

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from fpga_serve.boardflow import config, hwh
-from fpga_serve.boardflow.facts import BOARDS_DIR, facts
-from fpga_serve.core.boards import BOARDS
+from fpga_serve.boardflow.facts import facts
+from fpga_serve.core.boards import BOARDS, BOARDS_DIR
 
 
 def outputs() -> dict[Path, str]:

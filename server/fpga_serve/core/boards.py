@@ -20,6 +20,7 @@ from fpga_serve.core.errors import FpgaServeError, Status
 from fpga_serve.core.isa import PRESETS, Preset
 
 BOARDS_FILE = Path(__file__).with_name("boards.json")
+BOARDS_DIR = BOARDS_FILE.resolve().parent  # bitstreams/boards: boards.json here is a link to it
 DIVISOR_MAX = 63  # both PL clock divisors are 6-bit fields on ZynqMP and Zynq-7000
 CLOCK_TOLERANCE_MHZ = 0.01
 
@@ -255,7 +256,7 @@ BOARDS: dict[str, Board] = {n: _board(n, d) for n, d in BOARDS_JSON["boards"].it
 VIVADO_VERSION: str = BOARDS_JSON["vivado_version"]
 OVERLAY_NAME: str = BOARDS_JSON["overlay_name"]
 ACCELERATOR: dict[str, str] = dict(BOARDS_JSON["accelerator"])
-INTC: dict[str, str] = dict(BOARDS_JSON["intc"])
+INTC: dict[str, Any] = dict(BOARDS_JSON["intc"])
 
 
 def board(name: str) -> Board:

@@ -8,11 +8,14 @@ FPGA_SERVE_PYNQ_SIMULATE=1). Its overlay is bitstreams/boards/<board>/fpga_cnn.b
 installation for the board PYNQ names ($BOARD; bitstreams/boards/boards.json), or ``--overlay``.
 
 At load the driver refuses, naming the file and what it expected: a .bit without its .hwh, an
-.hwh for another board's preset or another spec version, an accelerator whose interrupt pin the
-.hwh does not wire to the PS (through an AXI interrupt controller), a PL clock the PS does not run
-at the .hwh's rate after pynq set it, FEATURES registers that are not the .hwh's preset. A run
-completes on the interrupt (pynq.Interrupt) where the device delivers it, else on a short fixed
-poll of STATUS; per run only the input tensors are flushed and the output tensors invalidated.
+.hwh for another board's preset or another spec version, an interrupt pin the .hwh wires to the PS
+(through an AXI interrupt controller) that this board cannot deliver (no UIO device on the PS
+interrupt line), a PL clock the PS does not run at the .hwh's rate after pynq set it, FEATURES
+registers that are not the .hwh's preset, and (at each model load) a program planned for another
+preset than the bitstream's. A run completes on the interrupt (pynq.Interrupt) where the .hwh has
+the pin; where it has none (a block design of the user's that leaves it unwired), and on pynq's
+remote device (PYNQ.remote has no interrupts), on a short fixed poll of STATUS, said at start.
+Per run only the input tensors are flushed and the output tensors invalidated.
 """
 
 from __future__ import annotations
@@ -27,7 +30,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fpga_serve.core.boards import ACCELERATOR, OVERLAY_NAME, PS_TYPES, Board, board_for_pynq
+from fpga_serve.core.boards import (
+    ACCELERATOR,
+    BOARDS_DIR,
+    OVERLAY_NAME,
+    PS_TYPES,
+    Board,
+    board_for_pynq,
+)
 from fpga_serve.core.errors import DeviceError
 from fpga_serve.core.isa import PRESETS, SPEC, SPEC_VERSION, Program, preset
 from fpga_serve.hw import descriptors
@@ -137,7 +147,6 @@ class PynqProgram(LoadedProgram):
                 buf.freebuffer()
 
 
-BOARDS_DIR = Path(__file__).resolve().parents[3] / "bitstreams" / "boards"
 ACCEL_VLNV = str(SPEC["ip"]["vlnv"])
 
 
@@ -148,7 +157,12 @@ def running_board(pdev: Any) -> Board | None:
     return board_for_pynq(name) if name else None
 
 
-def default_overlay(board: Board | None) -> Path:
+def default_overlay(pdev: Any, board: Board | None) -> Path:
+    """The overlay loaded when none is given: the simulated board's own simulation image, else
+    this installation's build for the board."""
+    simulated = getattr(pdev, "default_overlay", None)
+    if callable(simulated):
+        return Path(simulated())
     if board is None:
         raise DeviceError(
             "no overlay given and the board is unknown ($BOARD names none of bitstreams/boards/"
@@ -213,17 +227,10 @@ class PynqDevice(Device):
         except (ImportError, RuntimeError) as exc:
             raise DeviceError(f"no PYNQ device: {exc}") from exc
         self.board = running_board(self.pdev)
-        bitfile = Path(overlay) if overlay else default_overlay(self.board)
+        bitfile = Path(overlay) if overlay else default_overlay(self.pdev, self.board)
         self.bitfile = bitfile
         self.ip = self._load_overlay(pynq, bitfile)
         self.mmio = self.ip.mmio
-        self.interrupt = getattr(self.ip, ACCELERATOR["interrupt"], None)
-        if self.interrupt is None:
-            log.info(
-                "%s delivers no interrupts here: runs end on a %g ms poll",
-                bitfile.name,
-                POLL_S * 1e3,
-            )
         self.verify()
         log.info(
             "PYNQ device %s: overlay %s, fpga_cnn spec %s at 0x%x",
@@ -241,7 +248,11 @@ class PynqDevice(Device):
         """Check the overlay's .hwh, download it, check the PL clock, and return the
         accelerator bound to our driver by VLNV."""
         if not bitfile.is_file():
-            raise DeviceError(f"overlay bitstream {bitfile} does not exist")
+            build = f" --board {self.board.name}" if self.board else ""
+            raise DeviceError(
+                f"overlay bitstream {bitfile} does not exist: build it with `fpga-serve overlay "
+                f"build{build}` and copy the .bit with its .hwh (docs/boards.md), or pass --overlay"
+            )
         hwh = bitfile.with_suffix(".hwh")
         if not hwh.is_file():
             raise DeviceError(f"{hwh} is missing: pynq needs the .hwh beside {bitfile.name}")
@@ -272,11 +283,48 @@ class PynqDevice(Device):
                 f"fpga-serve driver for {ACCEL_VLNV}"
             )
         self.overlay = overlay
+        self.interrupt = self._take_interrupt(pynq, hwh, overlay, ip)
         return ip
 
+    def _take_interrupt(self, pynq: Any, hwh: Path, overlay: Any, ip: Any) -> Any:
+        """The accelerator's pynq.Interrupt, or None where runs end on a fixed poll: an .hwh
+        that wires no interrupt pin, or pynq's remote device. An .hwh that wires the pin on a
+        board that cannot deliver it is refused."""
+        pin = f"{self.ip_name}/{ACCELERATOR['interrupt']}"
+        if pin not in overlay.interrupt_pins:
+            log.warning(
+                "%s wires no interrupt pin %s to an AXI interrupt controller on the PS "
+                "(pynq finds %s): runs end on a %g ms STATUS poll",
+                hwh,
+                pin,
+                sorted(overlay.interrupt_pins) or "no interrupt pins",
+                POLL_S * 1e3,
+            )
+            return None
+        if self.pdev.has_capability("REMOTE"):
+            log.info(
+                "%s: pynq's remote device delivers no interrupts: runs end on a %g ms STATUS poll",
+                self.pdev.name,
+                POLL_S * 1e3,
+            )
+            return None
+        interrupt = getattr(ip, ACCELERATOR["interrupt"], None)
+        if interrupt is not None:
+            return interrupt
+        entry = overlay.interrupt_pins[pin]
+        try:  # pynq warned and left None: make it again for the reason
+            return pynq.Interrupt(pin)
+        except Exception as exc:  # pynq raises ValueError, or OSError from the UIO device
+            raise DeviceError(
+                f"{hwh} wires {pin} through {entry.get('controller') or 'the PS'} to the PS "
+                f"interrupt line, but this board cannot deliver it ({exc}): the board's device "
+                "tree must give that line a UIO device (PYNQ images' `fabric` node; "
+                "docs/boards.md)"
+            ) from exc
+
     def _check_hwh(self, hwh: Path, name: str, overlay: Any) -> Any:
-        """The .hwh must be a board-flow build of this spec, for this board, with the interrupt
-        wired: returns the preset it was built for."""
+        """The .hwh must be a board-flow build of this spec, for this board: returns the preset
+        it was built for."""
         params = overlay.ip_dict[name].get("parameters", {})
         spec, preset_name = params.get("SPEC_VERSION"), params.get("PRESET")
         if spec is None or preset_name not in PRESETS:
@@ -294,13 +342,6 @@ class PynqDevice(Device):
                 f"{hwh} is a build for preset {preset_name}; this board is a {self.board.title} "
                 f"(preset {self.board.preset.name}): use bitstreams/boards/{self.board.name}/"
                 f"{OVERLAY_NAME}.bit and .hwh"
-            )
-        pin = f"{name}/{ACCELERATOR['interrupt']}"
-        if pin not in overlay.interrupt_pins:
-            raise DeviceError(
-                f"{hwh}: {pin} reaches no AXI interrupt controller on the PS interrupt line "
-                f"(pynq finds {sorted(overlay.interrupt_pins) or 'no interrupt pins'}): the "
-                "bitstreams/boards block design wires it through axi_intc_0"
             )
         return PRESETS[preset_name]
 
@@ -364,10 +405,11 @@ class PynqDevice(Device):
         have = {k: self.features[k] for k in want.shape()}
         if have != want.shape():
             raise DeviceError(
-                f"the program is built for {want.name} ({want.describe()}); the loaded "
-                f"bitstream reports array {have['array_ci']}x{have['array_co']}, accumulator "
-                f"{have['acc_depth']} pixels, input buffer {have['ibuf_banks']} x "
-                f"{have['ibuf_words']} words (rebuild with --target for this board)"
+                f"the program is built for {want.name} ({want.describe()}); the bitstream "
+                f"{self.bitfile} reports array {have['array_ci']}x{have['array_co']}, "
+                f"accumulator {have['acc_depth']} pixels, input buffer {have['ibuf_banks']} x "
+                f"{have['ibuf_words']} words (rebuild the model with --target "
+                f"{self.hwh_preset.name})"
             )
 
     def reset(self) -> None:

@@ -23,8 +23,11 @@ next START takes it.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import struct
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -34,7 +37,7 @@ import numpy as np
 import pynq
 from pynq.buffer import PynqBuffer
 
-from fpga_serve.core.boards import BOARDS, Board, board
+from fpga_serve.core.boards import BOARDS, BOARDS_DIR, OVERLAY_NAME, Board, board
 from fpga_serve.core.isa import DEFAULT_TARGET, PRESETS, SPEC, SPEC_VERSION
 from fpga_serve.hw import descriptors
 from fpga_serve.hw.pynq_sim_ps import SimIntc, SimPs, SimUio
@@ -334,6 +337,17 @@ class SimulatedPynqDevice(pynq.Device):  # type: ignore[misc]
         _InterruptController._controllers.clear()
         if "_real_instance" in vars(Clocks):
             delattr(Clocks, "_real_instance")
+
+    def default_overlay(self) -> Path:
+        """What the driver loads here when no overlay is given: a simulation image of this
+        board's preset beside a copy of the board's committed .hwh, in a folder of this
+        process's (removed at exit)."""
+        folder = Path(tempfile.mkdtemp(prefix=f"fpga-serve-sim-{self.board.name}-"))
+        atexit.register(shutil.rmtree, folder, True)
+        shutil.copy(BOARDS_DIR / self.board.name / f"{OVERLAY_NAME}.hwh", folder)
+        return write_simulation_bitstream(
+            folder / f"{OVERLAY_NAME}.bit", preset_name=self.board.preset.name
+        )
 
     def get_bitfile_metadata(self, bitfile_name: str, partial: bool = False) -> Any:
         """Parse the .hwh beside the .bit with pynq's runtime metadata parser."""
