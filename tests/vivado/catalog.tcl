@@ -120,7 +120,7 @@ proc ::stub::defaults {vlnv} {
         *:smartconnect:* { return {NUM_SI 1 NUM_MI 2 NUM_CLKS 1} }
         *:proc_sys_reset:* { return {C_EXT_RST_WIDTH 4 C_AUX_RST_WIDTH 4 C_NUM_BUS_RST 1 C_NUM_PERP_ARESETN 1 C_NUM_INTERCONNECT_ARESETN 1} }
         *:axi_intc:* { return {C_IRQ_CONNECTION 0 C_IRQ_IS_LEVEL 1 C_NUM_INTR_INPUTS 1 C_KIND_OF_INTR 0xFFFFFFFF} }
-        *:clk_wiz:* { return {CLKOUT1_REQUESTED_OUT_FREQ 100.000 USE_LOCKED true USE_RESET true RESET_TYPE ACTIVE_HIGH RESET_PORT reset PRIM_IN_FREQ 100.000} }
+        *:clk_wiz:* { return {CLKOUT1_REQUESTED_OUT_FREQ 100.000 USE_LOCKED true USE_RESET true RESET_TYPE ACTIVE_HIGH RESET_PORT reset PRIM_IN_FREQ 100.000 PRIM_SOURCE Single_ended_clock_capable_pin} }
         default { error "stub: no defaults for $vlnv" }
     }
 }

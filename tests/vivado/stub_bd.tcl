@@ -543,6 +543,13 @@ proc validate_bd_design {args} {
                     }
                 }
                 clk_wiz {
+                    # PG065: the default PRIM_SOURCE (a clock-capable pin) puts an IBUF on
+                    # clk_in1, which a clock from inside the design cannot drive.
+                    set source [::stub::cfg $cell PRIM_SOURCE]
+                    set msg "$cell: PRIM_SOURCE $source needs clk_in1 from a package pin; it is driven from inside the design"
+                    if {$pin eq "clk_out1" && $source ni {Global_buffer No_buffer} && $msg ni $errors} {
+                        lappend errors $msg
+                    }
                     if {$pin eq "clk_out1" && [dict exists $::stub::freq $cell/clk_in1]} {
                         set fin [expr {[dict get $::stub::freq $cell/clk_in1] / 1e6}]
                         dict set ::stub::cells $cell config PRIM_IN_FREQ [format %.3f $fin]

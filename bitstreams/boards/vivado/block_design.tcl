@@ -40,8 +40,9 @@ proc fc_block_design {} {
     set rst [fc_cell $cfg(reset_vlnv) proc_sys_reset_0]
     if {$cfg(clock_source) eq "mmcm"} {
         set wiz [fc_cell $cfg(clk_wiz_vlnv) clk_wiz_0]
+        # PRIM_SOURCE: clk_in1 comes from the PS's clock buffer, not from a package pin.
         fc_config $wiz [dict create CLKOUT1_REQUESTED_OUT_FREQ $cfg(clock_mhz) USE_LOCKED true \
-            USE_RESET true RESET_TYPE ACTIVE_LOW RESET_PORT resetn]
+            USE_RESET true RESET_TYPE ACTIVE_LOW RESET_PORT resetn PRIM_SOURCE Global_buffer]
         connect_bd_net [get_bd_pins $ps/$cfg(ps_clock_pin)] [get_bd_pins $wiz/clk_in1]
         set clk [get_bd_pins $wiz/clk_out1]
         connect_bd_net [get_bd_pins $wiz/locked] [get_bd_pins $rst/dcm_locked]

@@ -280,6 +280,7 @@ def _clock(f: Facts, d: Design, ps: Cell, rst: Cell) -> Pin:
                 "RESET_TYPE": "ACTIVE_LOW",
                 "RESET_PORT": "resetn",
                 "PRIM_IN_FREQ": f"{b.ps_clock_mhz:g}",
+                "PRIM_SOURCE": "Global_buffer",
             },
         )
     )
