@@ -391,8 +391,15 @@ def test_a_board_reached_through_pynqs_remote_device(
 ) -> None:
     """pynq's RemoteDevice (PYNQ_REMOTE_DEVICES) drives a board over gRPC: the same Overlay,
     MMIO and buffer path, here against a fake PYNQ.remote board on loopback."""
+    from pynq.pl_server.global_state import clear_global_state
     from pynq_remote_fake import Board, serve
 
+    # pynq keeps the last download's metadata on disk in its install (global_pl_state_.json
+    # and _current_metadata.pkl), keyed by the .bit's hash, and RemoteDevice takes that cached
+    # parser instead of reading the .hwh. A preset's simulation .bit always has the same bytes,
+    # so a parser cached by an earlier process for another .hwh (an older tree's, say) would
+    # be used: start without one.
+    clear_global_state()
     board = Board()
     remote = serve(board)
     x = RNG.normal(0, 1, (3, 16, 16, 3)).astype(np.float32)
