@@ -90,7 +90,7 @@ def run(  # type: ignore[no-untyped-def]
     from fpga_serve.compiler.plan import plan
     from fpga_serve.core.isa import Opcode, preset
     from fpga_serve.hw import descriptors
-    from fpga_serve.hw.twin import fast, packed
+    from fpga_serve.hw.twin import numpy_path, packed
     from rtl import harness
 
     f = preset(preset_name)
@@ -102,7 +102,7 @@ def run(  # type: ignore[no-untyped-def]
     start = time.perf_counter()
     result = harness.run(image, x, ddr=ddr, timeout=400_000_000)
     wall = time.perf_counter() - start
-    want = packed.run(image, x, fast)
+    want = packed.run(image, x, numpy_path)
     exact = result.done and np.array_equal(harness.output(image, result), want)
     table = image.table()
     rows = []
@@ -155,7 +155,9 @@ def run(  # type: ignore[no-untyped-def]
             )
             seen[index] = np.array_equal(got[..., ch_off : ch_off + instr.output.channels], twin)
 
-        packed.execute(f, dimage.table(), dimage.weights, mem, 1, dimage.image_bytes, fast, compare)
+        packed.execute(
+            f, dimage.table(), dimage.weights, mem, 1, dimage.image_bytes, numpy_path, compare
+        )
         every_ok = dres.done and len(seen) == len(debug.instrs) and all(seen.values())
     ms = result.cycles / (f.clock_mhz * 1e3)
     ddr_bytes = sum(st["bytes"] for st in result.stats.values())

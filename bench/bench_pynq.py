@@ -39,14 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def rtl_counters(image: Any, x: np.ndarray) -> list[int]:
     """The per-descriptor PERF counters of one run of ``image`` on the accelerator RTL."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from fpga_serve.hw.twin import fast, packed
+    from fpga_serve.hw.twin import numpy_path, packed
     from rtl import harness
 
     f = image.preset
     result = harness.run(image, x, ddr=harness.Ddr.of(f), timeout=400_000_000)
-    if not (
-        result.done and np.array_equal(harness.output(image, result), packed.run(image, x, fast))
-    ):
+    want = packed.run(image, x, numpy_path)
+    if not (result.done and np.array_equal(harness.output(image, result), want)):
         raise SystemExit(f"the RTL run did not end exact (status {result.status:#x})")
     return list(result.perf)
 
@@ -121,7 +120,7 @@ def main() -> None:
     names = [f"{i:03d} {instr.name}" for i, instr in enumerate(program.instrs)]
     counters = layer_cycles(metrics, digest, names)
     twin_steps: list[float] = []
-    execute(program, x, twin.fast, lambda instr, s: twin_steps.append(s))
+    execute(program, x, twin.numpy_path, lambda instr, s: twin_steps.append(s))
 
     rows = []
     for instr, row, t_twin, cycles in zip(

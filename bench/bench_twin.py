@@ -9,7 +9,7 @@ converted by tf2onnx, opset 17, ONNX Runtime's default optimisations); ONNX Runt
 ONNX model quantised statically by onnxruntime.quantization: QDQ format, per-channel int8
 weights, uint8 activations, calibrated on the images the twin's program was calibrated on); the
 twin's native path (ONNX Runtime int8 GEMM + numba kernels, twin/native.py) and its numpy path
-(float32 BLAS, twin/fast.py); the twin's ratios to TF and to ONNX Runtime int8; and whether
+(float32 BLAS, twin/numpy_path.py); the twin's ratios to TF and to ONNX Runtime int8; and whether
 both twin paths equal the reference (the spec) on the same input at --exact-size. All five are
 timed in turns, rep by rep, so machine noise hits all alike; ONNX Runtime and the twin share
 one process-wide intra-op pool of one thread per core (the twin's, hw/twin/gemm.py). Random

@@ -41,7 +41,7 @@ def flower_jpg(photo_dir: Path) -> bytes:
 
 
 def build_tiny_model_def(name: str = "tiny", input_name: str = "images") -> object:
-    """The seed's flow at toy size: JPEG preprocessing -> a small Keras CNN with 5 labels.
+    """The Brainwave how-to at toy size: JPEG preprocessing -> a small Keras CNN with 5 labels.
     With another ``input_name`` the zip's input also answers to the alias ``images``."""
     import keras
     from fpga_serve.pipeline import KerasStage, ModelDefinition

@@ -15,7 +15,8 @@ from fpga_serve.core.errors import (
     Overloaded,
     Status,
 )
-from fpga_serve.runtime.batching import Batcher, BatchingConfig, BatchObserver
+from fpga_serve.core.types import BatchingConfig
+from fpga_serve.runtime.batching import Batcher, BatchObserver
 
 
 class GatedModel:
@@ -66,7 +67,7 @@ def hold_first(model: GatedModel, batcher: Batcher) -> object:
 
 def test_requests_queued_while_busy_form_one_batch() -> None:
     model, rec = GatedModel(), Recorder()
-    batcher = Batcher(model, BatchingConfig(max_batch_size=8), rec)
+    batcher = Batcher(model, BatchingConfig(max_size=8, max_queue_delay_us=1000), rec)
     first = hold_first(model, batcher)
     futures = [batcher.submit(item(i, i + 0.5)) for i in range(1, 4)]
     model.gate.set()
@@ -80,7 +81,7 @@ def test_requests_queued_while_busy_form_one_batch() -> None:
 
 def test_batch_never_exceeds_max_and_requests_are_not_split() -> None:
     model = GatedModel()
-    batcher = Batcher(model, BatchingConfig(max_batch_size=4), Recorder())
+    batcher = Batcher(model, BatchingConfig(max_size=4, max_queue_delay_us=1000), Recorder())
     first = hold_first(model, batcher)
     futures = [batcher.submit(item(i, i)) for i in range(1, 6)]
     model.gate.set()
@@ -95,7 +96,7 @@ def test_queue_delay_waits_for_company_and_preferred_size_cuts_it_short() -> Non
     model = GatedModel()
     batcher = Batcher(
         model,
-        BatchingConfig(max_batch_size=8, max_queue_delay_us=2_000_000, preferred_batch_sizes=(2,)),
+        BatchingConfig(max_size=8, max_queue_delay_us=2_000_000, preferred_sizes=(2,)),
     )
     start = time.monotonic()
     a = batcher.submit(item(1))
@@ -111,7 +112,7 @@ def test_queue_delay_waits_for_company_and_preferred_size_cuts_it_short() -> Non
 
 def test_expired_and_cancelled_requests_never_reach_the_model() -> None:
     model, rec = GatedModel(), Recorder()
-    batcher = Batcher(model, BatchingConfig(max_batch_size=8), rec)
+    batcher = Batcher(model, BatchingConfig(max_size=8, max_queue_delay_us=1000), rec)
     first = hold_first(model, batcher)
     expired = batcher.submit(item(5), deadline=time.monotonic() + 0.01)
     gone = batcher.submit(item(6), cancelled=lambda: True)
@@ -131,7 +132,7 @@ def test_expired_and_cancelled_requests_never_reach_the_model() -> None:
 
 def test_full_queue_is_refused_with_overloaded() -> None:
     model = GatedModel()
-    batcher = Batcher(model, BatchingConfig(max_batch_size=1, max_queue_size=2))
+    batcher = Batcher(model, BatchingConfig(max_size=1, max_queue_delay_us=1000, max_queue_size=2))
     first = hold_first(model, batcher)
     queued = [batcher.submit(item(1)), batcher.submit(item(2))]
     with pytest.raises(Overloaded, match="queue full"):
@@ -144,7 +145,7 @@ def test_full_queue_is_refused_with_overloaded() -> None:
 
 def test_bad_request_fails_alone_and_device_fault_fails_its_batch() -> None:
     model = GatedModel()
-    batcher = Batcher(model, BatchingConfig(max_batch_size=8))
+    batcher = Batcher(model, BatchingConfig(max_size=8, max_queue_delay_us=1000))
     first = hold_first(model, batcher)
     good = batcher.submit(item(1))
     bad = batcher.submit(item(-1))
@@ -167,7 +168,7 @@ def test_bad_request_fails_alone_and_device_fault_fails_its_batch() -> None:
 
 def test_close_drains_queued_work_and_then_refuses() -> None:
     model = GatedModel()
-    batcher = Batcher(model, BatchingConfig(max_batch_size=2))
+    batcher = Batcher(model, BatchingConfig(max_size=2, max_queue_delay_us=1000))
     first = hold_first(model, batcher)
     queued = [batcher.submit(item(i)) for i in range(1, 4)]
     closer = threading.Thread(target=batcher.close)
@@ -189,7 +190,7 @@ def test_idle_model_runs_a_lone_request_inline_and_batches_under_load() -> None:
         threads.append(threading.current_thread().name)
         return model(arrays)
 
-    batcher = Batcher(run, BatchingConfig(max_batch_size=8, max_queue_delay_us=0))
+    batcher = Batcher(run, BatchingConfig(max_size=8, max_queue_delay_us=0))
     assert batcher.submit(item(1)).result(5)[0].tolist() == [2]
     assert threads == [threading.current_thread().name]  # no hand-off to the worker
 
@@ -215,7 +216,7 @@ def test_run_answers_inline_or_from_the_queue_and_drops_like_submit() -> None:
         threads.append(threading.current_thread().name)
         return model(arrays)
 
-    batcher = Batcher(run, BatchingConfig(max_batch_size=8, max_queue_delay_us=0), rec)
+    batcher = Batcher(run, BatchingConfig(max_size=8, max_queue_delay_us=0), rec)
     assert batcher.run(item(1))[0].tolist() == [2]
     assert threads == [threading.current_thread().name] and rec.sizes == [1]
     with pytest.raises(DeadlineExceeded):
@@ -274,7 +275,8 @@ class CountingModel(GatedModel):
 def test_concurrency_bounds_the_batches_executing_at_once(concurrency: int) -> None:
     model = CountingModel()
     model.gate.clear()
-    batcher = Batcher(model, BatchingConfig(max_batch_size=2, concurrency=concurrency))
+    config = BatchingConfig(max_size=2, max_queue_delay_us=1000, concurrency=concurrency)
+    batcher = Batcher(model, config)
     futures = [batcher.submit(item(i)) for i in range(1, 9)]
     give_up = time.monotonic() + 5
     while model.active < concurrency and time.monotonic() < give_up:
@@ -294,7 +296,7 @@ def test_a_batch_being_gathered_is_cut_as_soon_as_it_fills(concurrency: int) -> 
     model = GatedModel()
     batcher = Batcher(
         model,
-        BatchingConfig(max_batch_size=2, max_queue_delay_us=3_000_000, concurrency=concurrency),
+        BatchingConfig(max_size=2, max_queue_delay_us=3_000_000, concurrency=concurrency),
     )
     start = time.monotonic()
     a = batcher.submit(item(1))
@@ -314,7 +316,7 @@ def test_with_two_slots_the_second_lone_request_also_runs_inline() -> None:
         threads.append(threading.current_thread().name)
         return model(arrays)
 
-    batcher = Batcher(run, BatchingConfig(max_batch_size=8, max_queue_delay_us=0, concurrency=2))
+    batcher = Batcher(run, BatchingConfig(max_size=8, max_queue_delay_us=0, concurrency=2))
     model.gate.clear()
     model.started.clear()
     holder = threading.Thread(target=lambda: batcher.run(item(0)), name="holder")
@@ -341,7 +343,7 @@ def test_a_free_slot_starts_the_next_batch_while_one_runs() -> None:
     model = CountingModel()
     model.gate.clear()
     batcher = Batcher(
-        model, BatchingConfig(max_batch_size=2, max_queue_delay_us=3_000_000, concurrency=2)
+        model, BatchingConfig(max_size=2, max_queue_delay_us=3_000_000, concurrency=2)
     )
     first = batcher.submit(item(1))
     time.sleep(0.05)  # one worker is gathering a batch around it; the other sleeps
@@ -360,7 +362,8 @@ def test_a_free_slot_starts_the_next_batch_while_one_runs() -> None:
 def test_close_with_several_workers_drains_then_stops_them_all(concurrency: int) -> None:
     model = GatedModel()
     model.gate.clear()
-    batcher = Batcher(model, BatchingConfig(max_batch_size=1, concurrency=concurrency))
+    config = BatchingConfig(max_size=1, max_queue_delay_us=1000, concurrency=concurrency)
+    batcher = Batcher(model, config)
     futures = [batcher.submit(item(i)) for i in range(1, 6)]
     closer = threading.Thread(target=batcher.close)
     closer.start()
@@ -377,7 +380,7 @@ def test_close_with_several_workers_drains_then_stops_them_all(concurrency: int)
 def test_close_stops_a_worker_that_was_waiting_while_another_gathered() -> None:
     model = GatedModel()
     batcher = Batcher(
-        model, BatchingConfig(max_batch_size=4, max_queue_delay_us=3_000_000, concurrency=2)
+        model, BatchingConfig(max_size=4, max_queue_delay_us=3_000_000, concurrency=2)
     )
     lone = batcher.submit(item(1))
     time.sleep(0.05)  # one worker gathers around it for up to 3 s; the other waits its turn
@@ -393,8 +396,8 @@ def test_the_server_setting_reaches_every_models_batcher(monkeypatch: pytest.Mon
     assert ServerSettings().batch_concurrency == 1  # the default: one batch at a time
     monkeypatch.setenv("FPGA_SERVE_BATCH_CONCURRENCY", "2")
     server = Server(ServerSettings(metrics_port=-1))
-    assert server.repository.batching is not None
-    assert server.repository.batching.concurrency == 2
+    assert server.registry.batching is not None
+    assert server.registry.batching.concurrency == 2
 
 
 class RowSums:
@@ -417,7 +420,7 @@ def test_only_requests_whose_other_dimensions_match_share_a_batch() -> None:
     """Finding 4 of issue 10: rows of widths 3-6 queued together must not be concatenated
     into one batch (which failed all of them); each width forms its own batches, in order."""
     model = RowSums()
-    batcher = Batcher(model, BatchingConfig(max_batch_size=8))
+    batcher = Batcher(model, BatchingConfig(max_size=8, max_queue_delay_us=1000))
     model.gate.clear()
     first = batcher.submit([np.ones((1, 2), np.float32)])
     assert model.started.wait(5)
@@ -439,7 +442,7 @@ def test_a_mixed_queue_never_waits_for_company_it_cannot_have() -> None:
     widths does not end the wait early, nor does one width's request delay another's past
     the queue delay."""
     model = RowSums()
-    batcher = Batcher(model, BatchingConfig(max_batch_size=4, max_queue_delay_us=200_000))
+    batcher = Batcher(model, BatchingConfig(max_size=4, max_queue_delay_us=200_000))
     start = time.monotonic()
     futures = [batcher.submit([np.ones((1, w), np.float32)]) for w in (3, 4, 4, 4, 4)]
     for fut in futures:
@@ -453,7 +456,7 @@ def test_abort_answers_queued_and_executing_requests_now_and_drops_late_results(
     """Shutdown's cut: the batch on the worker and the queue are answered with the error at
     once; the batch's result, when it comes, is dropped; nothing else is accepted."""
     model = GatedModel()
-    batcher = Batcher(model, BatchingConfig(max_batch_size=2, max_queue_delay_us=1))
+    batcher = Batcher(model, BatchingConfig(max_size=2, max_queue_delay_us=1))
     model.gate.clear()
     model.started.clear()
     executing = batcher.submit(item(1))  # a delay > 0: queued, run on a worker

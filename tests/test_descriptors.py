@@ -13,7 +13,7 @@ from fpga_serve.compiler.plan import plan
 from fpga_serve.core.errors import CompileError, ModelLoadError
 from fpga_serve.core.isa import PRESETS, Opcode, Preset, Program, quantize_input
 from fpga_serve.hw import descriptors
-from fpga_serve.hw.twin import executor, fast, packed, reference
+from fpga_serve.hw.twin import executor, numpy_path, packed, reference
 
 RNG = np.random.default_rng(21)
 
@@ -36,10 +36,10 @@ def _x(program: Program, n: int = 2) -> np.ndarray:
 def test_the_packed_program_computes_the_logical_program_on_every_preset(family: str) -> None:
     program = _zoo(family)
     x = _x(program)
-    want = executor.execute(program, x, fast)
+    want = executor.execute(program, x, numpy_path)
     for name, preset in _fitting(family).items():
         image = descriptors.pack(plan(program, preset))
-        assert np.array_equal(packed.run(image, x, fast), want), name
+        assert np.array_equal(packed.run(image, x, numpy_path), want), name
 
 
 def _fitting(family: str) -> dict[str, Preset]:

@@ -80,11 +80,11 @@ def isolated() -> Iterator[TwinDevice]:
 def test_error_types_survive_the_worker_pipe(isolated: TwinDevice) -> None:
     loaded = isolated.load(tiny_program())
     assert isolated.worker is not None
-    pid = loaded.pid  # type: ignore[attr-defined]
+    program_id = loaded.program_id  # type: ignore[attr-defined]
     with pytest.raises(InvalidInput, match="device input must be int8"):
-        isolated.worker.call("run", pid, np.zeros((1, 5, 5, 4), np.int8))
+        isolated.worker.call("run", program_id, np.zeros((1, 5, 5, 4), np.int8))
     with pytest.raises(FpgaServeError) as err:
-        isolated.worker.call("run", pid + 100, np.zeros((1, 6, 6, 4), np.int8))
+        isolated.worker.call("run", program_id + 100, np.zeros((1, 6, 6, 4), np.int8))
     assert err.value.status is Status.INTERNAL and not isinstance(err.value, DeviceError)
     assert "KeyError" in str(err.value)
     assert isolated.healthy  # neither is a device fault

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from fpga_serve.core.errors import ModelNotFound
 from fpga_serve.modelzip import LoadContext
-from fpga_serve.service import Metrics, ModelRepository
+from fpga_serve.service import Metrics, ModelRegistry
 from fpga_serve.service.repodir import scan
 
 
 def test_unload_frees_the_model_and_its_files(tiny_zip: Path) -> None:
-    repo = ModelRepository(LoadContext, Metrics())
+    repo = ModelRegistry(LoadContext, Metrics())
     served = repo.load(tiny_zip)
     keras_stage = served.pipeline.stages[1]
     held = weakref.ref(keras_stage._keep)  # type: ignore[attr-defined]
@@ -30,7 +30,7 @@ def test_unload_frees_the_model_and_its_files(tiny_zip: Path) -> None:
 
 
 def test_newest_version_follows_loads_swaps_and_unloads(tiny_zip: Path) -> None:
-    repo = ModelRepository(LoadContext, Metrics())
+    repo = ModelRegistry(LoadContext, Metrics())
     v1 = repo.load(tiny_zip, version="1")
     v2 = repo.load(tiny_zip, version="2")
     assert repo.get() is v2 and repo.get("tiny") is v2 and repo.get("tiny", "1") is v1

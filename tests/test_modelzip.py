@@ -264,7 +264,7 @@ def test_not_a_zip_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_session_stage_keeps_only_the_graph_between_its_tensors(tmp_path: Path, tf: object) -> None:
-    """The seed's classifier stage starts at the featurizer's output: what lies upstream (here
+    """Brainwave's classifier stage starts at the featurizer's output: what lies upstream (here
     a Python op, which the load policy refuses, and a variable) is neither saved nor checked,
     and a placeholder given its shape with set_shape is saved with it."""
     import tensorflow as tf

@@ -218,9 +218,9 @@ def test_an_onnx_only_server_never_imports_tensorflow(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from fpga_serve.service import Metrics, ModelRepository\n"
+        "from fpga_serve.service import Metrics, ModelRegistry\n"
         "from fpga_serve.modelzip import LoadContext\n"
-        f"repo = ModelRepository(LoadContext, Metrics()); repo.load(Path({str(path)!r}))\n"
+        f"repo = ModelRegistry(LoadContext, Metrics()); repo.load(Path({str(path)!r}))\n"
         "print(sorted(m for m in ('tensorflow', 'keras', 'onnxruntime') if m in sys.modules))\n"
     )
     done = subprocess.run(

@@ -28,7 +28,7 @@ SHAPES = [
 
 
 def whole_then_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """The rule as the seed's preprocess_array states it: resize the whole image, crop."""
+    """The rule as Brainwave's preprocess_array states it: resize the whole image, crop."""
     import tensorflow as tf
 
     height, width = image.shape[:2]

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from fpga_serve.core.errors import FpgaServeError, ModelNotFound
 from fpga_serve.modelzip import LoadContext
-from fpga_serve.service import Metrics, ModelRepository
+from fpga_serve.service import Metrics, ModelRegistry
 from fpga_serve.service.lifecycle import ModelManager
 from fpga_serve.service.remote import STAGING, ModelStore, UploadHeader
 
 
 def _store(root: Path) -> ModelStore:
-    return ModelStore(ModelManager(ModelRepository(LoadContext, Metrics()), root), 1 << 30)
+    return ModelStore(ModelManager(ModelRegistry(LoadContext, Metrics()), root), 1 << 30)
 
 
 def _header(data: bytes, name: str, load: bool = False, version: str = "") -> UploadHeader:
@@ -36,7 +36,7 @@ def test_a_failed_move_serves_nothing(tmp_path: Path, tiny_zip: Path) -> None:
     with pytest.raises(FpgaServeError, match="cannot move the upload into the repository"):
         store.upload(_header(data, "blocked", load=True), [data])
     with pytest.raises(ModelNotFound):
-        store.repository.get("blocked")
+        store.registry.get("blocked")
     assert sorted(p.name for p in tmp_path.iterdir()) == [STAGING, "blocked"]
     assert list((tmp_path / STAGING).iterdir()) == []
 
@@ -53,4 +53,4 @@ def test_versions_count_up_past_unusable_folders(tmp_path: Path, tiny_zip: Path)
     deleted = store.delete("m")
     assert [d.version for d in deleted] == ["2", "5", "6"]
     assert [p.name for p in (tmp_path / "m").iterdir()] == ["4"]  # not ours to delete
-    store.repository.close()
+    store.registry.close()

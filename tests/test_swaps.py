@@ -16,7 +16,7 @@ import pytest
 from fpga_serve.adapters.kserve import InferenceServicer
 from fpga_serve.adapters.tfserving import PredictionServicer
 from fpga_serve.modelzip import LoadContext
-from fpga_serve.service import DataPlane, Metrics, ModelRepository
+from fpga_serve.service import DataPlane, Metrics, ModelRegistry
 from fpga_serve.service.lifecycle import ModelManager
 from fpga_serve_client.protos import grpc_predict_v2_pb2 as v2
 from fpga_serve_client.protos import grpc_predict_v2_pb2_grpc, prediction_service_pb2_grpc
@@ -52,38 +52,38 @@ def widths_zips(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def plane(widths_zips: tuple[Path, Path]) -> Iterator[tuple[DataPlane, ModelRepository]]:
+def plane(widths_zips: tuple[Path, Path]) -> Iterator[tuple[DataPlane, ModelRegistry]]:
     metrics = Metrics()
-    repository = ModelRepository(LoadContext, metrics)
-    repository.load(widths_zips[0], version="1")
-    yield DataPlane(repository, metrics), repository
-    repository.close()
+    registry = ModelRegistry(LoadContext, metrics)
+    registry.load(widths_zips[0], version="1")
+    yield DataPlane(registry, metrics), registry
+    registry.close()
 
 
-def _swap_on_first_lookup(repository: ModelRepository, v2_zip: Path) -> list[str]:
+def _swap_on_first_lookup(registry: ModelRegistry, v2_zip: Path) -> list[str]:
     """Make v2 replace v1 right after the first lookup of the request (the window in which a
     second lookup by the exact version used to fail)."""
-    original = repository.get
+    original = registry.get
     seen: list[str] = []
 
     def get(name: str = "", version: str | None = None) -> Any:
         served = original(name, version)
         seen.append(f"{name}:{version}")
         if len(seen) == 1:
-            repository.load(v2_zip, version="2")
-            repository.unload("widths", "1")
+            registry.load(v2_zip, version="2")
+            registry.unload("widths", "1")
         return served
 
-    repository.get = get  # type: ignore[method-assign]
+    registry.get = get  # type: ignore[method-assign]
     return seen
 
 
 def test_tf_serving_request_survives_a_swap_between_lookup_and_execution(
-    plane: tuple[DataPlane, ModelRepository], widths_zips: tuple[Path, Path]
+    plane: tuple[DataPlane, ModelRegistry], widths_zips: tuple[Path, Path]
 ) -> None:
-    data_plane, repository = plane
+    data_plane, registry = plane
     servicer = PredictionServicer(data_plane)
-    seen = _swap_on_first_lookup(repository, widths_zips[1])
+    seen = _swap_on_first_lookup(registry, widths_zips[1])
     request = predict("widths", {"x": tensor_proto(tf.DT_FLOAT, [1, 3], float_val=[1, 2, 3])})
     reply = servicer.Predict(request, FakeContext())  # type: ignore[arg-type]
     assert reply.model_spec.version.value == 2
@@ -92,11 +92,11 @@ def test_tf_serving_request_survives_a_swap_between_lookup_and_execution(
 
 
 def test_v2_request_survives_a_swap_between_lookup_and_execution(
-    plane: tuple[DataPlane, ModelRepository], widths_zips: tuple[Path, Path]
+    plane: tuple[DataPlane, ModelRegistry], widths_zips: tuple[Path, Path]
 ) -> None:
-    data_plane, repository = plane
-    servicer = InferenceServicer(data_plane, ModelManager(repository))
-    _swap_on_first_lookup(repository, widths_zips[1])
+    data_plane, registry = plane
+    servicer = InferenceServicer(data_plane, ModelManager(registry))
+    _swap_on_first_lookup(registry, widths_zips[1])
     request = infer("widths", [("x", "FP32", [1, 2])])
     request.inputs[0].contents.fp32_contents.extend([1.0, 1.0])
     reply = servicer.ModelInfer(request, FakeContext())  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""The twin: fast ops equal the reference (the spec) bit for bit on every shape class the four
+"""The twin: numpy-path ops equal the reference (the spec) bit for bit on every shape class the four
 model families use; requantisation follows its stated rounding; programs round-trip."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from fpga_serve.core.isa import (
 )
 from fpga_serve.hw import registry
 from fpga_serve.hw.registry import available, select_device
-from fpga_serve.hw.twin import fast, reference
+from fpga_serve.hw.twin import numpy_path, reference
 from fpga_serve.hw.twin.device import TwinDevice
 
 RNG = np.random.default_rng(2024)
@@ -58,7 +58,7 @@ def test_conv_fast_equals_reference(case: tuple, relu: bool) -> None:  # type: i
     bias = RNG.integers(-5000, 5000, cout).astype(np.int32)
     m, s = requant_params(cout, k * k * cin)
     want = reference.conv(x, weight, bias, m, s, stride, pad, relu)
-    got = fast.conv(x, weight, bias, m, s, stride, pad, relu)
+    got = numpy_path.conv(x, weight, bias, m, s, stride, pad, relu)
     assert got.dtype == np.int8 and np.array_equal(got, want)
 
 
@@ -70,12 +70,12 @@ def test_conv_saturates_at_the_extremes() -> None:
     m, s = quantize_multiplier(0.01)
     mult, shift = np.array([m, m], np.int32), np.array([s, s], np.int32)
     want = reference.conv(x, weight, bias, mult, shift, 1, (0, 0, 0, 0), False)
-    got = fast.conv(x, weight, bias, mult, shift, 1, (0, 0, 0, 0), False)
+    got = numpy_path.conv(x, weight, bias, mult, shift, 1, (0, 0, 0, 0), False)
     assert np.array_equal(got, want)
     assert (got[..., 0] == -128).all() and (got[..., 1] == 127).all()
     x_min = np.full((1, 2, 2, 1024), -128, np.int8)  # the largest |partial sum| the chunking allows
     w_min = np.full((1, 1, 1024, 1), -127, np.int8)
-    got = fast.conv(x_min, w_min, bias[:1], mult[:1], shift[:1], 1, (0, 0, 0, 0), False)
+    got = numpy_path.conv(x_min, w_min, bias[:1], mult[:1], shift[:1], 1, (0, 0, 0, 0), False)
     assert np.array_equal(
         got, reference.conv(x_min, w_min, bias[:1], mult[:1], shift[:1], 1, (0, 0, 0, 0), False)
     )
@@ -94,7 +94,7 @@ def test_maxpool(
 ) -> None:
     x = i8(2, 11, 11, 8)
     assert np.array_equal(
-        fast.maxpool(x, kernel, stride, pad, pad_value),
+        numpy_path.maxpool(x, kernel, stride, pad, pad_value),
         reference.maxpool(x, kernel, stride, pad, pad_value),
     )
 
@@ -104,12 +104,12 @@ def test_avgpool_and_global_avgpool() -> None:
     m, s = quantize_multiplier(1 / 4 * 0.9)
     mult, shift = np.array([m], np.int32), np.array([s], np.int32)
     assert np.array_equal(
-        fast.avgpool(x, (2, 2), 2, (0, 0, 0, 0), mult, shift),
+        numpy_path.avgpool(x, (2, 2), 2, (0, 0, 0, 0), mult, shift),
         reference.avgpool(x, (2, 2), 2, (0, 0, 0, 0), mult, shift),
     )
     m, s = quantize_multiplier(1 / 64 * 1.3)
     mult, shift = np.array([m], np.int32), np.array([s], np.int32)
-    got = fast.global_avgpool(x, mult, shift)
+    got = numpy_path.global_avgpool(x, mult, shift)
     assert got.shape == (2, 1, 1, 16)
     assert np.array_equal(got, reference.global_avgpool(x, mult, shift))
 
@@ -119,7 +119,7 @@ def test_add_with_different_scales(relu: bool) -> None:
     a, b = i8(2, 5, 5, 12), i8(2, 5, 5, 12)
     mult = np.array([1_500_000_000, 700_000_000], np.int32)
     shift = np.array([31], np.int32)
-    got = fast.add(a, b, mult, shift, relu)
+    got = numpy_path.add(a, b, mult, shift, relu)
     assert np.array_equal(got, reference.add(a, b, mult, shift, relu))
     assert got.min() >= (0 if relu else -128)
 
@@ -129,7 +129,7 @@ def test_scale_shift_relu_on_a_channel_slice() -> None:
     mult = RNG.integers(-(2**30), 2**30, 16).astype(np.int32)
     bias = RNG.integers(-(2**30), 2**30, 16).astype(np.int32)
     shift = np.array([30], np.int32)
-    got = fast.scale_shift(np.ascontiguousarray(x), mult, bias, shift, True)
+    got = numpy_path.scale_shift(np.ascontiguousarray(x), mult, bias, shift, True)
     assert np.array_equal(got, reference.scale_shift(x, mult, bias, shift, True))
 
 

@@ -113,7 +113,7 @@ def _serve(ns: argparse.Namespace) -> int:
                 "grpc_port": server.grpc_port,
                 "metrics_port": server.metrics_port,
                 "host": settings.host,
-                "models": [f"{m.name}:{m.version}" for m in server.repository.loaded()],
+                "models": [f"{m.name}:{m.version}" for m in server.registry.loaded()],
             }
         ),
         flush=True,

@@ -1,4 +1,4 @@
-"""The pipeline SDK, in the seed's shape.
+"""The pipeline SDK, in the shape of Azure ML's Brainwave SDK.
 
 from fpga_serve.pipeline import ModelDefinition, TensorflowStage, KerasStage, OnnxStage
 model_def = ModelDefinition(name="resnet50")

@@ -1,4 +1,4 @@
-"""Image preprocessing in TensorFlow, like the seed's ``utils.preprocess_array``.
+"""Image preprocessing in TensorFlow, like Brainwave's ``utils.preprocess_array``.
 
 A 1-D string tensor of encoded images (JPEG, PNG, GIF, BMP) becomes float32 [N, size, size, 3]:
 decode to RGB, resize the shorter side to round(size * 256 / 224) (bilinear, antialiased), crop

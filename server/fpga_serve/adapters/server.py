@@ -28,9 +28,7 @@ from fpga_serve.adapters.metrics_http import MetricsHTTP
 from fpga_serve.adapters.tfserving import PredictionServicer
 from fpga_serve.core.errors import FpgaServeError
 from fpga_serve.core.settings import ServerSettings
-from fpga_serve.core.types import RequestLimits
-from fpga_serve.runtime.batching import BatchingConfig
-from fpga_serve.service import DataPlane, Metrics, ModelRepository
+from fpga_serve.service import DataPlane, Metrics, ModelRegistry
 from fpga_serve.service.devices import DeviceHolder
 from fpga_serve.service.lifecycle import ModelManager
 from fpga_serve.service.remote import ModelStore
@@ -69,25 +67,14 @@ class Server:
             busy=self.metrics.device_busy_hook,
             cycles=self.metrics.device_cycles_hook,
         )
-        self.repository = ModelRepository(
+        self.registry = ModelRegistry(
             self.devices.context,
             self.metrics,
-            limits=RequestLimits(
-                max_batch_size=settings.max_batch_size,
-                max_elements=settings.max_request_elements,
-                max_bytes=settings.max_request_bytes,
-                max_image_pixels=settings.max_image_pixels,
-            ),
-            batching=BatchingConfig(
-                max_batch_size=settings.batch_max_size,
-                max_queue_delay_us=settings.batch_max_queue_delay_us,
-                preferred_batch_sizes=tuple(settings.batch_preferred_sizes),
-                max_queue_size=settings.max_queue_size,
-                concurrency=settings.batch_concurrency,
-            ),
+            limits=settings.request_limits(),
+            batching=settings.batching(),
         )
-        self.plane = DataPlane(self.repository, self.metrics)
-        self.manager = ModelManager(self.repository, settings.model_repository, self._sync_health)
+        self.plane = DataPlane(self.registry, self.metrics)
+        self.manager = ModelManager(self.registry, settings.model_repository, self._sync_health)
         self.store = ModelStore(self.manager, settings.max_upload_bytes)
         self.health = health.HealthServicer()
         options: list[tuple[str, Any]] = [
@@ -193,7 +180,7 @@ class Server:
             for name in ("", *SERVING_SERVICES, *self._health_models):
                 self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
             return
-        loaded = {m.name for m in self.repository.loaded()}
+        loaded = {m.name for m in self.registry.loaded()}
         for name in self._health_models - loaded:
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         for name in loaded:
@@ -229,7 +216,7 @@ class Server:
         if self._metrics_http is not None:
             self._metrics_http.close()
         self.devices.close()  # first: a worker still running cut-off work is killed
-        self.repository.close(drain=False)
+        self.registry.close(drain=False)
 
     def wait(self) -> None:
         self._grpc.wait_for_termination()

@@ -14,6 +14,11 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fpga_serve.core.errors import InvalidInput
+from fpga_serve.core.types import DEFAULT_IMAGE_PIXELS, BatchingConfig, RequestLimits
+
+_LIMITS = RequestLimits()
+_BATCHING = BatchingConfig()
+"""The defaults of the request-limit and batching settings are these objects' own (one copy)."""
 
 
 class ServerSettings(BaseSettings):
@@ -72,39 +77,44 @@ class ServerSettings(BaseSettings):
     repeated field counts once), counted on the wire bytes before parsing: parsing costs ~50
     bytes per field however short, so this bounds a message of millions of tiny fields."""
 
-    max_batch_size: int = Field(64, ge=1)
-    """Largest batch one request may carry (checked from its declared shape, before decoding)."""
+    max_batch_size: int = Field(_LIMITS.max_batch_size, ge=1)
+    """Largest batch one request may carry (checked from its declared shape, before decoding);
+    the device batch is batch_max_size."""
 
-    max_request_elements: int = Field(1 << 25, ge=1)
+    max_request_elements: int = Field(_LIMITS.max_elements, ge=1)
     """Most elements a request's inputs may declare, in all and in any one dimension (checked
     from the declared shapes, before anything is decoded; a zero beside a huge dimension is
     still refused)."""
 
-    max_request_bytes: int = Field(128 << 20, ge=1024)
+    max_request_bytes: int = Field(_LIMITS.max_bytes, ge=1024)
     """Most bytes a request's decoded inputs may take (BYTES: their lengths + 32 per element),
     counted from the declared shapes and TensorFlow's fill rule before anything is decoded."""
 
-    batch_max_size: int = Field(8, ge=1)
-    """Dynamic batching: most items per device batch (1 turns batching off)."""
+    # Dynamic batching (``batching()``): batch_max_size, batch_max_queue_delay_us,
+    # batch_preferred_sizes, batch_concurrency, max_queue_size.
 
-    batch_max_queue_delay_us: int = Field(0, ge=0)
+    batch_max_size: int = Field(_BATCHING.max_size, ge=1)
+    """Dynamic batching: most items per device batch (1 turns batching off); a request's own
+    batch is bounded by max_batch_size."""
+
+    batch_max_queue_delay_us: int = Field(_BATCHING.max_queue_delay_us, ge=0)
     """Longest a request waits for others to join its batch. 0: batch only what queued up
     while the device was busy, never delaying a lone request."""
 
     batch_preferred_sizes: list[int] = Field(default_factory=list)
     """Batch sizes dispatched as soon as they are reached."""
 
-    batch_concurrency: int = Field(1, ge=1, le=16)
+    batch_concurrency: int = Field(_BATCHING.concurrency, ge=1, le=16)
     """Batches of one model executing at once (TF Serving's num_batch_threads). 2 lets the host
     prepare one batch (preprocessing, quantisation, transfer) while a board's device runs
     another; the device still runs one program at a time, and a batch waiting for it was checked
     for deadline and cancellation when it left the queue. On the twin, which computes on the
     host's own cores, 2 gained nothing (bench/README.md)."""
 
-    max_queue_size: int = Field(128, ge=1)
+    max_queue_size: int = Field(_BATCHING.max_queue_size, ge=1)
     """Requests waiting per model; one more is answered RESOURCE_EXHAUSTED."""
 
-    max_image_pixels: int = Field(1 << 24, ge=1)
+    max_image_pixels: int = Field(DEFAULT_IMAGE_PIXELS, ge=1)
     """Largest decoded image (width x height, times the frames of an animated GIF) accepted;
     larger ones are refused from their headers, before decoding (default 16 Mpx, 4096 x 4096).
     The preprocessing's resize reads only the window its centre crop samples, so no
@@ -152,6 +162,25 @@ class ServerSettings(BaseSettings):
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("tls_client_ca needs tls_cert and tls_key")
         return self
+
+    def request_limits(self) -> RequestLimits:
+        """What one request may declare (checked before anything is decoded)."""
+        return RequestLimits(
+            max_batch_size=self.max_batch_size,
+            max_elements=self.max_request_elements,
+            max_bytes=self.max_request_bytes,
+            max_image_pixels=self.max_image_pixels,
+        )
+
+    def batching(self) -> BatchingConfig:
+        """Every model's dynamic batching, from the ``batch_*`` settings and ``max_queue_size``."""
+        return BatchingConfig(
+            max_size=self.batch_max_size,
+            max_queue_delay_us=self.batch_max_queue_delay_us,
+            preferred_sizes=tuple(self.batch_preferred_sizes),
+            max_queue_size=self.max_queue_size,
+            concurrency=self.batch_concurrency,
+        )
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: Any) -> ServerSettings:

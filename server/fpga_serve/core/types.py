@@ -77,18 +77,53 @@ def shape_text(shape: Sequence[int], dims: int = 8) -> str:
     return f"[{', '.join(map(str, shape[:dims]))}, ... ({len(shape)} dimensions)]"
 
 
+DEFAULT_IMAGE_PIXELS = 1 << 24
+"""The server's default ``max_image_pixels`` (16 Mpx, 4096 x 4096)."""
+
+
 @dataclass(frozen=True)
 class RequestLimits:
-    """What one request may declare (the server's settings of the same names)."""
+    """What one request may declare. Built from the server's settings by
+    ``ServerSettings.request_limits`` (``max_batch_size``, ``max_request_elements``,
+    ``max_request_bytes``, ``max_image_pixels``); these defaults are the server's."""
 
     max_batch_size: int = 64
-    """Items in the batch dimension of every input."""
+    """Items in the batch dimension of every input of one request (Triton's
+    ``max_batch_size``); not the device batch, which is ``BatchingConfig.max_size``."""
     max_elements: int = 1 << 25
     """Elements over all inputs, and in any one dimension."""
     max_bytes: int = 128 << 20
     """Bytes the decoded inputs occupy (BYTES: their lengths + BYTES_OVERHEAD per element)."""
-    max_image_pixels: int | None = 1 << 24
+    max_image_pixels: int | None = DEFAULT_IMAGE_PIXELS
     """Pixels of any image as decoded, and as the preprocessing resizes it (None: no check)."""
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """How a model's dynamic batcher forms device batches (runtime/batching.py), Triton's names
+    where they exist. Built from the server's ``batch_*`` settings by
+    ``ServerSettings.batching``; these defaults are the server's."""
+
+    max_size: int = 8
+    """Most items in one device batch (setting ``batch_max_size``); 1 turns batching off."""
+    max_queue_delay_us: int = 0
+    """Longest a request waits for others to join its batch (``batch_max_queue_delay_us``);
+    0: batch only what queued while the previous batch ran, never delaying a lone request."""
+    preferred_sizes: tuple[int, ...] = ()
+    """Sizes dispatched at once when reached (``batch_preferred_sizes``)."""
+    max_queue_size: int = 128
+    """Requests waiting at most (``max_queue_size``); one more is refused RESOURCE_EXHAUSTED."""
+    concurrency: int = 1
+    """Batches executing at once, each on its own worker thread (``batch_concurrency``)."""
+
+    def __post_init__(self) -> None:
+        if (
+            self.max_size < 1
+            or self.max_queue_delay_us < 0
+            or self.max_queue_size < 1
+            or self.concurrency < 1
+        ):
+            raise InvalidInput(f"bad batching config {self}")
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from fpga_serve.core.boards import BOARDS, BOARDS_DIR, OVERLAY_NAME, Board, boar
 from fpga_serve.core.isa import DEFAULT_TARGET, PRESETS, SPEC, SPEC_VERSION
 from fpga_serve.hw import descriptors
 from fpga_serve.hw.pynq_sim_ps import SimIntc, SimPs, SimUio
-from fpga_serve.hw.twin import fast, packed
+from fpga_serve.hw.twin import numpy_path, packed
 
 REG = {k: int(v) for k, v in SPEC["registers"].items()}
 STATUS_BITS = {k: int(v) for k, v in SPEC["status_bits"].items()}
@@ -74,8 +74,8 @@ def version_word(spec_version: str) -> int:
 
 class SimulatedAccelerator:
     """The accelerator's register file (spec 2) over the device's memory model: a run checks
-    and executes the descriptors with the twin's packed executor (hw/twin/packed.py, the fast
-    ops), exactly what the RTL computes; it has no cycle model (CYCLES and the per-descriptor
+    and executes the descriptors with the twin's packed executor (hw/twin/packed.py, the numpy
+    path's ops), exactly what the RTL computes; it has no cycle model (CYCLES and the per-descriptor
     counters stay 0)."""
 
     def __init__(self, memory: SimMemory) -> None:
@@ -216,7 +216,7 @@ class SimulatedAccelerator:
                 self.step_seconds.append(now - last[0])
             last[0] = now
 
-        packed.execute(self.preset, table, weights, act, batch, stride, fast, timed)
+        packed.execute(self.preset, table, weights, act, batch, stride, numpy_path, timed)
         if self.perf_model is not None:  # tests: counters with known values (no cycle model)
             for i in range(min(count, self.preset.perf_depth)):
                 self.regs[(REG["PERF_BASE"] + 4 * i) // 4] = self.perf_model(i)

@@ -1,4 +1,4 @@
-"""The model zoo in the seed's shape: QuantizedResnet50, QuantizedResnet152, Densenet121, Vgg16."""
+"""The model zoo in Brainwave's shape: QuantizedResnet50, QuantizedResnet152, Densenet121, Vgg16."""
 
 from fpga_serve.models.zoo import (
     ZOO,

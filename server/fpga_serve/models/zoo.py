@@ -1,4 +1,4 @@
-"""The model zoo in the seed's shape: ``QuantizedResnet50(model_path, weights=...)``.
+"""The model zoo in Brainwave's shape: ``QuantizedResnet50(model_path, weights=...)``.
 
 Weights come from an explicit Keras weight file, or from the ``*_notop.h5`` file Keras itself
 would download, looked up in ``model_path`` and the Keras cache ($KERAS_HOME/models,

@@ -1,4 +1,4 @@
-"""The zip's manifest, ``service_def.json`` (the seed's name): versioned, strictly parsed."""
+"""The zip's manifest, ``service_def.json`` (Brainwave's name): versioned, strictly parsed."""
 
 from __future__ import annotations
 

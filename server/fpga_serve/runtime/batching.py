@@ -1,7 +1,8 @@
 """Dynamic batching that wraps a pipeline (it does not live inside one).
 
 Requests from any protocol and any client queue per model; a worker thread forms a batch as soon
-as it reaches ``max_batch_size`` items, hits a preferred size, or the oldest request has waited
+as it reaches ``max_size`` items (``BatchingConfig``, core/types.py: the device batch, not a
+request's own ``max_batch_size``), hits a preferred size, or the oldest request has waited
 ``max_queue_delay_us``. Requests whose deadline has passed or whose client went away are dropped
 before they reach the device. A full queue answers ``Overloaded`` (RESOURCE_EXHAUSTED).
 
@@ -30,35 +31,11 @@ from fpga_serve.core.errors import (
     Overloaded,
     Status,
 )
+from fpga_serve.core.types import BatchingConfig
 
 log = logging.getLogger(__name__)
 
 RunBatch = Callable[[list[np.ndarray]], list[np.ndarray]]
-
-
-@dataclass(frozen=True)
-class BatchingConfig:
-    """Per-model batching policy (Triton's names where they exist)."""
-
-    max_batch_size: int = 8
-    """Most items in one device batch; 1 turns batching off."""
-    max_queue_delay_us: int = 1000
-    """Longest a request waits for others to join its batch."""
-    preferred_batch_sizes: tuple[int, ...] = ()
-    """Sizes dispatched at once when reached (e.g. sizes the device is fastest at)."""
-    max_queue_size: int = 128
-    """Requests waiting at most; one more is refused with RESOURCE_EXHAUSTED."""
-    concurrency: int = 1
-    """Batches executing at once (each on its own worker thread, or inline)."""
-
-    def __post_init__(self) -> None:
-        if (
-            self.max_batch_size < 1
-            or self.max_queue_delay_us < 0
-            or self.max_queue_size < 1
-            or self.concurrency < 1
-        ):
-            raise InvalidInput(f"bad batching config {self}")
 
 
 def _never() -> bool:
@@ -266,7 +243,7 @@ class Batcher:
             flush_at = head.enqueued + cfg.max_queue_delay_us / 1e6
             while not self._closing:
                 size = sum(p.size for p in self._queue if p.key == head.key)
-                if size >= cfg.max_batch_size or size in cfg.preferred_batch_sizes:
+                if size >= cfg.max_size or size in cfg.preferred_sizes:
                     break
                 remaining = flush_at - time.monotonic()
                 if remaining <= 0:
@@ -291,7 +268,7 @@ class Batcher:
         total = 0
         while self._queue:
             pending = self._queue.popleft()
-            fits = not batch or total + pending.size <= self.config.max_batch_size
+            fits = not batch or total + pending.size <= self.config.max_size
             if pending.key == key and fits:
                 batch.append(pending)
                 total += pending.size

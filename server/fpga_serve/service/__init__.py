@@ -7,7 +7,7 @@ from fpga_serve.service.dataplane import (
     InferenceResponse,
 )
 from fpga_serve.service.metrics import Metrics
-from fpga_serve.service.models import ModelRepository, ServedModel
+from fpga_serve.service.models import ModelRegistry, ServedModel
 
 __all__ = [
     "DataPlane",
@@ -15,6 +15,6 @@ __all__ = [
     "InferenceRequest",
     "InferenceResponse",
     "Metrics",
-    "ModelRepository",
+    "ModelRegistry",
     "ServedModel",
 ]

@@ -17,10 +17,9 @@ from fpga_serve.core.errors import (
     ShuttingDown,
     shown,
 )
-from fpga_serve.core.types import RequestLimits, TensorHeader, TensorSpec
-from fpga_serve.runtime.batching import BatchingConfig
+from fpga_serve.core.types import BatchingConfig, RequestLimits, TensorHeader, TensorSpec
 from fpga_serve.service.metrics import Metrics
-from fpga_serve.service.models import ModelRepository, ServedModel
+from fpga_serve.service.models import ModelRegistry, ServedModel
 from fpga_serve.service.statistics import VersionStatistics
 
 log = logging.getLogger(__name__)
@@ -91,8 +90,8 @@ class ModelMetadata:
 class DataPlane:
     """Runs inference on loaded models and answers readiness questions."""
 
-    def __init__(self, repository: ModelRepository, metrics: Metrics) -> None:
-        self.repository = repository
+    def __init__(self, registry: ModelRegistry, metrics: Metrics) -> None:
+        self.registry = registry
         self.metrics = metrics
         self._inflight = 0
         self._idle = threading.Condition()
@@ -128,7 +127,7 @@ class DataPlane:
                 "the server is shutting down and its shutdown grace ran out before this "
                 "request finished; retry (another replica will answer)"
             )
-        for model in self.repository.loaded():
+        for model in self.registry.loaded():
             model.cut(self._cut)
         if cut:
             self.metrics.shutdown_cut.inc(cut)
@@ -151,7 +150,7 @@ class DataPlane:
         declared = {key: value.header for key, value in inputs.items()}
         decoded: dict[str, np.ndarray] = {}
         for attempt in (1, 2):
-            served = self.repository.get(request.model, request.version or None)
+            served = self.registry.get(request.model, request.version or None)
             request.resolved(served.name, served.version)
             alias_of = _alias_target(served, request.output_alias)
             wanted = _resolve_outputs(served, request.outputs, request.output_alias, alias_of)
@@ -178,11 +177,11 @@ class DataPlane:
         raise AssertionError("unreachable")
 
     def metadata(self, name: str = "", version: str | None = None) -> ModelMetadata:
-        served = self.repository.get(name, version)
+        served = self.registry.get(name, version)
         return ModelMetadata(
             name=served.name,
             version=served.version,
-            versions=self.repository.versions(served.name),
+            versions=self.registry.versions(served.name),
             inputs=served.inputs,
             outputs=served.outputs,
             input_aliases=dict(served.pipeline.input_aliases),
@@ -193,11 +192,11 @@ class DataPlane:
     @property
     def limits(self) -> RequestLimits:
         """What one request may declare."""
-        return self.repository.limits
+        return self.registry.limits
 
     @property
     def batching(self) -> BatchingConfig | None:
-        return self.repository.batching
+        return self.registry.batching
 
     def statistics(
         self, name: str = "", version: str | None = None
@@ -209,7 +208,7 @@ class DataPlane:
             chosen = [version] if version else meta.versions
             versions = {(meta.name, v) for v in chosen}
         else:
-            versions = {(m.name, m.version) for m in self.repository.loaded()}
+            versions = {(m.name, m.version) for m in self.registry.loaded()}
         totals = self.metrics.statistics.snapshot()
         return [(n, v, totals.get((n, v), VersionStatistics())) for n, v in sorted(versions)]
 
@@ -218,11 +217,11 @@ class DataPlane:
 
     def ready(self) -> bool:
         """Ready when at least one model is loaded (every loaded model is ready once listed)."""
-        return bool(self.repository.loaded())
+        return bool(self.registry.loaded())
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         try:
-            self.repository.get(name, version)
+            self.registry.get(name, version)
         except ModelNotFound:
             return False
         return True

@@ -16,7 +16,7 @@ from fpga_serve.core.errors import (
     ModelNotFound,
     shown,
 )
-from fpga_serve.service.models import ModelRepository, ServedModel, version_key
+from fpga_serve.service.models import ModelRegistry, ServedModel, version_key
 from fpga_serve.service.repodir import scan
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,11 @@ class ModelManager:
 
     def __init__(
         self,
-        repository: ModelRepository,
+        registry: ModelRegistry,
         repo_dir: Path | None = None,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
-        self.repository = repository
+        self.registry = registry
         self.repo_dir = repo_dir
         self._on_change = on_change
         self._problems: dict[tuple[str, str], str] = {}
@@ -54,7 +54,7 @@ class ModelManager:
         (failures there are reported in the index and the log; the rest still loads)."""
         with self._control:
             for path in zips:
-                self.repository.load(path)
+                self.registry.load(path)
             if self.repo_dir is not None:
                 if not self.repo_dir.is_dir():
                     raise InvalidInput(f"model repository {self.repo_dir} is not a directory")
@@ -70,7 +70,7 @@ class ModelManager:
             log.warning("model repository: %s/%s skipped: %s", name, version, problem)
             return False
         try:
-            self.repository.load(path, name=name, version=version, replace=True)
+            self.registry.load(path, name=name, version=version, replace=True)
         except Exception as exc:  # one bad model must not stop the others
             self._problems[key] = _reason(exc)
             log.error("model %s version %s failed to load: %s", name, version, _reason(exc))
@@ -105,7 +105,7 @@ class ModelManager:
             for entry in found:
                 assert entry.path is not None
                 try:
-                    built.append(self.repository.build(entry.path, name, entry.version))
+                    built.append(self.registry.build(entry.path, name, entry.version))
                 except Exception as exc:  # reported; nothing applied
                     failures[entry.version] = _reason(exc)
                     if not isinstance(exc, FpgaServeError):
@@ -121,15 +121,15 @@ class ModelManager:
                     f"model {shown(name)} was not reloaded (nothing changed): {listed}"
                 )
             versions = {e.version for e in found}
-            gone = [v for v in self.repository.versions(name) if v not in versions]
-            self.repository.commit(name, built, gone)
+            gone = [v for v in self.registry.versions(name) if v not in versions]
+            self.registry.commit(name, built, gone)
             for version in [*versions, *gone]:
                 self._problems.pop((name, version), None)
         self._on_change()
 
     def unload(self, name: str) -> None:
         with self._control:
-            self.repository.unload(name)
+            self.registry.unload(name)
             for key in [k for k in self._problems if k[0] == name]:
                 del self._problems[key]
         self._on_change()
@@ -158,7 +158,7 @@ class ModelManager:
         """Loaded versions READY (with the reason a reload of it failed, if one did); versions
         in the repository that are not loaded UNAVAILABLE with the reason."""
         entries = {}
-        for m in self.repository.loaded():
+        for m in self.registry.loaded():
             problem = self._problems.get((m.name, m.version))
             reason = f"serving the loaded copy; reloading it failed: {problem}" if problem else ""
             entries[(m.name, m.version)] = IndexEntry(m.name, m.version, "READY", reason)

@@ -20,10 +20,10 @@ from fpga_serve.core.errors import (
     ModelRetired,
     shown,
 )
-from fpga_serve.core.types import RequestLimits, TensorSpec
+from fpga_serve.core.types import BatchingConfig, RequestLimits, TensorSpec
 from fpga_serve.modelzip import LoadContext, LoadedArchive, load_pipeline
 from fpga_serve.runtime import Pipeline, StageObserver
-from fpga_serve.runtime.batching import Batcher, BatchingConfig
+from fpga_serve.runtime.batching import Batcher
 from fpga_serve.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,10 @@ class ServedModel:
         self.archive.close()
 
 
-class ModelRepository:
-    """Models by name, each with one or more versions; the first loaded model is the default.
+class ModelRegistry:
+    """The loaded models, in memory: by name, each with one or more versions; the first loaded
+    model is the default. (The model *repository* is the directory of zips the server loads
+    from, ``model_repository``: service/repodir.py and lifecycle.py.)
 
     ``context_factory`` builds the LoadContext (which device FPGA stages run on) for each load.
     Loading happens outside the lock: a slow load never blocks requests to other models, and a
@@ -161,7 +163,7 @@ class ModelRepository:
             raise
         observer = self._metrics.stage_observer(model_name, model_version, pipeline.stages)
         batcher = None
-        if self.batching is not None and self.batching.max_batch_size > 1:
+        if self.batching is not None and self.batching.max_size > 1:
             batcher = Batcher(
                 lambda arrays: pipeline.execute(arrays, observer),
                 self.batching,

@@ -8,7 +8,7 @@ system so that the final rename is atomic): the bytes are counted against the he
 the server's limit as they arrive, the size and sha256 are checked at the end, then the archive
 is validated completely (``modelzip.validate_archive``: members, paths, links, sizes, ratios,
 every member's hash, the manifest). With ``load`` the version is built from the staged copy
-(``ModelRepository.build``: every stage loaded, not yet served); only then is it moved into
+(``ModelRegistry.build``: every stage loaded, not yet served); only then is it moved into
 place as ``REPO/NAME/VERSION/model.zip`` in one rename, and then served (``commit``). Whatever
 fails, the staged folder is removed: the repository never holds a partial or unvalidated zip,
 and no model is served that is not stored. Changes to one model go one at a time (a second
@@ -92,7 +92,7 @@ class ModelStore:
 
     def __init__(self, manager: ModelManager, max_upload_bytes: int) -> None:
         self.manager = manager
-        self.repository = manager.repository
+        self.registry = manager.registry
         self.root = manager.repo_dir
         self.max_upload_bytes = max_upload_bytes
         self._busy: set[str] = set()
@@ -201,7 +201,7 @@ class ModelStore:
             built = None
             if load:
                 try:
-                    built = self.repository.build(zip_path, name, version)
+                    built = self.registry.build(zip_path, name, version)
                 except FpgaServeError as exc:
                     raise ModelLoadError(
                         f"model {name!r} version {version} did not load, so nothing was "
@@ -220,7 +220,7 @@ class ModelStore:
                 ) from exc
             if built is not None:
                 built.source = root / name / version / ZIP_NAME
-                self.repository.commit(name, [built])
+                self.registry.commit(name, [built])
             self.manager.record(name, version, None)
         if load:
             self.manager.changed()
@@ -242,7 +242,7 @@ class ModelStore:
         assert path is not None
         with self._claim(name), self.manager.exclusive():
             try:
-                self.repository.load(path, name, version, replace=True)
+                self.registry.load(path, name, version, replace=True)
             except FpgaServeError as exc:
                 self.manager.record(name, version, exc.message)
                 raise
@@ -255,7 +255,7 @@ class ModelStore:
         check_name(name)
         check_version(version)
         with self._claim(name), self.manager.exclusive():
-            removed = self.repository.unload(name, version or None)
+            removed = self.registry.unload(name, version or None)
         self.manager.changed()
         return [self.status(name, m.version) for m in removed]
 
@@ -265,7 +265,7 @@ class ModelStore:
         check_version(version)
         with self._claim(name):
             stored = self._stored(name)
-            loaded = set(self.repository.versions(name))
+            loaded = set(self.registry.versions(name))
             known = set(stored) | loaded
             if (version and version not in known) or not known:
                 raise ModelNotFound(
@@ -276,7 +276,7 @@ class ModelStore:
             with self.manager.exclusive():
                 for target in targets:
                     if target in loaded:
-                        self.repository.unload(name, target)
+                        self.registry.unload(name, target)
                     entry = stored.get(target)
                     if entry is not None and entry.path is not None:
                         self._remove(entry.path.parent)
@@ -340,7 +340,7 @@ class ModelStore:
 
     def _next_version(self, name: str) -> str:
         numbers = [int(v) for v in self._stored(name)]
-        numbers += [int(v) for v in self.repository.versions(name) if v.isdigit()]
+        numbers += [int(v) for v in self.registry.versions(name) if v.isdigit()]
         if self._has_root():
             assert self.root is not None
             folder = self.root / name
@@ -356,7 +356,7 @@ class ModelStore:
                 "upload without a version (the next one is taken)",
                 Status.ALREADY_EXISTS,
             )
-        if version in self.repository.versions(name):
+        if version in self.registry.versions(name):
             raise FpgaServeError(
                 f"model {name!r} version {version} is loaded (from a zip given at start); "
                 "upload another version",

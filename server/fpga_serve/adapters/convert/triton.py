@@ -22,8 +22,7 @@ from fpga_serve_client.protos import grpc_predict_v2_pb2 as v2
 from fpga_serve_client.protos import triton_pb2 as triton
 
 from fpga_serve.core.errors import InvalidInput, shown
-from fpga_serve.core.types import DType, RequestLimits, TensorSpec
-from fpga_serve.runtime.batching import BatchingConfig
+from fpga_serve.core.types import BatchingConfig, DType, RequestLimits, TensorSpec
 from fpga_serve.service.dataplane import ModelMetadata
 from fpga_serve.service.statistics import Duration, VersionStatistics
 
@@ -57,13 +56,13 @@ def model_config(
         if index == 0 and meta.labels is not None:
             output.label_filename = LABELS_FILE
     concurrency = 1
-    if batching is not None and batching.max_batch_size > 1:
+    if batching is not None and batching.max_size > 1:
         dynamic = config.dynamic_batching
-        dynamic.preferred_batch_size.extend(batching.preferred_batch_sizes)
+        dynamic.preferred_batch_size.extend(batching.preferred_sizes)
         dynamic.max_queue_delay_microseconds = batching.max_queue_delay_us
         dynamic.preserve_ordering = False
         dynamic.default_queue_policy.max_queue_size = batching.max_queue_size
-        config.parameters["fpga_serve.batch_max_size"].string_value = str(batching.max_batch_size)
+        config.parameters["fpga_serve.batch_max_size"].string_value = str(batching.max_size)
         concurrency = batching.concurrency
     config.instance_group.add(
         name=meta.name, kind=triton.ModelInstanceGroup.KIND_MODEL, count=concurrency

@@ -1,1 +1,1 @@
-"""The overlay's bit-exact software twin: reference ops (the spec), fast ops, the device."""
+"""The overlay's bit-exact software twin: reference ops (the spec), two serving paths, device."""

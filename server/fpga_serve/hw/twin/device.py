@@ -9,15 +9,15 @@ import numpy as np
 from fpga_serve.core.errors import DeviceError
 from fpga_serve.core.isa import Program
 from fpga_serve.hw.base import Device, LoadedProgram
-from fpga_serve.hw.twin import fast, reference
 from fpga_serve.hw.twin import native as twin_native
+from fpga_serve.hw.twin import numpy_path, reference
 from fpga_serve.hw.twin.executor import execute
 from fpga_serve.hw.twin.worker import TwinWorker
 
 
 class TwinProgram(LoadedProgram):
     """Runs on the native path (twin/native.py) when this machine has it, else on the numpy
-    ops of twin/fast.py; with ``reference=True``, on the spec itself."""
+    ops of twin/numpy_path.py; with ``reference=True``, on the spec itself."""
 
     def __init__(self, device: TwinDevice, program: Program) -> None:
         super().__init__(device, program)
@@ -37,7 +37,7 @@ class TwinProgram(LoadedProgram):
     def _run(self, x: np.ndarray) -> np.ndarray:
         if self.plan is not None:
             return self.plan.run(x)
-        return execute(self.program, x, reference if self.reference else fast)
+        return execute(self.program, x, reference if self.reference else numpy_path)
 
 
 class IsolatedTwinProgram(LoadedProgram):
@@ -47,18 +47,19 @@ class IsolatedTwinProgram(LoadedProgram):
         super().__init__(device, program)
         assert device.worker is not None
         self.worker = device.worker
-        self.pid = self.worker.new_id()
-        self.path = f"{self.worker.call('load', self.pid, program)}, own process"
-        device.resident[self.pid] = program
+        self.program_id = self.worker.new_id()
+        self.path = f"{self.worker.call('load', self.program_id, program)}, own process"
+        device.resident[self.program_id] = program
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.worker.call("run", self.pid, x))
+        return np.asarray(self.worker.call("run", self.program_id, x))
 
     def close(self) -> None:
         device = self.device
         assert isinstance(device, TwinDevice)
-        if device.resident.pop(self.pid, None) is not None and self.worker.process.is_alive():
-            self.worker.call("close", self.pid)
+        program_id = self.program_id
+        if device.resident.pop(program_id, None) is not None and self.worker.process.is_alive():
+            self.worker.call("close", program_id)
 
 
 class TwinDevice(Device):

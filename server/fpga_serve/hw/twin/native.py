@@ -207,7 +207,7 @@ class NativePlan:
         weights) in the shared COLS scratch: one strided numpy copy of a window view (each
         window row is a run of kw*c contiguous bytes), from a padded staging copy of the input
         channels when the CONV pads (its borders stay ZERO, the spec's zero padding)."""
-        from fpga_serve.hw.twin.fast import _windows
+        from fpga_serve.hw.twin.numpy_path import _windows
 
         src = instr.inputs[0]
         kh, kw = instr.kernel

@@ -2,7 +2,7 @@
 descriptor over a flat activation memory and the input-buffer banks, as the accelerator runs
 it (bitstreams/README.md, "Execution"). Every descriptor is checked with the packer's rules and
 its weight segment decoded from the array's order; the arithmetic is the twin's ops (the
-reference or the fast path), so this is where the packed program and the spec meet.
+reference or the numpy path), so this is where the packed program and the spec meet.
 
 Used by the simulated PYNQ board (hw/pynq_sim.py) and the RTL tests and benches, which compare
 the RTL's memory with it tensor by tensor.

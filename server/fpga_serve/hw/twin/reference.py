@@ -1,7 +1,8 @@
 """The overlay's arithmetic, one plain numpy function per opcode: the specification.
 
 Written for obviousness, not speed: int64 everywhere, explicit loops over kernel taps.
-Every faster path (twin/fast.py, the PYNQ device) must equal these bit for bit.
+Every faster path (twin/numpy_path.py, twin/native.py, the PYNQ device) must equal these bit
+for bit.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def _serve(conn: Connection, native: bool | None) -> None:  # pragma: no cover -
     programs: dict[int, Any] = {}
     while True:
         try:
-            op, pid, payload = conn.recv()
+            op, program_id, payload = conn.recv()
         except (EOFError, OSError):
             return
         try:
@@ -67,12 +67,12 @@ def _serve(conn: Connection, native: bool | None) -> None:  # pragma: no cover -
             if op == "native":
                 result: Any = device.native
             elif op == "load":
-                programs[pid] = device.load(payload)
-                result = programs[pid].path
+                programs[program_id] = device.load(payload)
+                result = programs[program_id].path
             elif op == "run":
-                result = programs[pid].run(payload)
+                result = programs[program_id].run(payload)
             elif op == "close":
-                programs.pop(pid).close()
+                programs.pop(program_id).close()
                 result = None
             else:
                 return
@@ -102,14 +102,14 @@ class TwinWorker:
     def alive(self) -> bool:
         return self.process.is_alive()
 
-    def call(self, op: str, pid: int, payload: Any = None) -> Any:
+    def call(self, op: str, program_id: int, payload: Any = None) -> Any:
         with self._lock:
-            return self._call(op, pid, payload)
+            return self._call(op, program_id, payload)
 
-    def _call(self, op: str, pid: int, payload: Any) -> Any:
+    def _call(self, op: str, program_id: int, payload: Any) -> Any:
         """One request and its answer; the caller holds the lock."""
         try:
-            self._conn.send((op, pid, payload))
+            self._conn.send((op, program_id, payload))
             status, value = self._conn.recv()
         except (EOFError, OSError) as exc:
             code = self.process.exitcode
@@ -126,8 +126,8 @@ class TwinWorker:
         with self._lock:
             self._end(RESTART_TIMEOUT_S)
             self._start()
-            for pid, program in programs.items():
-                self._call("load", pid, program)
+            for program_id, program in programs.items():
+                self._call("load", program_id, program)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """End the worker: after the run in progress if that ends within ``timeout``, else at

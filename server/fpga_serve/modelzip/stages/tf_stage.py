@@ -26,7 +26,7 @@ class TensorflowStage:
     - ``TensorflowStage(fn)``: a ``tf.function`` with an input_signature, or a ``tf.Module``
       whose ``__call__`` is one; saved as a SavedModel. Tensors of several inputs or outputs are
       ordered by name; a function returning one tensor names its output ``output_0``.
-    - ``TensorflowStage(sess, input_tensor, output_tensor)``: the seed's TF1 form; the part of
+    - ``TensorflowStage(sess, input_tensor, output_tensor)``: Brainwave's TF1 form; the part of
       the session's graph between the tensors is frozen into a GraphDef (inputs may be any
       single-output op's tensor, not only placeholders).
     - ``TensorflowStage.from_graph_def(graph_def, inputs=[...], outputs=[...])``.
@@ -102,7 +102,7 @@ def _freeze_between(sess: Any, ins: list[Any], outs: list[Any]) -> Any:
     """The part of the session's graph between ``ins`` and ``outs``, variables frozen.
 
     Each input tensor's op becomes a placeholder of the tensor's dtype and static shape (so a
-    stage may start in the middle of a graph, as the seed's classifier stage starts at the
+    stage may start in the middle of a graph, as Brainwave's classifier stage starts at the
     featurizer's output, and ``placeholder.set_shape`` counts), then only what the outputs
     need is kept: nothing upstream of the inputs is saved or checked.
     """

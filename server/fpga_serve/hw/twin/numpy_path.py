@@ -1,4 +1,6 @@
-"""Fast, bit-exact implementations of the overlay ops for serving on the CPU.
+"""The twin's numpy path: bit-exact implementations of the overlay ops in numpy (float32 BLAS),
+for CPUs where the native path (twin/native.py, about two to three times faster) is not
+available or ``twin_path`` is ``numpy``.
 
 int8 x int8 products are summed exactly in float32 as long as every partial sum stays below
 2^24: with |x| <= 128 and |w| <= 127 that holds for K <= 1024 terms, so GEMMs run through
