@@ -262,8 +262,11 @@ def spread(values: list[float], fmt: str) -> str:
 def peak_worker(zip_path: Path, data_path: Path) -> None:
     """Reads "BATCH SECONDS" lines, runs the stage back to back, answers "IMG/S CPU-MS/IMG": images
     per second and this process's CPU (all threads; the twin runs in-process) per image."""
+    from fpga_serve.core.settings import ServerSettings
+    from fpga_serve.hw.twin.gemm import set_twin_threads
     from fpga_serve.modelzip import LoadContext, load_pipeline
 
+    set_twin_threads(ServerSettings().twin_threads)  # FPGA_SERVE_TWIN_THREADS, as the servers
     archive = load_pipeline(zip_path, LoadContext())  # no device given: the twin, as --device twin
     stage = archive.stages[0]
     data = np.load(data_path)

@@ -1,11 +1,36 @@
-"""The settings object is what the server is configured by: request limits and batching are
-built from it with one set of defaults (issue 16)."""
+"""The settings object is the server's one reader of FPGA_SERVE_* variables, and what the rest
+of the server is configured by: request limits and batching are built from it with one set of
+defaults, device knobs reach the devices, deprecated names still work (issue 16)."""
 
 from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
 
 import pytest
 from fpga_serve.core.settings import ServerSettings
 from fpga_serve.core.types import BatchingConfig, RequestLimits
+
+SERVER = Path(__file__).resolve().parent.parent / "server" / "fpga_serve"
+SETTINGS = SERVER / "core" / "settings.py"
+
+ENV_READ = re.compile(r"""(environ\.get\(|environ\[|getenv\()\s*["']FPGA_SERVE_""")
+STILL_READ_ELSEWHERE = {
+    "hw/pynq_device.py",
+    "hw/pynq_sim.py",
+}
+"""The simulated board's switches (FPGA_SERVE_PYNQ_SIMULATE, _SIM_BOARD, _SIM_FAULTS): they go
+with the simulated board, which issue 16 takes out of the production package."""
+
+
+def test_no_module_but_the_settings_reads_an_fpga_serve_variable() -> None:
+    readers = {
+        str(path.relative_to(SERVER))
+        for path in SERVER.rglob("*.py")
+        if path != SETTINGS and ENV_READ.search(path.read_text())
+    }
+    assert readers == STILL_READ_ELSEWHERE
 
 
 def test_limits_and_batching_are_built_from_the_settings_with_the_servers_defaults() -> None:
@@ -40,3 +65,55 @@ def test_every_batching_and_limit_setting_reaches_its_config(
     assert settings.request_limits() == RequestLimits(
         max_batch_size=11, max_elements=12345, max_bytes=54321, max_image_pixels=999
     )
+
+
+def test_the_settings_file_named_by_the_environment_is_read_by_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "settings.json"
+    config.write_text(json.dumps({"workers": 3, "batch_max_size": 2}))
+    monkeypatch.setenv("FPGA_SERVE_CONFIG", str(config))
+    settings = ServerSettings.load()
+    assert (settings.workers, settings.batch_max_size) == (3, 2)
+    monkeypatch.setenv("FPGA_SERVE_WORKERS", "4")  # the environment wins over the file
+    assert ServerSettings.load().workers == 4
+    assert ServerSettings.load(workers=5).workers == 5  # and a flag over both
+
+
+def test_deprecated_variables_still_work_and_the_current_name_wins(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("FPGA_SERVE_TWIN_NATIVE", "0")
+    monkeypatch.setenv("FPGA_SERVE_DEVICE_TIMEOUT", "2.5")
+    settings = ServerSettings.load()
+    assert (settings.twin_path, settings.device_timeout_s) == ("numpy", 2.5)
+    assert "FPGA_SERVE_TWIN_NATIVE=0 is deprecated" in caplog.text
+    assert "FPGA_SERVE_DEVICE_TIMEOUT=2.5 is deprecated" in caplog.text
+    monkeypatch.setenv("FPGA_SERVE_TWIN_NATIVE", "1")  # never meant anything but the default
+    assert ServerSettings().twin_path == "auto"
+    monkeypatch.setenv("FPGA_SERVE_TWIN_NATIVE", "0")
+    monkeypatch.setenv("FPGA_SERVE_TWIN_PATH", "native")
+    monkeypatch.setenv("FPGA_SERVE_DEVICE_TIMEOUT_S", "7")
+    settings = ServerSettings.load()
+    assert (settings.twin_path, settings.device_timeout_s) == ("native", 7.0)
+    assert ServerSettings.load(device_timeout_s=1.0).device_timeout_s == 1.0
+
+
+def test_device_settings_reach_the_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fpga_serve.adapters.server import Server
+    from fpga_serve.hw.pynq_device import PynqDevice
+    from fpga_serve.hw.registry import select_device
+    from fpga_serve.hw.twin import gemm
+
+    monkeypatch.setenv("FPGA_SERVE_TWIN_THREADS", "3")
+    monkeypatch.setenv("FPGA_SERVE_DEVICE_TIMEOUT_S", "4.5")
+    monkeypatch.setenv("FPGA_SERVE_TWIN_ISOLATED", "0")  # the twin in this process
+    options = Server(ServerSettings(metrics_port=-1)).devices.options
+    assert (options["twin_threads"], options["device_timeout_s"]) == (3, 4.5)
+    monkeypatch.setitem(gemm._THREADS, "threads", 0)
+    select_device("twin", options)
+    assert gemm.twin_threads() == 3
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(PynqDevice, "__init__", lambda self, *a: seen.update(args=a))
+    PynqDevice.create(options)
+    assert seen["args"] == (None, 4.5)

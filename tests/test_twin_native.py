@@ -444,8 +444,16 @@ def test_the_numpy_path_can_be_forced(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert TwinDevice().load(program).path == "native"  # type: ignore[attr-defined]
     assert TwinDevice(native=False).load(program).path == "numpy"  # type: ignore[attr-defined]
+    # The deprecated FPGA_SERVE_TWIN_NATIVE=0 still chooses it, through the server's settings.
+    from fpga_serve.core.settings import ServerSettings
+    from fpga_serve.hw.registry import select_device
+
     monkeypatch.setenv("FPGA_SERVE_TWIN_NATIVE", "0")
-    assert TwinDevice().load(program).path == "numpy"  # type: ignore[attr-defined]
+    path = ServerSettings().twin_path
+    assert path == "numpy"
+    assert select_device("twin", {"twin_path": path}).load(program).path == "numpy"  # type: ignore[attr-defined]
+    monkeypatch.setenv("FPGA_SERVE_TWIN_PATH", "native")  # the current name wins
+    assert ServerSettings().twin_path == "native"
 
 
 def test_rounding_ties_go_up_in_every_requantiser() -> None:
@@ -537,7 +545,7 @@ def test_twin_path_setting_reaches_the_device(monkeypatch: pytest.MonkeyPatch) -
     options = {"twin_path": ServerSettings().twin_path}
     assert select_device("twin", options).load(program).path == "numpy"  # type: ignore[attr-defined]
     assert select_device("twin", {"twin_path": "native"}).load(program).path == "native"  # type: ignore[attr-defined]
-    monkeypatch.setenv("FPGA_SERVE_TWIN_NATIVE", "0")
+    monkeypatch.setattr(native, "available", lambda: False)  # a CPU without it
     with pytest.raises(DeviceError, match="native path is not available"):
         select_device("twin", {"twin_path": "native"})
     assert select_device("twin", {"twin_path": "auto"}).load(program).path == "numpy"  # type: ignore[attr-defined]

@@ -7,12 +7,12 @@ import threading
 
 import numpy as np
 import pytest
-from fpga_serve.hw.twin import share
+from fpga_serve.hw.twin import gemm, share
 
 
 @pytest.fixture(autouse=True)
 def two_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FPGA_SERVE_TWIN_THREADS", "2")
+    monkeypatch.setitem(gemm._THREADS, "threads", 2)  # as set_twin_threads(2), undone after
 
 
 def test_every_row_once_in_several_chunks() -> None:

@@ -1,6 +1,6 @@
 """fpga-serve's thin client: grpcio, protobuf and numpy only."""
 
-from fpga_serve_client.client import PredictionClient
+from fpga_serve_client.client import PredictionClient, token_from_environment
 from fpga_serve_client.convert import (
     from_infer_input,
     from_infer_output,
@@ -24,5 +24,6 @@ __all__ = [
     "to_infer_input",
     "to_infer_output",
     "to_tensor_proto",
+    "token_from_environment",
 ]
 __version__ = "0.1.0"

@@ -1,10 +1,9 @@
-"""``fpga-serve-client``: score images (the seed's "label confidence" lines), check health,
+"""``fpga-serve-client``: score images (Brainwave's "label confidence" lines), check health,
 deploy, list and delete models on a running server."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from fpga_serve_client.client import PredictionClient, make_channel
+from fpga_serve_client.client import PredictionClient, make_channel, token_from_environment
 from fpga_serve_client.errors import ServiceError, TensorConversionError
 
 
@@ -35,7 +34,7 @@ def _tls(ns: argparse.Namespace) -> dict[str, Any]:
 def _client(ns: argparse.Namespace) -> PredictionClient:
     return PredictionClient(
         ns.address,
-        access_token=ns.token or os.environ.get("FPGA_SERVE_TOKEN") or None,
+        access_token=ns.token or token_from_environment(),
         model_name=getattr(ns, "model", ""),
         timeout=ns.timeout,
         protocol=getattr(ns, "protocol", "tfserving"),

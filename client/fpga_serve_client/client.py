@@ -4,6 +4,7 @@ endpoint, as the Brainwave clients did."""
 from __future__ import annotations
 
 import copy
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -53,6 +54,14 @@ def retryable(code: grpc.StatusCode, details: str) -> bool:
 
 
 OUTPUT_ALIAS = "output_alias"
+
+TOKEN_ENV = "FPGA_SERVE_TOKEN"
+"""Where the CLI (and the Brainwave layer's workspace) take the API key from when none is given."""
+
+
+def token_from_environment() -> str | None:
+    """The API key in ``FPGA_SERVE_TOKEN``, or None."""
+    return os.environ.get(TOKEN_ENV) or None
 
 
 def make_channel(

@@ -62,12 +62,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _serve(ns: argparse.Namespace) -> int:
-    config = ns.config or (
-        Path(os.environ["FPGA_SERVE_CONFIG"]) if os.environ.get("FPGA_SERVE_CONFIG") else None
-    )
     overrides = {k: getattr(ns, k, None) for k in ServerSettings.model_fields}
     overrides["models"] = ns.models or None
-    settings = ServerSettings.load(config, **overrides)
+    settings = ServerSettings.load(ns.config, **overrides)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -63,6 +63,8 @@ class Server:
                 "overlay": settings.overlay,
                 "twin_path": settings.twin_path,
                 "twin_isolated": settings.twin_isolated,
+                "twin_threads": settings.twin_threads,
+                "device_timeout_s": settings.device_timeout_s,
             },
             busy=self.metrics.device_busy_hook,
             cycles=self.metrics.device_cycles_hook,

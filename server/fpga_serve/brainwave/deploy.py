@@ -21,12 +21,17 @@ The how-to's deployment code runs with its import lines changed (docs/brainwave.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from fpga_serve_client import DeployedModel, ModelStatus, PredictionClient, ServiceError
+from fpga_serve_client import (
+    DeployedModel,
+    ModelStatus,
+    PredictionClient,
+    ServiceError,
+    token_from_environment,
+)
 
 from fpga_serve.core.errors import InvalidInput
 
@@ -81,7 +86,7 @@ class Workspace:
         ca_cert = data.get("ca_cert")
         return cls(
             address=data["address"],
-            access_token=data.get("access_token") or os.environ.get("FPGA_SERVE_TOKEN"),
+            access_token=data.get("access_token") or token_from_environment(),
             use_ssl=bool(data.get("use_ssl", False) or ca_cert),
             ca_cert=(found.parent / ca_cert) if ca_cert else None,
             name=str(data.get("workspace_name", "")),

@@ -1,12 +1,21 @@
 """Server settings: one documented object, read from flags, ``FPGA_SERVE_*`` variables or a file.
 
 Precedence (highest first): command-line flags, environment variables, the optional settings
-file (``--config`` / ``FPGA_SERVE_CONFIG``, JSON), defaults.
+file (``--config`` / ``FPGA_SERVE_CONFIG``, JSON), defaults. This module is the only reader of
+``FPGA_SERVE_*`` variables in the server (the client reads ``FPGA_SERVE_TOKEN`` for its own CLI);
+the rest of the server gets what they say from this object.
+
+Deprecated names, still read with a warning (the current name wins when both are set):
+``FPGA_SERVE_TWIN_NATIVE=0`` is ``twin_path`` numpy; ``FPGA_SERVE_DEVICE_TIMEOUT`` is
+``device_timeout_s``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +24,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fpga_serve.core.errors import InvalidInput
 from fpga_serve.core.types import DEFAULT_IMAGE_PIXELS, BatchingConfig, RequestLimits
+
+log = logging.getLogger(__name__)
+
+CONFIG_ENV = "FPGA_SERVE_CONFIG"
+"""Names the settings file when ``--config`` does not."""
+DEPRECATED: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "FPGA_SERVE_TWIN_NATIVE": ("twin_path", lambda v: "numpy" if v == "0" else None),
+    "FPGA_SERVE_DEVICE_TIMEOUT": ("device_timeout_s", lambda v: v),
+}
+"""Old variable -> (the setting it is now, its value from the old one's; None: no effect)."""
 
 _LIMITS = RequestLimits()
 _BATCHING = BatchingConfig()
@@ -55,6 +74,10 @@ class ServerSettings(BaseSettings):
     """How the twin computes: native (exact int8 GEMM in ONNX Runtime + compiled kernels, when
     this CPU passes its self-check), numpy (float32 BLAS, slower), or auto (native if it can)."""
 
+    twin_threads: int = Field(0, ge=0, le=256)
+    """Threads the twin computes with (its int8 GEMMs and kernels, in its worker process or in
+    this one); 0: one per core."""
+
     twin_isolated: bool = True
     """Run the twin in a worker process of its own (as a board runs beside its host), so its
     compute does not contend with the RPC threads for the server's GIL."""
@@ -62,6 +85,10 @@ class ServerSettings(BaseSettings):
     device_validate: bool = False
     """Validate mode: run every FPGA batch on the twin as well; mismatches are counted in
     fpga_serve_device_validations_total{result="mismatch"} (costs a twin run per batch)."""
+
+    device_timeout_s: float = Field(10.0, gt=0)
+    """Longest one run on a board may take (the PYNQ driver's wait for DONE); a run that takes
+    longer is a device fault: its requests fail UNAVAILABLE and the device is reset."""
 
     device_check_interval_s: float = Field(0.5, gt=0)
     """How often a failed device is reset and re-verified (health is NOT_SERVING meanwhile)."""
@@ -155,6 +182,20 @@ class ServerSettings(BaseSettings):
     log_level: str = "INFO"
     """Python logging level name."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for old, (name, value_of) in DEPRECATED.items():
+            raw = os.environ.get(old)
+            value = None if raw is None or name in data else value_of(raw)
+            if value is not None:
+                current = f"FPGA_SERVE_{name.upper()}"
+                log.warning("%s=%s is deprecated: use %s=%s", old, raw, current, value)
+                data = {**data, name: value}
+        return data
+
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerSettings:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -184,8 +225,11 @@ class ServerSettings(BaseSettings):
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: Any) -> ServerSettings:
-        """Build settings from an optional JSON file, the environment and explicit overrides."""
+        """Build settings from a JSON file (``config_file``, else the one FPGA_SERVE_CONFIG
+        names, if any), the environment and explicit overrides."""
         data: dict[str, Any] = {}
+        if config_file is None and os.environ.get(CONFIG_ENV):
+            config_file = Path(os.environ[CONFIG_ENV])
         if config_file is not None:
             try:
                 data = json.loads(Path(config_file).read_text())

@@ -214,10 +214,13 @@ class PynqDevice(Device):
 
     name = "pynq"
     priority = 10
-    timeout_s = float(os.environ.get("FPGA_SERVE_DEVICE_TIMEOUT", "10"))
+    timeout_s = 10.0
+    """Longest one run may take before it is a device fault (setting ``device_timeout_s``)."""
 
-    def __init__(self, overlay: Path | None = None) -> None:
+    def __init__(self, overlay: Path | None = None, timeout_s: float | None = None) -> None:
         super().__init__()
+        if timeout_s is not None:
+            self.timeout_s = timeout_s
         try:
             import pynq
 
@@ -242,7 +245,7 @@ class PynqDevice(Device):
 
     @classmethod
     def create(cls, options: dict[str, Any]) -> Device:
-        return cls(options.get("overlay"))
+        return cls(options.get("overlay"), options.get("device_timeout_s"))
 
     def _load_overlay(self, pynq: Any, bitfile: Path) -> Any:
         """Check the overlay's .hwh, download it, check the PL clock, and return the

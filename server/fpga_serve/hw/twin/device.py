@@ -12,6 +12,7 @@ from fpga_serve.hw.base import Device, LoadedProgram
 from fpga_serve.hw.twin import native as twin_native
 from fpga_serve.hw.twin import numpy_path, reference
 from fpga_serve.hw.twin.executor import execute
+from fpga_serve.hw.twin.gemm import set_twin_threads
 from fpga_serve.hw.twin.worker import TwinWorker
 
 
@@ -70,16 +71,22 @@ class TwinDevice(Device):
     priority = 0
 
     def __init__(
-        self, reference: bool = False, native: bool | None = None, isolated: bool = False
+        self,
+        reference: bool = False,
+        native: bool | None = None,
+        isolated: bool = False,
+        threads: int = 0,
     ) -> None:
         super().__init__()
         self.reference = reference
+        if threads:  # this process's (and the worker's) compute threads; 0: one per core
+            set_twin_threads(threads)
         # isolated: programs run in a worker process with its own GIL (twin/worker.py); the
         # worker, not this process, checks whether the native path is there
         self.worker: TwinWorker | None = None
         self.resident: dict[int, Program] = {}
         if isolated and not reference:
-            self.worker = TwinWorker(native)
+            self.worker = TwinWorker(native, threads)
             try:
                 self.native = bool(self.worker.call("native", 0))
             except DeviceError:
@@ -90,15 +97,19 @@ class TwinDevice(Device):
         if native and not self.native:
             raise DeviceError(
                 "the twin's native path is not available here (numba or onnxruntime missing, "
-                "FPGA_SERVE_TWIN_NATIVE=0, or this CPU's int8 GEMM failed the exactness "
-                "self-check); use --twin-path numpy or auto"
+                "or this CPU's int8 GEMM failed the exactness self-check); use --twin-path "
+                "numpy or auto"
             )
 
     @classmethod
     def create(cls, options: dict[str, Any]) -> Device:
         path = options.get("twin_path", "auto")
         native = {"auto": None, "native": True, "numpy": False}[path]
-        return cls(native=native, isolated=bool(options.get("twin_isolated", False)))
+        return cls(
+            native=native,
+            isolated=bool(options.get("twin_isolated", False)),
+            threads=int(options.get("twin_threads", 0)),
+        )
 
     def alive(self) -> bool:
         return self.worker is None or self.worker.alive()

@@ -9,7 +9,7 @@ One caveat is known (ONNX Runtime's quantization docs): x86 CPUs without VNNI ru
 through ``vpmaddubsw``, whose int16 pair sums can saturate. So exactness is not assumed from
 the library: :func:`exact_here` runs a self-check on this CPU (random data and the adversarial
 extremes that saturate int16 pair sums) and the native path is used only when it passes;
-otherwise the twin keeps its float32-BLAS path (twin/fast.py).
+otherwise the twin keeps its float32-BLAS path (twin/numpy_path.py).
 """
 
 from __future__ import annotations
@@ -27,9 +27,21 @@ _POOL_LOCK = threading.Lock()
 _GLOBAL_POOL: dict[str, bool] = {}  # "set": whether the process-wide pool could be made
 
 
+_THREADS: dict[str, int] = {"threads": 0}
+
+
+def set_twin_threads(threads: int) -> None:
+    """The threads the twin computes with in this process (the server's ``twin_threads``
+    setting; 0: one per core). Set before the first program loads: the GEMM sessions' pool and
+    the kernels' pool are made once."""
+    if threads < 0:
+        raise ValueError(f"twin threads {threads} < 0")
+    _THREADS["threads"] = threads
+
+
 def twin_threads() -> int:
-    """Threads the twin computes with: FPGA_SERVE_TWIN_THREADS, else one per core."""
-    return int(os.environ.get("FPGA_SERVE_TWIN_THREADS", "0")) or (os.cpu_count() or 1)
+    """Threads the twin computes with: as set (``set_twin_threads``), else one per core."""
+    return _THREADS["threads"] or (os.cpu_count() or 1)
 
 
 def _session_options():  # type: ignore[no-untyped-def]

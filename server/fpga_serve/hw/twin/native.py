@@ -13,7 +13,6 @@ spec) bit for bit: tests/test_twin_native.py checks it op by op and on whole pro
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -61,10 +60,8 @@ def reset_buffers(program: Program) -> set[int]:
 
 
 def available() -> bool:
-    """numba present and ONNX Runtime's int8 GEMM exact on this CPU (and not switched off by
-    FPGA_SERVE_TWIN_NATIVE=0)."""
-    if os.environ.get("FPGA_SERVE_TWIN_NATIVE", "1") == "0":
-        return False
+    """numba present and ONNX Runtime's int8 GEMM exact on this CPU (``twin_path`` numpy, or
+    ``TwinDevice(native=False)``, chooses the numpy path whatever this says)."""
     try:
         from fpga_serve.hw.twin import kernels  # noqa: F401
     except Exception as exc:  # numba missing, or no writable cache (set NUMBA_CACHE_DIR)

@@ -49,10 +49,15 @@ def _rebuild(kind: str, status: str, message: str) -> FpgaServeError:
     return cls(f"twin worker: {message}", Status(status))
 
 
-def _serve(conn: Connection, native: bool | None) -> None:  # pragma: no cover - child process
+def _serve(
+    conn: Connection, native: bool | None, threads: int
+) -> None:  # pragma: no cover - child process
     """The worker's loop: (op, program id, payload) -> ("ok", value) | ("error", (class name,
     status, message))."""
     from fpga_serve.hw.twin.device import TwinDevice
+    from fpga_serve.hw.twin.gemm import set_twin_threads
+
+    set_twin_threads(threads)
 
     device: TwinDevice | None = None
     programs: dict[int, Any] = {}
@@ -84,8 +89,9 @@ def _serve(conn: Connection, native: bool | None) -> None:  # pragma: no cover -
 class TwinWorker:
     """The host's side of the pipe to one worker process (calls are serialised)."""
 
-    def __init__(self, native: bool | None) -> None:
+    def __init__(self, native: bool | None, threads: int = 0) -> None:
         self.native = native
+        self.threads = threads
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._start()
@@ -94,7 +100,10 @@ class TwinWorker:
         ctx = multiprocessing.get_context("spawn")  # no fork of a threaded server
         self._conn, child = ctx.Pipe()
         self.process = ctx.Process(
-            target=_serve, args=(child, self.native), name="fpga-serve-twin", daemon=True
+            target=_serve,
+            args=(child, self.native, self.threads),
+            name="fpga-serve-twin",
+            daemon=True,
         )
         self.process.start()
         child.close()
