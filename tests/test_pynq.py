@@ -373,6 +373,12 @@ def test_validate_mode_counts_mismatches_against_the_twin(
         if line.startswith("fpga_serve_device_validations_total")
     }
     assert counts == {"match": 2.0, "mismatch": 1.0}
+    warned = re.findall(
+        r"validate: stage 'featurizer' on pynq differs from the twin in (\d+) of "
+        r"(\d+) output values of a batch of 1 \(mismatch 1;",
+        "".join(server.log),
+    )
+    assert len(warned) == 1 and 0 < int(warned[0][0]) <= int(warned[0][1])
 
 
 def test_pynq_without_a_board_is_a_clear_error(fpga_zip: Path) -> None:

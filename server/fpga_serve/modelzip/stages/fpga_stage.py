@@ -7,6 +7,7 @@ with the program's input scale, the device runs the program, the host dequantise
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from fpga_serve.core.stage import StageRunner
 from fpga_serve.core.types import DType, TensorSpec
 from fpga_serve.modelzip.manifest import StageRecord
 from fpga_serve.modelzip.stages import LoadContext, SavedStage, register_kind
+
+log = logging.getLogger(__name__)
 
 
 def _specs(program: Program) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
@@ -69,6 +72,7 @@ class FpgaRunner:
         except FpgaServeError as exc:
             raise ModelLoadError(f"stage {name!r}: {exc}") from exc
         self._validate = validate
+        self._mismatches = 0
         self._twin = None
         if validate is not None and self.device_name != "twin":
             from fpga_serve.hw.twin.device import TwinDevice
@@ -85,11 +89,34 @@ class FpgaRunner:
             raise DeviceError(f"device {self.device_name} failed: {exc}") from exc
         if self._twin is not None and self._validate is not None:
             # Validate mode: the same job on the twin, the specification; mismatches are counted.
-            self._validate(self.device_name, bool(np.array_equal(q, self._twin.run(x))))
+            want = self._twin.run(x)
+            matched = bool(np.array_equal(q, want))
+            self._validate(self.device_name, matched)
+            if not matched:
+                self._mismatch(q, want)
         out = dequantize_output(q, self.program.output_scale)
         if len(self.outputs[0].shape) == 2:  # a 1x1 map is served as [N, C] features
             out = out.reshape(out.shape[0], -1)
         return [out]
+
+    def _mismatch(self, got: np.ndarray, want: np.ndarray) -> None:
+        """Say so in the log: the 1st, 10th, 100th, ... mismatch (a broken board mismatches
+        every batch)."""
+        self._mismatches += 1
+        if str(self._mismatches).strip("0") != "1":
+            return
+        differ = got != want
+        log.warning(
+            "validate: stage %r on %s differs from the twin in %d of %d output values of a "
+            "batch of %d (mismatch %d; the device's answer was served; docs/boards.md, "
+            "'When they differ')",
+            self.name,
+            self.device_name,
+            int(np.count_nonzero(differ)),
+            differ.size,
+            got.shape[0],
+            self._mismatches,
+        )
 
     def close(self) -> None:
         self.loaded.close()
