@@ -236,11 +236,15 @@ class PynqDevice(Device):
         self.mmio = self.ip.mmio
         self.verify()
         log.info(
-            "PYNQ device %s: overlay %s, fpga_cnn spec %s at 0x%x",
+            "PYNQ device %s: overlay %s (preset %s), fpga_cnn spec %s at 0x%x, FEATURES %s, "
+            "completion %s",
             self.pdev.name,
             bitfile,
+            self.hwh_preset.name,
             SPEC_VERSION,
             self.mmio.base_addr,
+            self.features,
+            "by interrupt" if self.interrupt is not None else f"by a {POLL_S * 1e3:g} ms poll",
         )
 
     @classmethod
