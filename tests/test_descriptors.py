@@ -155,3 +155,15 @@ def test_a_spec_1_program_is_refused_with_a_rebuild_message(tmp_path) -> None:  
     (tmp_path / "program.json").write_text(json.dumps(data))
     with pytest.raises(ModelLoadError, match=r"spec '1\.0'.*rebuild"):
         Program.load(tmp_path)
+
+
+def test_the_compile_target_is_a_preset() -> None:
+    from fpga_serve.compiler import CompileOptions
+
+    assert CompileOptions(target="pynq_z2").target == "pynq_z2"
+    with pytest.raises(CompileError, match=r"unknown target 'zcu102' \(presets: .*zcu104"):
+        CompileOptions(target="zcu102")
+    from fpga_serve.cli import build_parser
+
+    ns = build_parser().parse_args(["build", "vgg16", "-o", "x.zip", "--target", "kv260"])
+    assert ns.target == "kv260"

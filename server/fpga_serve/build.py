@@ -77,7 +77,7 @@ def build(ns: Any) -> int:
     print(f"{zoo.keras_name}: weights {zoo.weights_source}", file=sys.stderr)
     batch = calibration_batch(paths, family, ns.size, ns.calibration_count)
     print(f"compiling for the overlay ({len(batch)} calibration images)", file=sys.stderr)
-    options = CompileOptions(calibration_method=ns.method)
+    options = CompileOptions(calibration_method=ns.method, target=ns.target)
     featurizer = zoo.compile(batch, options, progress=_progress)
     model_def = ModelDefinition(name=ns.name or family)
     model_def.pipeline.append(zoo.preprocess_stage())

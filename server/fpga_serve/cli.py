@@ -135,6 +135,9 @@ def _serve(ns: argparse.Namespace) -> int:
 
 def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from fpga_serve import build
+    from fpga_serve.core.isa import DEFAULT_TARGET, PRESETS
+
+    boards = [name for name, preset in PRESETS.items() if preset.part]
 
     p = sub.add_parser("build", help="build a zoo pipeline zip (preprocess -> FPGA -> classifier)")
     p.add_argument("model", choices=["resnet50", "resnet152", "densenet121", "vgg16"])
@@ -151,6 +154,13 @@ def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--size", type=int, default=224, help="input image size (default 224)")
     p.add_argument("--name", help="model name (default: the architecture)")
+    p.add_argument(
+        "--target",
+        choices=boards,
+        default=DEFAULT_TARGET,
+        help=f"the accelerator build the program is planned for (default {DEFAULT_TARGET}); "
+        "a board must load a bitstream of the same preset",
+    )
     p.set_defaults(func=build.build)
     q = sub.add_parser("inspect", help="describe a pipeline zip: stages, layers, MACs, ranges")
     q.add_argument("zip", type=Path)
