@@ -61,7 +61,7 @@ LINT = ["-Wall", "-Wno-DECLFILENAME", "-Wno-WIDTH"]
 
 def _key(f: Preset, extra: Sequence[str]) -> str:
     h = hashlib.sha256()
-    for path in [*RTL_SOURCES, RTL_DIR / "cnn_spec.vh", TB]:
+    for path in [*RTL_SOURCES, *sorted(RTL_DIR.glob("*.vh")), TB]:
         h.update(path.read_bytes())
     h.update(repr(sorted(f.rtl_parameters().items())).encode())
     h.update(repr(list(extra)).encode())

@@ -5,6 +5,7 @@
 // synchronous reset ap_rst_n, level interrupt `interrupt`.
 `default_nettype none
 `include "cnn_spec.vh"
+`include "cnn_derived.vh"
 
 module cnn_accel #(
     parameter integer ARRAY_CI = 32,
@@ -24,7 +25,8 @@ module cnn_accel #(
     parameter integer BLOCK_BYTES = 1024,
     parameter integer PERF_DEPTH = 1024,        // a power of two
     parameter integer PACK_SHIFT = 18,
-    parameter integer PACK_GROUP = 8
+    parameter integer PACK_GROUP = 8,
+    parameter integer ADD_DSP = 1               // 0: the fused ADD's products in LUTs
 ) (
     input  wire        ap_clk,
     input  wire        ap_rst_n,
@@ -212,7 +214,7 @@ module cnn_accel #(
     reg [31:0] total, cur_image, d_image;
     reg [63:0] img_base;
     reg [31:0] d_start;
-    reg        fetch_start, dec_start, unit_start;
+    reg        fetch_start, unit_start;
     wire       unit_rst = rst || abort;
 
     // fetch
@@ -224,6 +226,7 @@ module cnn_accel #(
     wire [CO*8-1:0] wf_data;
     wire [`DESC_BITS-1:0] q_desc;
     wire [2:0] q_code;
+    wire [`DERIVED_BITS-1:0] q_derived;
     wire [31:0] q_index, q_image, fetch_index;
     reg  q_pop;
     cnn_fetch #(.CI(CI), .CO(CO), .DB(DB), .NWP(WEIGHT_PORTS), .BLK(BLOCK_BYTES), .PFA(PFA),
@@ -233,36 +236,29 @@ module cnn_accel #(
         .wgt_bytes(wgt_bytes), .cmd_valid(f_cmd_valid), .cmd_ready(f_cmd_ready),
         .cmd_addr(f_cmd_addr), .cmd_bytes(f_cmd_bytes), .dvalid(f_dvalid), .dready(f_dready),
         .ddata(f_ddata), .wf_valid(wf_valid), .wf_data(wf_data), .wf_pop(wf_pop),
-        .q_valid(q_valid), .q_desc(q_desc), .q_code(q_code), .q_index(q_index),
+        .q_valid(q_valid), .q_desc(q_desc), .q_code(q_code), .q_derived(q_derived), .q_index(q_index),
         .q_image(q_image), .q_pop(q_pop), .fetch_index(fetch_index)
     );
 
-    // the running descriptor, decoded
+    // the running descriptor and what the fetch check derived from it
+    /* verilator lint_off UNUSEDSIGNAL */  // fields the fetch check turned into dx
     reg [`DESC_BITS-1:0] d;
-    wire dec_done;
-    /* verilator lint_off UNUSEDSIGNAL */  // the dispatch check repeats the fetch check: its code was already acted on
-    wire [2:0] dec_code;
     /* verilator lint_on UNUSEDSIGNAL */
-    wire [1:0] x_mode;
-    wire [15:0] x_heff, x_weff, x_ceff, x_kw, x_pw, x_cib, x_coblocks, x_last_rows, x_need_rows;
-    wire [7:0]  x_sw, x_pl;
-    wire [31:0] x_row_words, x_passes, x_ring_words, x_sh_words, x_sw_pw, x_pl_pw, x_bstep,
-                x_bstep_words, x_span_full, x_span_last, x_p_full, x_p_last, x_fwd_step,
-                x_in_row_pitch, x_row_bytes, x_sw_c, x_pl_c, x_kw_c, x_out_band_step,
-                x_res_band_step;
-    cnn_check #(.CI(CI), .CO(CO), .ACC_DEPTH(ACC_DEPTH), .IBUF_WORDS(IBUF_WORDS), .BANKS(IBUF_BANKS)) u_decode (
-        .clk(clk), .rst(unit_rst), .start(dec_start), .d(d), .act_bytes(act_stride),
-        .wgt_bytes(wgt_bytes), .done(dec_done), .code(dec_code), .mode(x_mode), .heff(x_heff),
-        .weff(x_weff), .ceff(x_ceff), .kw_e(x_kw), .sw_e(x_sw), .pl_e(x_pl), .pw(x_pw),
-        .row_words(x_row_words), .cib(x_cib), .passes(x_passes), .coblocks(x_coblocks),
-        .last_rows(x_last_rows), .ring_words(x_ring_words), .sh_words(x_sh_words),
-        .sw_pw(x_sw_pw), .pl_pw(x_pl_pw), .bstep(x_bstep), .bstep_words(x_bstep_words),
-        .span_full(x_span_full), .span_last(x_span_last), .p_full(x_p_full),
-        .p_last(x_p_last), .fwd_step(x_fwd_step), .need_rows(x_need_rows),
-        .in_row_pitch(x_in_row_pitch), .row_bytes(x_row_bytes), .sw_c(x_sw_c),
-        .pl_c(x_pl_c), .kw_c(x_kw_c), .out_band_step(x_out_band_step),
-        .res_band_step(x_res_band_step)
-    );
+    reg [`DERIVED_BITS-1:0] dx;
+    wire [1:0] x_mode = `X_MODE(dx);
+    wire [15:0] x_heff = `X_HEFF(dx), x_weff = `X_WEFF(dx), x_ceff = `X_CEFF(dx), x_kw = `X_KW_E(dx);
+    wire [15:0] x_pw = `X_PW(dx), x_cib = `X_CIB(dx), x_coblocks = `X_COBLOCKS(dx);
+    wire [15:0] x_last_rows = `X_LAST_ROWS(dx), x_need_rows = `X_NEED_ROWS(dx);
+    wire [7:0]  x_sw = `X_SW_E(dx), x_pl = `X_PL_E(dx);
+    wire [31:0] x_row_words = `X_ROW_WORDS(dx), x_passes = `X_PASSES(dx);
+    wire [31:0] x_ring_words = `X_RING_WORDS(dx), x_sh_words = `X_SH_WORDS(dx);
+    wire [31:0] x_sw_pw = `X_SW_PW(dx), x_pl_pw = `X_PL_PW(dx), x_bstep = `X_BSTEP(dx);
+    wire [31:0] x_bstep_words = `X_BSTEP_WORDS(dx), x_span_full = `X_SPAN_FULL(dx);
+    wire [31:0] x_span_last = `X_SPAN_LAST(dx), x_p_full = `X_P_FULL(dx), x_p_last = `X_P_LAST(dx);
+    wire [31:0] x_fwd_step = `X_FWD_STEP(dx), x_in_row_pitch = `X_IN_ROW_PITCH(dx);
+    wire [31:0] x_row_bytes = `X_ROW_BYTES(dx), x_sw_c = `X_SW_C(dx), x_pl_c = `X_PL_C(dx);
+    wire [31:0] x_kw_c = `X_KW_C(dx), x_out_band_step = `X_OUT_BAND_STEP(dx);
+    wire [31:0] x_res_band_step = `X_RES_BAND_STEP(dx);
     wire [7:0] flags = `D_FLAGS(d);
     wire f_add = flags[`FLAG_ADD], f_in_ibuf = flags[`FLAG_IN_IBUF];
     wire f_out_ddr = flags[`FLAG_OUT_DDR], f_out_ibuf = flags[`FLAG_OUT_IBUF];
@@ -333,7 +329,7 @@ module cnn_accel #(
     wire core_busy, err_const;
     wire [15:0] out_space = (1 << OFA) + 1 - of_count;
     cnn_core #(.CI(CI), .CO(CO), .AAW(AAW), .IBW(IBW), .BANKS(IBUF_BANKS), .S(PACK_SHIFT),
-               .G(PACK_GROUP)) u_core (
+               .G(PACK_GROUP), .ADD_DSP(ADD_DSP)) u_core (
         .clk(clk), .rst(unit_rst), .start(unit_start), .busy(core_busy), .err_const(err_const),
         .c_mode(x_mode), .c_opcode(`D_OPCODE(d)), .c_relu(flags[`FLAG_RELU]), .c_add(f_add),
         .c_add_relu(flags[`FLAG_ADD_RELU]), .c_in_ibuf(f_in_ibuf), .c_out_ddr(f_out_ddr),
@@ -452,9 +448,9 @@ module cnn_accel #(
             ar_got <= 1'b0; ar_stage <= 1'b0; s_axi_control_rvalid <= 1'b0;
             start_req <= 1'b0; reset_req <= 1'b0;
             q_st <= Q_IDLE; abort <= 1'b0; abort_error <= 1'b0; abort_code <= 0;
-            fetch_start <= 1'b0; dec_start <= 1'b0; unit_start <= 1'b0; q_pop <= 1'b0;
+            fetch_start <= 1'b0; unit_start <= 1'b0; q_pop <= 1'b0;
         end else begin
-            fetch_start <= 1'b0; dec_start <= 1'b0; unit_start <= 1'b0; q_pop <= 1'b0;
+            fetch_start <= 1'b0; unit_start <= 1'b0; q_pop <= 1'b0;
             // AXI-Lite write
             if (s_axi_control_awvalid && s_axi_control_awready) begin aw_got <= 1'b1; aw_addr <= s_axi_control_awaddr[15:2]; end
             if (s_axi_control_wvalid && s_axi_control_wready) begin w_got <= 1'b1; w_data <= s_axi_control_wdata; w_strb <= s_axi_control_wstrb; end
@@ -520,7 +516,7 @@ module cnn_accel #(
                 end
                 Q_WAIT: if (q_valid && !q_pop) begin
                     q_pop <= 1'b1;
-                    d <= q_desc; d_index <= q_index; d_image <= q_image;
+                    d <= q_desc; dx <= q_derived; d_index <= q_index; d_image <= q_image;
                     if (q_image != cur_image) begin
                         cur_image <= q_image;
                         img_base <= img_base + {32'd0, act_stride};
@@ -529,12 +525,9 @@ module cnn_accel #(
                         abort <= 1'b1; abort_error <= 1'b1; abort_code <= q_code;
                         err_index <= q_index; err_image <= q_image;
                         q_st <= Q_ABORT;
-                    end else begin
-                        dec_start <= 1'b1;
-                        q_st <= Q_DEC;
-                    end
+                    end else q_st <= Q_DEC;
                 end
-                Q_DEC: if (dec_done) begin
+                Q_DEC: begin                        // d and dx are in: start the units
                     unit_start <= 1'b1; d_start <= cycles[31:0];
                     q_st <= Q_RUN;
                 end

@@ -26,7 +26,8 @@ module cnn_core #(
     parameter integer IBW = 14,             // log2(input buffer words per bank)
     parameter integer BANKS = 2,
     parameter integer S = 18,
-    parameter integer G = 8
+    parameter integer G = 8,
+    parameter integer ADD_DSP = 1            // 0: the fused ADD's int8 x int32 products in LUTs
 ) (
     input  wire              clk,
     input  wire              rst,
@@ -108,25 +109,27 @@ module cnn_core #(
     localparam integer BSEL = (BANKS > 1) ? $clog2(BANKS) : 1;
 
     // ---- Weight loader: constant sets and weight sets ----------------------------------
-    reg signed [31:0] cbias [0:1][0:CO-1];
-    reg signed [31:0] cmul  [0:1][0:CO-1];
-    reg signed [31:0] cadd  [0:1][0:CO-1];
-    reg        [7:0]  cshf  [0:1][0:CO-1];
-    reg [CI*NP*PWB-1:0] wset [0:1];
-    reg [1:0] cfull, wfull;
+    // Constant sets, loaded a word at a time by shifting in (lane j at [32j +: 32], [8j +: 8]).
+    reg [CO*32-1:0] cbias [0:1];
+    reg [CO*32-1:0] cmul  [0:1];
+    reg [CO*32-1:0] cadd  [0:1];
+    reg [CO*8-1:0]  cshf  [0:1];
+    // Weights: the next pass's shift in behind the array's; they swap as the pass's first
+    // pixel reaches the multipliers (no multiplexer in front of the array).
+    reg [CI*NP*PWB-1:0] wshadow, wactive;
+    reg        wshadow_full, swap_pending;
+    reg [1:0]  cfull;
     reg [15:0] cinfl [0:1];
-    reg [15:0] winfl [0:1];
 
     localparam WL_IDLE = 2'd0, WL_CONST = 2'd1, WL_WSET = 2'd2;
     reg [1:0]  wl_st;
     reg [15:0] wl_band, wl_k;
     reg [31:0] wl_pass;
     reg [15:0] wl_word;
-    reg        wl_wpar;
     reg [31:0] wl_m0;                              // lane 0's multiplier, this block
     wire       wl_cs = wl_k[0];
     wire       wl_can_c = !cfull[wl_cs] && cinfl[wl_cs] == 0;
-    wire       wl_can_w = !wfull[wl_wpar] && winfl[wl_wpar] == 0;
+    wire       wl_can_w = !wshadow_full;
     assign wf_pop = wf_valid && ((wl_st == WL_CONST && wl_can_c) || (wl_st == WL_WSET && wl_can_w));
     wire       wl_last_word_c = (wl_word == `CONST_WORDS - 1);
     wire       wl_last_word_w = (wl_word == CI - 1);
@@ -183,7 +186,6 @@ module cnn_core #(
     reg signed [31:0] pc_ix0, pc_col0, cur_ix, cur_col;
     reg [31:0] fwd_b, fwd_a;
     reg [AAW-1:0] acc_a;
-    reg        wpar;
     reg [15:0] pass_cycles;
     reg [15:0] out_infl, res_resv;
     reg [4:0]  pipe_n;                              // pixels in the pipeline (<= NST)
@@ -196,7 +198,7 @@ module cnn_core #(
     wire signed [31:0] heff_m1 = {16'd0, c_heff} - 1;
     wire signed [31:0] need_row = (hi_row < heff_m1) ? hi_row : heff_m1;
     wire       rows_ok = c_in_ibuf || (hi_row < 0) || ($signed({16'd0, rows_loaded}) > need_row);
-    wire       sets_ok = (!mac || wfull[wpar]) && cfull[k[0]];
+    wire       sets_ok = (!mac || (wshadow_full && !swap_pending)) && cfull[k[0]];
     wire       credit_ok = !last_pass
                            || ((!c_out_ddr || out_space > out_infl)
                                && (!c_add || c_res_ibuf || res_count > res_resv));
@@ -208,6 +210,7 @@ module cnn_core #(
     wire [31:0] rd_addr = cur_rbase + cur_col + wsel;
     /* verilator lint_on UNUSEDSIGNAL */
     wire       last_pix = (ox == c_out_w - 1) && (oy == nb - 1);
+    wire       first_pix = (ox == 0) && (oy == 0);
     wire       pass_end = (st == ST_PIX && issue && last_pix) || st == ST_GAP;
     wire       pass_close = pass_end && (pass_cycles + 1 >= MIN_PASS);
     assign busy = (st != ST_IDLE);
@@ -218,7 +221,9 @@ module cnn_core #(
     // Pipeline tags: stage n holds the pixel issued n cycles ago.
     reg [NST:1]   pv, plast;
     reg [6:1]     pfirst;
-    reg [3:1]     pmask, pwp;
+    reg [3:1]     pmask;
+    reg [2:1]     pfpix;                         // the first pixel of a pass
+    wire          swap = pv[2] && pfpix[2] && mac;
     reg [10:1]    pcp;
     reg [SUBL-1:0] psub [1:3];
     reg [AAW-1:0] paddr [1:8];
@@ -259,7 +264,7 @@ module cnn_core #(
     reg [CO*8-1:0] d4, d5, d6;
     wire [CO*32-1:0] psum6;
     cnn_array #(.CI(CI), .CO(CO), .S(S), .G(G)) u_array (
-        .clk(clk), .x(x3), .wp(wset[pwp[3]]), .psum(psum6)
+        .clk(clk), .x(x3), .wp(wactive), .psum(psum6)
     );
 
     // ---- Accumulator, requantisers, fused ADD ----------------------------------------------
@@ -283,11 +288,13 @@ module cnn_core #(
         for (gl = 0; gl < CO; gl = gl + 1) begin : g_lane
             wire signed [31:0] ps = mac ? $signed(psum6[gl*32 +: 32]) : $signed({{24{d6[gl*8 + 7]}}, d6[gl*8 +: 8]});
             wire signed [31:0] prev = $signed(acc_q[gl*32 +: 32]);
-            wire signed [31:0] init = cbias[pcp[6]][gl];
+            wire signed [31:0] init = cbias[pcp[6]][gl*32 +: 32];
             wire signed [31:0] nv = (c_mode == 2'd1) ? ((pfirst[6] || ps > prev) ? ps : prev)
                                                      : ((pfirst[6] ? init : prev) + ps);
-            wire [7:0] sh8 = cshf[pcp[8]][gl];
-            wire [7:0] sh9 = cshf[pcp[9]][gl];
+            wire [7:0] sh8 = cshf[pcp[8]][gl*8 +: 8];
+            wire [7:0] sh9 = cshf[pcp[9]][gl*8 +: 8];
+            wire signed [31:0] mul7 = cmul[pcp[7]][gl*32 +: 32];
+            wire signed [31:0] add8 = cadd[pcp[8]][gl*32 +: 32];
             wire signed [63:0] rnd = 64'sd1 <<< (sh8 - 8'd1);
             wire signed [63:0] shifted = r9[gl] >>> sh9;
             wire [7:0] lowc = c_relu ? 8'd0 : 8'h80;
@@ -305,12 +312,15 @@ module cnn_core #(
             /* verilator lint_on UNUSEDSIGNAL */
             always @(posedge clk) begin
                 acc7[gl] <= nv;
-                r8[gl] <= $signed({{32{acc7[gl][31]}}, acc7[gl]}) * $signed({{32{cmul[pcp[7]][gl][31]}}, cmul[pcp[7]][gl]});
-                r9[gl] <= r8[gl] + $signed({{32{cadd[pcp[8]][gl][31]}}, cadd[pcp[8]][gl]}) + rnd;
+                r8[gl] <= $signed({{32{acc7[gl][31]}}, acc7[gl]}) * $signed({{32{mul7[31]}}, mul7});
+                r9[gl] <= r8[gl] + $signed({{32{add8[31]}}, add8}) + rnd;
                 r10[gl] <= shifted;
                 y11[gl] <= sat[7:0];
-                a12[gl] <= $signed({{56{y11[gl][7]}}, y11[gl]}) * $signed({{32{c_add_m0[31]}}, c_add_m0})
-                         + $signed({{56{resb[7]}}, resb}) * $signed({{32{c_add_m1[31]}}, c_add_m1});
+                if (ADD_DSP != 0)
+                    a12[gl] <= $signed({{56{y11[gl][7]}}, y11[gl]}) * $signed({{32{c_add_m0[31]}}, c_add_m0})
+                             + $signed({{56{resb[7]}}, resb}) * $signed({{32{c_add_m1[31]}}, c_add_m1});
+                else
+                    a12[gl] <= mul8x32(y11[gl], c_add_m0) + mul8x32(resb, c_add_m1);
                 y12[gl] <= y11[gl];
                 a13[gl] <= a12[gl] + add_rnd;
                 y13[gl] <= y12[gl];
@@ -330,28 +340,37 @@ module cnn_core #(
     assign out_push = pv[NST-1] && plast[NST-1] && c_out_ddr;
     assign out_data = result;
 
+    // int8 x int32 by shift and add: no multiplier cell (ADD_DSP = 0).
+    function signed [63:0] mul8x32(input [7:0] a, input [31:0] m);
+        integer b;
+        reg signed [63:0] acc, mm;
+        begin
+            mm = $signed({{32{m[31]}}, m});
+            acc = a[7] ? -(mm <<< 7) : 64'sd0;
+            for (b = 0; b < 7; b = b + 1) if (a[b]) acc = acc + (mm <<< b);
+            mul8x32 = acc;
+        end
+    endfunction
+
     // ---- Sequential logic --------------------------------------------------------------------
     integer n;
     always @(posedge clk) begin
         if (rst) begin
-            st <= ST_IDLE; wl_st <= WL_IDLE; cfull <= 0; wfull <= 0; err_const <= 1'b0;
-            cinfl[0] <= 0; cinfl[1] <= 0; winfl[0] <= 0; winfl[1] <= 0;
+            st <= ST_IDLE; wl_st <= WL_IDLE; cfull <= 0; err_const <= 1'b0;
+            cinfl[0] <= 0; cinfl[1] <= 0; wshadow_full <= 1'b0; swap_pending <= 1'b0;
             pv <= 0; out_infl <= 0; res_resv <= 0; pipe_n <= 0; release_row <= 0;
         end else begin
             // -- weight loader
             case (wl_st)
                 WL_IDLE: if (start) begin
-                    wl_st <= WL_CONST; wl_band <= 0; wl_k <= 0; wl_word <= 0; wl_wpar <= 1'b0;
+                    wl_st <= WL_CONST; wl_band <= 0; wl_k <= 0; wl_word <= 0;
                 end
                 WL_CONST: if (wf_pop) begin
                     if (c_bad) err_const <= 1'b1;
-                    for (t = 0; t < CO/4; t = t + 1) begin
-                        if (wl_word < 4) cbias[wl_cs][wl_word*(CO/4) + t] <= wf_data[t*32 +: 32];
-                        else if (wl_word < 8) cmul[wl_cs][(wl_word-4)*(CO/4) + t] <= wf_data[t*32 +: 32];
-                        else if (wl_word < 12) cadd[wl_cs][(wl_word-8)*(CO/4) + t] <= wf_data[t*32 +: 32];
-                    end
-                    if (wl_word == 12)
-                        for (t = 0; t < CO; t = t + 1) cshf[wl_cs][t] <= wf_data[t*8 +: 8];
+                    if (wl_word < 4) cbias[wl_cs] <= {wf_data, cbias[wl_cs][CO*32-1:CO*8]};
+                    else if (wl_word < 8) cmul[wl_cs] <= {wf_data, cmul[wl_cs][CO*32-1:CO*8]};
+                    else if (wl_word < 12) cadd[wl_cs] <= {wf_data, cadd[wl_cs][CO*32-1:CO*8]};
+                    else cshf[wl_cs] <= wf_data;
                     if (wl_word == 4) wl_m0 <= wf_data[31:0];
                     wl_word <= wl_last_word_c ? 16'd0 : wl_word + 1'b1;
                     if (wl_last_word_c) begin
@@ -368,11 +387,10 @@ module cnn_core #(
                 end
                 WL_WSET: if (wf_pop) begin
                     if (w_bad) err_const <= 1'b1;
-                    wset[wl_wpar][wl_word*NP*PWB +: NP*PWB] <= packed_word;
+                    wshadow <= (CI > 1) ? {packed_word, wshadow[CI*NP*PWB-1:NP*PWB]} : packed_word;
                     wl_word <= wl_last_word_w ? 16'd0 : wl_word + 1'b1;
                     if (wl_last_word_w) begin
-                        wfull[wl_wpar] <= 1'b1;
-                        wl_wpar <= ~wl_wpar;
+                        wshadow_full <= 1'b1;
                         if (wl_pass + 1 < c_passes) wl_pass <= wl_pass + 1;
                         else begin
                             wl_st <= WL_CONST;
@@ -392,7 +410,7 @@ module cnn_core #(
             case (st)
                 ST_IDLE: if (start) begin
                     r_b <= -$signed({24'd0, c_pt}); slot_b <= 0; rbase_b <= 0; init_cnt <= c_pt;
-                    band <= 0; fwd_b <= 0; wpar <= 1'b0; release_row <= 0;
+                    band <= 0; fwd_b <= 0; release_row <= 0;
                     st <= ST_INIT;
                 end
                 ST_INIT: if (init_cnt != 0) begin      // slot of row -pad_top, mod ring
@@ -443,8 +461,6 @@ module cnn_core #(
                     if (pass_close) st <= ST_NEXT;
                 end
                 ST_NEXT: begin                         // the pass is issued: next pass
-                    if (mac) wfull[wpar] <= 1'b0;
-                    wpar <= mac ? ~wpar : wpar;
                     if (last_pass) cfull[k[0]] <= 1'b0;
                     st <= ST_PASS;
                     if (cb + 1 < c_cib) cb <= cb + 1'b1;
@@ -493,7 +509,7 @@ module cnn_core #(
             pfirst <= {pfirst[5:1], first_pass};
             plast <= {plast[NST-1:1], last_pass};
             pmask <= {pmask[2:1], row_in && col_in};
-            pwp <= {pwp[2:1], wpar};
+            pfpix <= {pfpix[1], first_pix};
             pcp <= {pcp[9:1], k[0]};
             psub[1] <= sub_sel; psub[2] <= psub[1]; psub[3] <= psub[2];
             paddr[1] <= acc_a;
@@ -501,13 +517,16 @@ module cnn_core #(
             pfwd[1] <= fwd_a[IBW-1:0];
             for (n = 2; n <= NST-1; n = n + 1) pfwd[n] <= pfwd[n-1];
             pipe_n <= pipe_n + (issue ? 1'b1 : 1'b0) - (pv[NST] ? 1'b1 : 1'b0);
-            // -- set usage: weights until the multiply (stage 3), constants until stage 10
-            for (n = 0; n < 2; n = n + 1) begin
-                winfl[n] <= winfl[n] + ((issue && mac && wpar == n[0]) ? 1'b1 : 1'b0)
-                                     - ((pv[3] && mac && pwp[3] == n[0]) ? 1'b1 : 1'b0);
+            // -- weights: the swap as a pass's first pixel enters stage 3; constants until stage 10
+            if (issue && mac && first_pix) swap_pending <= 1'b1;
+            if (swap) begin
+                wactive <= wshadow;
+                swap_pending <= 1'b0;
+                wshadow_full <= 1'b0;
+            end
+            for (n = 0; n < 2; n = n + 1)
                 cinfl[n] <= cinfl[n] + ((issue && k[0] == n[0]) ? 1'b1 : 1'b0)
                                      - ((pv[10] && pcp[10] == n[0]) ? 1'b1 : 1'b0);
-            end
             out_infl <= out_infl + ((issue && last_pass && c_out_ddr) ? 1'b1 : 1'b0) - (out_push ? 1'b1 : 1'b0);
             res_resv <= res_resv + ((issue && last_pass && c_add && !c_res_ibuf) ? 1'b1 : 1'b0) - (res_pop ? 1'b1 : 1'b0);
         end

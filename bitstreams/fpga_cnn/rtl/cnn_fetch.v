@@ -5,6 +5,7 @@
 // order. A bad descriptor is queued with its error code and fetching stops there.
 `default_nettype none
 `include "cnn_spec.vh"
+`include "cnn_derived.vh"
 
 module cnn_fetch #(
     parameter integer CI = 32,
@@ -43,6 +44,7 @@ module cnn_fetch #(
     output wire                    q_valid,
     output wire [`DESC_BITS-1:0]   q_desc,
     output wire [2:0]              q_code,
+    output wire [`DERIVED_BITS-1:0] q_derived,
     output wire [31:0]             q_index,
     output wire [31:0]             q_image,
     input  wire                    q_pop,
@@ -128,21 +130,14 @@ module cnn_fetch #(
     reg chk_start;
     wire chk_done;
     wire [2:0] chk_code;
-    // Only the code matters here: the sequencer decodes the descriptor again when it runs.
-    /* verilator lint_off PINCONNECTEMPTY */
+    wire [`DERIVED_BITS-1:0] chk_derived;
     cnn_check #(.CI(CI), .CO(CO), .ACC_DEPTH(ACC_DEPTH), .IBUF_WORDS(IBUF_WORDS), .BANKS(BANKS)) u_check (
         .clk(clk), .rst(rst), .start(chk_start), .d(dreg), .act_bytes(act_bytes),
-        .wgt_bytes(wgt_bytes), .done(chk_done), .code(chk_code),
-        .mode(), .heff(), .weff(), .ceff(), .kw_e(), .sw_e(), .pl_e(), .pw(), .row_words(),
-        .cib(), .passes(), .coblocks(), .last_rows(), .ring_words(), .sh_words(), .sw_pw(),
-        .pl_pw(), .bstep(), .bstep_words(), .span_full(), .span_last(), .p_full(), .p_last(),
-        .fwd_step(), .need_rows(), .in_row_pitch(), .row_bytes(), .sw_c(), .pl_c(), .kw_c(),
-        .out_band_step(), .res_band_step()
+        .wgt_bytes(wgt_bytes), .done(chk_done), .code(chk_code), .derived(chk_derived)
     );
-    /* verilator lint_on PINCONNECTEMPTY */
 
     // ---- descriptor queue ------------------------------------------------------------------
-    localparam integer QW = `DESC_BITS + 3 + 32 + 32;
+    localparam integer QW = `DESC_BITS + `DERIVED_BITS + 3 + 32 + 32;
     wire q_full;
     reg q_push;
     wire [QW-1:0] q_out;
@@ -150,10 +145,11 @@ module cnn_fetch #(
     wire [2:0] q_cnt;
     /* verilator lint_on UNUSEDSIGNAL */
     cnn_rfifo #(.W(QW), .AW(1)) u_queue (
-        .clk(clk), .rst(rst), .push(q_push), .din({dreg, chk_code, fetch_index, img}), .full(q_full),
+        .clk(clk), .rst(rst), .push(q_push), .din({dreg, chk_derived, chk_code, fetch_index, img}), .full(q_full),
         .pop(q_pop), .dout(q_out), .valid(q_valid), .count(q_cnt)
     );
     assign q_desc = q_out[QW-1 -: `DESC_BITS];
+    assign q_derived = q_out[QW-`DESC_BITS-1 -: `DERIVED_BITS];
     assign q_code = q_out[64 +: 3];
     assign q_index = q_out[32 +: 32];
     assign q_image = q_out[0 +: 32];

@@ -98,6 +98,7 @@ class Preset:
     port_fifo_words: int
     block_bytes: int
     read_burst: int
+    add_dsp: int
     board: str = ""
     part: str = ""
     family: str = ""
@@ -134,6 +135,7 @@ class Preset:
             "PERF_DEPTH": self.perf_depth,
             "PACK_SHIFT": self.pack_shift,
             "PACK_GROUP": self.pack_group,
+            "ADD_DSP": self.add_dsp,
         }
 
     def describe(self) -> str:
