@@ -319,6 +319,32 @@ def test_batch_of_two_under_random_stalls_and_slow_ddr() -> None:
     assert sum(run.perf) <= run.cycles
 
 
+def test_extreme_add_multipliers_on_both_builds() -> None:
+    """ADD's int32 multipliers at their limits (the LUT products of tiny_z7 and the DSP ones of
+    tiny), a fused and a standalone ADD, inputs at -128 and 127."""
+    for f in (TINY, Z7):
+        p = _P()
+        x = p.buf(4, 4, 16)
+        a = p.conv(x, 16, (1, 1), relu=False)
+        b = p.scale_shift(x, relu=False)
+        y = p.add(a, b, relu=False)  # fused into the conv
+        z = p.add(p.scale_shift(y, relu=False), b, relu=True)  # standalone
+        for instr, (m0, m1, sh) in zip(
+            [i for i in p.instrs if i.op is Opcode.ADD],
+            [(-(2**31), 2**31 - 1, 38), (2**31 - 1, -(2**31), 40)],
+            strict=True,
+        ):
+            p.weights[instr.multiplier] = np.array([m0, m1], np.int32)
+            p.weights[instr.shift] = np.array([sh], np.int32)
+        program = p.program(x, z, f)
+        assert [i.op for i in program.instrs].count(Opcode.ADD) == 1
+        assert sum(i.residual is not None for i in program.instrs) == 1
+        xs = _x(program, 2)
+        xs[0, ::2] = -128
+        xs[1, 1::2] = 127
+        _check(program, xs)
+
+
 @functools.cache
 def _keras_program(target: str) -> tuple[Program, np.ndarray]:
     """tests/test_pynq.py's small network compiled by fpga_serve.compiler for ``target``."""
@@ -562,3 +588,21 @@ def test_the_verilog_header_is_generated_from_spec_json() -> None:
         check=False, capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("yosys") is None and not os.environ.get("CI"), reason="no yosys")
+def test_yosys_synthesises_a_small_build_without_latches(tmp_path: Any) -> None:
+    """tiny_z7 through `synth_xilinx -family xc7` (several CPU minutes): no latches, and the MAC
+    array is exactly CI x CO / 2 multipliers, one DSP48E1 each (two MACs per multiplier)."""
+    import sys
+
+    sys.path.insert(0, str(harness.ROOT / "bench"))
+    import bench_resources
+
+    r = bench_resources.run(Z7, tmp_path)
+    assert r["ok"], r["error"]
+    array = r["array"]
+    assert isinstance(array, dict) and array["dsp"] == Z7.array_ci * Z7.array_co // 2
+    total = r["total"]
+    assert isinstance(total, dict) and total["dsp"] > array["dsp"]  # and the requantisers

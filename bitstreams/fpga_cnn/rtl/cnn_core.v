@@ -320,7 +320,7 @@ module cnn_core #(
                     a12[gl] <= $signed({{56{y11[gl][7]}}, y11[gl]}) * $signed({{32{c_add_m0[31]}}, c_add_m0})
                              + $signed({{56{resb[7]}}, resb}) * $signed({{32{c_add_m1[31]}}, c_add_m1});
                 else
-                    a12[gl] <= mul8x32(y11[gl], c_add_m0) + mul8x32(resb, c_add_m1);
+                    a12[gl] <= booth8x32(y11[gl], c_add_m0) + booth8x32(resb, c_add_m1);
                 y12[gl] <= y11[gl];
                 a13[gl] <= a12[gl] + add_rnd;
                 y13[gl] <= y12[gl];
@@ -340,15 +340,27 @@ module cnn_core #(
     assign out_push = pv[NST-1] && plast[NST-1] && c_out_ddr;
     assign out_data = result;
 
-    // int8 x int32 by shift and add: no multiplier cell (ADD_DSP = 0).
-    function signed [63:0] mul8x32(input [7:0] a, input [31:0] m);
-        integer b;
-        reg signed [63:0] acc, mm;
+    // int8 x int32 without a multiplier cell (ADD_DSP = 0): radix-4 Booth digits of the int8,
+    // four partial products of 0, +-m, +-2m; |y x m| <= 2^38 fits 40 bits.
+    function signed [39:0] booth8x32(input [7:0] y, input [31:0] m);
+        integer i;
+        reg signed [39:0] mm, acc, pp;
+        reg [2:0] dig;
         begin
-            mm = $signed({{32{m[31]}}, m});
-            acc = a[7] ? -(mm <<< 7) : 64'sd0;
-            for (b = 0; b < 7; b = b + 1) if (a[b]) acc = acc + (mm <<< b);
-            mul8x32 = acc;
+            mm = $signed({{8{m[31]}}, m});
+            acc = 40'sd0;
+            for (i = 0; i < 4; i = i + 1) begin
+                dig = {y[2*i+1], y[2*i], (i == 0) ? 1'b0 : y[2*i-1]};
+                case (dig)
+                    3'b001, 3'b010: pp = mm;
+                    3'b011:         pp = mm <<< 1;
+                    3'b100:         pp = -(mm <<< 1);
+                    3'b101, 3'b110: pp = -mm;
+                    default:        pp = 40'sd0;
+                endcase
+                acc = acc + (pp <<< (2 * i));
+            end
+            booth8x32 = acc;
         end
     endfunction
 

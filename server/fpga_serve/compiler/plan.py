@@ -41,8 +41,10 @@ def _reads(instr: Instr) -> list[TensorRef]:
 
 
 def fuse_adds(program: Program) -> Program:
-    """Fold each ADD into the CONV right before it when that CONV's whole output buffer is
-    read by the ADD alone. The fused multipliers are stored as (conv output, other input)."""
+    """Fold each ADD into a CONV producing one of its operands when that CONV's whole output
+    buffer is read by the ADD alone (nearest such CONV first). The CONV moves to the ADD's
+    place, which is legal because every buffer is written once: its inputs are still there and
+    nothing else waits for its output. The fused multipliers are (conv output, other input)."""
     readers: dict[int, int] = {}
     for instr in program.instrs:
         for ref in _reads(instr):
@@ -50,31 +52,38 @@ def fuse_adds(program: Program) -> Program:
     weights = list(program.weights)
     out: list[Instr] = []
     for instr in program.instrs:
-        prev = out[-1] if out else None
-        if (
-            instr.op is Opcode.ADD
-            and prev is not None
-            and prev.op is Opcode.CONV
-            and prev.residual is None
-            and _whole(program, prev.output)
-            and prev.output.buffer != program.output.buffer
-            and readers.get(prev.output.buffer) == 1
-            and [r.buffer for r in instr.inputs].count(prev.output.buffer) == 1
-        ):
-            mine = 0 if instr.inputs[0].buffer == prev.output.buffer else 1
-            m = program.weights[instr.multiplier].reshape(-1)
-            weights.append(np.array([m[mine], m[1 - mine]], np.int32))
-            out[-1] = dataclasses.replace(
-                prev,
+        producer = None
+        if instr.op is Opcode.ADD:
+            for j in reversed(range(len(out))):
+                prev = out[j]
+                if (
+                    prev.op is Opcode.CONV
+                    and prev.residual is None
+                    and _whole(program, prev.output)
+                    and prev.output.buffer != program.output.buffer
+                    and readers.get(prev.output.buffer) == 1
+                    and [r.buffer for r in instr.inputs].count(prev.output.buffer) == 1
+                ):
+                    producer = j
+                    break
+        if producer is None:
+            out.append(instr)
+            continue
+        conv = out.pop(producer)
+        mine = 0 if instr.inputs[0].buffer == conv.output.buffer else 1
+        m = program.weights[instr.multiplier].reshape(-1)
+        weights.append(np.array([m[mine], m[1 - mine]], np.int32))
+        out.append(
+            dataclasses.replace(
+                conv,
                 output=instr.output,
                 residual=instr.inputs[1 - mine],
                 add_multiplier=len(weights) - 1,
                 add_shift=instr.shift,
                 add_relu=instr.relu,
-                name=f"{prev.name}+{instr.name}",
+                name=f"{conv.name}+{instr.name}",
             )
-            continue
-        out.append(instr)
+        )
     return dataclasses.replace(program, instrs=out, weights=weights)
 
 
