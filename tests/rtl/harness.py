@@ -36,6 +36,7 @@ RTL_SOURCES = [
         "cnn_axi",
         "cnn_gather",
         "cnn_array",
+        "cnn_lane",
         "cnn_check",
         "cnn_core",
         "cnn_fetch",

@@ -78,7 +78,9 @@ module cnn_core #(
     input  wire [31:0]       c_passes,
     input  wire [31:0]       c_add_m0,
     input  wire [31:0]       c_add_m1,
+    /* verilator lint_off UNUSEDSIGNAL */  // 1..62: 6 bits
     input  wire [7:0]        c_add_shift,
+    /* verilator lint_on UNUSEDSIGNAL */
     // weight stream
     input  wire              wf_valid,
     input  wire [CO*8-1:0]   wf_data,
@@ -270,66 +272,28 @@ module cnn_core #(
     // ---- Accumulator, requantisers, fused ADD ----------------------------------------------
     reg [CO*32-1:0] accm [0:(1<<AAW)-1];
     reg [CO*32-1:0] acc_q;                          // stage 6 read, used in stage 7
-    reg signed [31:0] acc7 [0:CO-1];                // stage 7 result (stage 8 regs)
-    reg signed [63:0] r8 [0:CO-1];
-    reg signed [63:0] r9 [0:CO-1];
-    reg signed [63:0] r10 [0:CO-1];
-    reg        [7:0]  y11 [0:CO-1];
-    reg signed [63:0] a12 [0:CO-1];
-    reg        [7:0]  y12 [0:CO-1];
-    reg signed [63:0] a13 [0:CO-1];
-    reg        [7:0]  y13 [0:CO-1];
-    reg signed [63:0] a14 [0:CO-1];
-    reg        [7:0]  y14 [0:CO-1];
-    reg        [7:0]  z15 [0:CO-1];
     wire [CO*32-1:0] acc8_word;
     genvar gl;
     generate
         for (gl = 0; gl < CO; gl = gl + 1) begin : g_lane
-            wire signed [31:0] ps = mac ? $signed(psum6[gl*32 +: 32]) : $signed({{24{d6[gl*8 + 7]}}, d6[gl*8 +: 8]});
-            wire signed [31:0] prev = $signed(acc_q[gl*32 +: 32]);
-            wire signed [31:0] init = cbias[pcp[6]][gl*32 +: 32];
-            wire signed [31:0] nv = (c_mode == 2'd1) ? ((pfirst[6] || ps > prev) ? ps : prev)
-                                                     : ((pfirst[6] ? init : prev) + ps);
+            wire signed [31:0] acc7;
+            wire [7:0] z15;
+            wire [7:0] resb = c_res_ibuf ? ib_q[c_res_bank[BSEL-1:0]][gl*8 +: 8] : res_data[gl*8 +: 8];
+            /* verilator lint_off UNUSEDSIGNAL */  // shifts are 1..62: 6 bits
             wire [7:0] sh8 = cshf[pcp[8]][gl*8 +: 8];
             wire [7:0] sh9 = cshf[pcp[9]][gl*8 +: 8];
-            wire signed [31:0] mul7 = cmul[pcp[7]][gl*32 +: 32];
-            wire signed [31:0] add8 = cadd[pcp[8]][gl*32 +: 32];
-            wire signed [63:0] rnd = 64'sd1 <<< (sh8 - 8'd1);
-            wire signed [63:0] shifted = r9[gl] >>> sh9;
-            wire [7:0] lowc = c_relu ? 8'd0 : 8'h80;
-            /* verilator lint_off UNUSEDSIGNAL */  // saturated: the low byte is the result
-            wire signed [63:0] sat = (r10[gl] > 64'sd127) ? 64'sd127
-                                   : (r10[gl] < $signed({{56{lowc[7]}}, lowc})) ? $signed({{56{lowc[7]}}, lowc}) : r10[gl];
             /* verilator lint_on UNUSEDSIGNAL */
-            wire [7:0] resb = c_res_ibuf ? ib_q[c_res_bank[BSEL-1:0]][gl*8 +: 8] : res_data[gl*8 +: 8];
-            wire signed [63:0] add_rnd = 64'sd1 <<< (c_add_shift - 8'd1);
-            wire signed [63:0] add_sh = a13[gl] >>> c_add_shift;
-            wire [7:0] alow = c_add_relu ? 8'd0 : 8'h80;
-            /* verilator lint_off UNUSEDSIGNAL */
-            wire signed [63:0] add_sat = (a14[gl] > 64'sd127) ? 64'sd127
-                                       : (a14[gl] < $signed({{56{alow[7]}}, alow})) ? $signed({{56{alow[7]}}, alow}) : a14[gl];
-            /* verilator lint_on UNUSEDSIGNAL */
-            always @(posedge clk) begin
-                acc7[gl] <= nv;
-                r8[gl] <= $signed({{32{acc7[gl][31]}}, acc7[gl]}) * $signed({{32{mul7[31]}}, mul7});
-                r9[gl] <= r8[gl] + $signed({{32{add8[31]}}, add8}) + rnd;
-                r10[gl] <= shifted;
-                y11[gl] <= sat[7:0];
-                if (ADD_DSP != 0)
-                    a12[gl] <= $signed({{56{y11[gl][7]}}, y11[gl]}) * $signed({{32{c_add_m0[31]}}, c_add_m0})
-                             + $signed({{56{resb[7]}}, resb}) * $signed({{32{c_add_m1[31]}}, c_add_m1});
-                else
-                    a12[gl] <= booth8x32(y11[gl], c_add_m0) + booth8x32(resb, c_add_m1);
-                y12[gl] <= y11[gl];
-                a13[gl] <= a12[gl] + add_rnd;
-                y13[gl] <= y12[gl];
-                a14[gl] <= add_sh;
-                y14[gl] <= y13[gl];
-                z15[gl] <= c_add ? add_sat[7:0] : y14[gl];
-            end
-            assign acc8_word[gl*32 +: 32] = acc7[gl];
-            assign result[gl*8 +: 8] = z15[gl];
+            cnn_lane #(.ADD_DSP(ADD_DSP)) u_lane (
+                .clk(clk), .is_max(c_mode == 2'd1), .first(pfirst[6]),
+                .ps(mac ? $signed(psum6[gl*32 +: 32]) : $signed({{24{d6[gl*8 + 7]}}, d6[gl*8 +: 8]})),
+                .prev($signed(acc_q[gl*32 +: 32])), .init(cbias[pcp[6]][gl*32 +: 32]), .acc7(acc7),
+                .mul7(cmul[pcp[7]][gl*32 +: 32]), .add8(cadd[pcp[8]][gl*32 +: 32]),
+                .sh8(sh8[5:0]), .sh9(sh9[5:0]), .relu(c_relu), .resb(resb), .add(c_add),
+                .m0(c_add_m0), .m1(c_add_m1), .add_shift(c_add_shift[5:0]),
+                .add_relu(c_add_relu), .z15(z15)
+            );
+            assign acc8_word[gl*32 +: 32] = acc7;
+            assign result[gl*8 +: 8] = z15;
         end
     endgenerate
     always @(posedge clk) begin
@@ -339,30 +303,6 @@ module cnn_core #(
     assign res_pop = pv[11] && plast[11] && c_add && !c_res_ibuf;
     assign out_push = pv[NST-1] && plast[NST-1] && c_out_ddr;
     assign out_data = result;
-
-    // int8 x int32 without a multiplier cell (ADD_DSP = 0): radix-4 Booth digits of the int8,
-    // four partial products of 0, +-m, +-2m; |y x m| <= 2^38 fits 40 bits.
-    function signed [39:0] booth8x32(input [7:0] y, input [31:0] m);
-        integer i;
-        reg signed [39:0] mm, acc, pp;
-        reg [2:0] dig;
-        begin
-            mm = $signed({{8{m[31]}}, m});
-            acc = 40'sd0;
-            for (i = 0; i < 4; i = i + 1) begin
-                dig = {y[2*i+1], y[2*i], (i == 0) ? 1'b0 : y[2*i-1]};
-                case (dig)
-                    3'b001, 3'b010: pp = mm;
-                    3'b011:         pp = mm <<< 1;
-                    3'b100:         pp = -(mm <<< 1);
-                    3'b101, 3'b110: pp = -mm;
-                    default:        pp = 40'sd0;
-                endcase
-                acc = acc + (pp <<< (2 * i));
-            end
-            booth8x32 = acc;
-        end
-    endfunction
 
     // ---- Sequential logic --------------------------------------------------------------------
     integer n;
