@@ -31,18 +31,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "server"))
-RTL = ROOT / "bitstreams" / "fpga_cnn" / "rtl"
-SOURCES = [
-    "cnn_lib",
-    "cnn_axi",
-    "cnn_gather",
-    "cnn_array",
-    "cnn_check",
-    "cnn_core",
-    "cnn_fetch",
-    "cnn_move",
-    "cnn_accel",
-]
+sys.path.insert(0, str(ROOT / "tests"))
+from rtl.harness import RTL_DIR as RTL  # noqa: E402
+from rtl.harness import RTL_SOURCES  # noqa: E402  (the one list of the RTL's files)
+
 LUT_CELLS = {  # LUTs a cell takes
     **{f"LUT{i}": 1 for i in range(1, 7)},
     "RAM32M16": 8,
@@ -63,7 +55,7 @@ FF_CELLS = ("FDRE", "FDSE", "FDCE", "FDPE")
 
 
 def script(preset) -> str:  # type: ignore[no-untyped-def]
-    files = " ".join(str(RTL / f"{name}.v") for name in SOURCES)
+    files = " ".join(map(str, RTL_SOURCES))
     params = " ".join(
         f"chparam -set {k} {v} cnn_accel;" for k, v in preset.rtl_parameters().items()
     )

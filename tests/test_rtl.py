@@ -582,6 +582,12 @@ def test_verilator_lints_the_rtl_clean() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+def test_every_rtl_file_is_built_and_synthesised() -> None:
+    """harness.RTL_SOURCES is the one list of the RTL's files (Verilator here, yosys in
+    bench/bench_resources.py); the Vivado flow takes every .v in the folder."""
+    assert sorted(harness.RTL_SOURCES) == sorted(harness.RTL_DIR.glob("*.v"))
+
+
 def test_the_verilog_header_is_generated_from_spec_json() -> None:
     proc = subprocess.run(
         ["python3", str(harness.ROOT / "bitstreams" / "fpga_cnn" / "gen_spec_vh.py"), "--check"],
