@@ -89,6 +89,9 @@ class SimulatedAccelerator:
         self.latency_s = 0.0  # > 0: a run stays BUSY this long before DONE (tests of completion)
         self.perf_model: Any = None  # index -> the PERF counter a run leaves (tests)
         self._done_timer: threading.Timer | None = None
+        # A run's end (a timer thread) changes STATUS, IRQ_STATUS and the interrupt line at once,
+        # as one clock edge does on a board: register accesses never see it half done.
+        self._lock = threading.RLock()
         self.load_image(SPEC_VERSION, DEFAULT_TARGET)
 
     def interrupt_level(self) -> bool:
@@ -109,12 +112,14 @@ class SimulatedAccelerator:
         self.fault = None
 
     def read(self, offset: int) -> int:
-        return int(self.regs[offset // 4])
+        with self._lock:
+            return int(self.regs[offset // 4])
 
     def write(self, offset: int, value: int) -> None:
-        self._write(offset, value)
-        if self.on_interrupt is not None:
-            self.on_interrupt(self.interrupt_level())
+        with self._lock:
+            self._write(offset, value)
+            if self.on_interrupt is not None:
+                self.on_interrupt(self.interrupt_level())
 
     def _write(self, offset: int, value: int) -> None:
         self.writes.append((offset, value))
@@ -176,10 +181,11 @@ class SimulatedAccelerator:
             self._done()
 
     def _done(self) -> None:
-        self.regs[REG["STATUS"] // 4] = STATUS_BITS["DONE"]
-        self.regs[REG["IRQ_STATUS"] // 4] |= IRQ_BITS["DONE"]
-        if self.on_interrupt is not None:
-            self.on_interrupt(self.interrupt_level())
+        with self._lock:
+            self.regs[REG["STATUS"] // 4] = STATUS_BITS["DONE"]
+            self.regs[REG["IRQ_STATUS"] // 4] |= IRQ_BITS["DONE"]
+            if self.on_interrupt is not None:
+                self.on_interrupt(self.interrupt_level())
 
     def _error(self, code: str, index: int, image: int) -> None:
         self.regs[REG["STATUS"] // 4] = STATUS_BITS["ERROR"]
