@@ -597,7 +597,7 @@ def test_the_verilog_header_is_generated_from_spec_json() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("yosys") is None and not os.environ.get("CI"), reason="no yosys")
+@pytest.mark.tools("yosys")
 def test_yosys_synthesises_a_small_build_without_latches(tmp_path: Any) -> None:
     """tiny_z7 through `synth_xilinx -family xc7` (several CPU minutes): no latches, and the MAC
     array is exactly CI x CO / 2 multipliers, one DSP48E1 each (two MACs per multiplier)."""
