@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from waiting import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -132,14 +134,17 @@ def wait_for_metric(
     **labels: str,
 ) -> float:
     """Poll /metrics until ``predicate(metric_value(...))`` holds; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = metric_value(server, name, **labels)
-        if predicate(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{name}{labels} stayed at {value} for {timeout} s")
-        time.sleep(0.002)
+    seen: list[float] = []
+
+    def holds() -> bool:
+        seen.append(metric_value(server, name, **labels))
+        return predicate(seen[-1])
+
+    try:
+        wait_until(holds, timeout)
+    except AssertionError:
+        raise AssertionError(f"{name}{labels} stayed at {seen[-1]} for {timeout} s") from None
+    return seen[-1]
 
 
 def run_server_expect_failure(models: Sequence[Path], *args: str, timeout: float = 120.0) -> str:

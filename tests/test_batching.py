@@ -17,6 +17,10 @@ from fpga_serve.core.errors import (
 )
 from fpga_serve.core.types import BatchingConfig
 from fpga_serve.runtime.batching import Batcher, BatchObserver
+from waiting import holds_for, wait_until
+
+NEVER_US = 600_000_000
+"""A queue delay no test waits out: a batch dispatched early was cut short by its company."""
 
 
 class GatedModel:
@@ -54,6 +58,15 @@ class Recorder(BatchObserver):
 
 def item(*values: float) -> list[np.ndarray]:
     return [np.array(values, dtype=np.float32)]
+
+
+def gathering(batcher: Batcher) -> bool:
+    """A worker is forming a batch (waiting for company or the queue delay)."""
+    return batcher._forming
+
+
+def closing(batcher: Batcher) -> bool:
+    return batcher._closing
 
 
 def hold_first(model: GatedModel, batcher: Batcher) -> object:
@@ -96,17 +109,16 @@ def test_queue_delay_waits_for_company_and_preferred_size_cuts_it_short() -> Non
     model = GatedModel()
     batcher = Batcher(
         model,
-        BatchingConfig(max_size=8, max_queue_delay_us=2_000_000, preferred_sizes=(2,)),
+        BatchingConfig(max_size=8, max_queue_delay_us=NEVER_US, preferred_sizes=(2,)),
     )
-    start = time.monotonic()
     a = batcher.submit(item(1))
-    time.sleep(0.05)
+    wait_until(lambda: gathering(batcher))
     b = batcher.submit(item(2))
-    a.result(5)
-    b.result(5)
-    # Joined although 50 ms apart, and dispatched at the preferred size, not after 2 s.
+    a.result(30)
+    b.result(30)
+    # Joined although the first was already waiting, and dispatched at the preferred size, not
+    # after the queue delay (which no result() here waits out).
     assert model.batches == [[1, 2]]
-    assert time.monotonic() - start < 1.5
     batcher.close()
 
 
@@ -114,10 +126,11 @@ def test_expired_and_cancelled_requests_never_reach_the_model() -> None:
     model, rec = GatedModel(), Recorder()
     batcher = Batcher(model, BatchingConfig(max_size=8, max_queue_delay_us=1000), rec)
     first = hold_first(model, batcher)
-    expired = batcher.submit(item(5), deadline=time.monotonic() + 0.01)
+    deadline = time.monotonic() + 0.01
+    expired = batcher.submit(item(5), deadline=deadline)
     gone = batcher.submit(item(6), cancelled=lambda: True)
     kept = batcher.submit(item(7))
-    time.sleep(0.05)
+    wait_until(lambda: time.monotonic() > deadline)  # it expires while queued
     model.gate.set()
     first.result(5)  # type: ignore[attr-defined]
     with pytest.raises(DeadlineExceeded):
@@ -173,7 +186,7 @@ def test_close_drains_queued_work_and_then_refuses() -> None:
     queued = [batcher.submit(item(i)) for i in range(1, 4)]
     closer = threading.Thread(target=batcher.close)
     closer.start()
-    time.sleep(0.05)
+    wait_until(lambda: closing(batcher))  # closed with all three still queued
     model.gate.set()
     closer.join(5)
     first.result(5)  # type: ignore[attr-defined]
@@ -240,9 +253,7 @@ def test_run_answers_inline_or_from_the_queue_and_drops_like_submit() -> None:
     ]
     for t in waiting:
         t.start()
-    give_up = time.monotonic() + 5
-    while batcher.depth() < 2 and time.monotonic() < give_up:  # both queue behind the held one
-        time.sleep(0.001)
+    wait_until(lambda: batcher.depth() == 2)  # both queue behind the held one
     model.gate.set()
     for t in (holder, *waiting):
         t.join(5)
@@ -278,12 +289,10 @@ def test_concurrency_bounds_the_batches_executing_at_once(concurrency: int) -> N
     config = BatchingConfig(max_size=2, max_queue_delay_us=1000, concurrency=concurrency)
     batcher = Batcher(model, config)
     futures = [batcher.submit(item(i)) for i in range(1, 9)]
-    give_up = time.monotonic() + 5
-    while model.active < concurrency and time.monotonic() < give_up:
-        time.sleep(0.001)
-    time.sleep(0.05)  # time for a wrongly admitted extra batch to show up
-    assert model.active == concurrency
-    assert batcher.depth() == 8 - 2 * concurrency  # the rest wait in the queue, in batches of 2
+    rest = 8 - 2 * concurrency  # the rest wait in the queue, in batches of 2
+    wait_until(lambda: model.active == concurrency and batcher.depth() == rest)
+    # and no extra batch is admitted beside them while they run
+    assert holds_for(lambda: model.active == concurrency and batcher.depth() == rest, 0.05)
     model.gate.set()
     assert [f.result(5)[0].tolist() for f in futures] == [[2 * i] for i in range(1, 9)]
     assert model.most == concurrency
@@ -296,15 +305,14 @@ def test_a_batch_being_gathered_is_cut_as_soon_as_it_fills(concurrency: int) -> 
     model = GatedModel()
     batcher = Batcher(
         model,
-        BatchingConfig(max_size=2, max_queue_delay_us=3_000_000, concurrency=concurrency),
+        BatchingConfig(max_size=2, max_queue_delay_us=NEVER_US, concurrency=concurrency),
     )
-    start = time.monotonic()
     a = batcher.submit(item(1))
-    time.sleep(0.05)  # a worker is now gathering, waiting up to 3 s for company
+    wait_until(lambda: gathering(batcher))  # a worker waits for company
     b = batcher.submit(item(2))
-    assert [a.result(5)[0].tolist(), b.result(5)[0].tolist()] == [[2], [4]]
+    # woken by the arrival that filled it: the queue delay would outlast these result()s
+    assert [a.result(30)[0].tolist(), b.result(30)[0].tolist()] == [[2], [4]]
     assert model.batches == [[1, 2]]
-    assert time.monotonic() - start < 2  # woken by the arrival that filled it, not the delay
     batcher.close()
 
 
@@ -324,13 +332,11 @@ def test_with_two_slots_the_second_lone_request_also_runs_inline() -> None:
     assert model.started.wait(5)
     second = threading.Thread(target=lambda: batcher.run(item(1)), name="second")
     second.start()
-    give_up = time.monotonic() + 5
-    while len(threads) < 2 and time.monotonic() < give_up:
-        time.sleep(0.001)
+    wait_until(lambda: len(threads) == 2)
     assert threads == ["holder", "second"] and batcher.depth() == 0  # both slots, no queue
     third = batcher.submit(item(2))  # both slots taken: this one queues for a worker
-    time.sleep(0.05)
-    assert batcher.depth() == 1 and model.active == 2  # no worker runs it beside the two
+    # no worker runs it beside the two
+    assert holds_for(lambda: batcher.depth() == 1 and model.active == 2, 0.05)
     model.gate.set()
     holder.join(5)
     second.join(5)
@@ -343,15 +349,12 @@ def test_a_free_slot_starts_the_next_batch_while_one_runs() -> None:
     model = CountingModel()
     model.gate.clear()
     batcher = Batcher(
-        model, BatchingConfig(max_size=2, max_queue_delay_us=3_000_000, concurrency=2)
+        model, BatchingConfig(max_size=2, max_queue_delay_us=NEVER_US, concurrency=2)
     )
     first = batcher.submit(item(1))
-    time.sleep(0.05)  # one worker is gathering a batch around it; the other sleeps
+    wait_until(lambda: gathering(batcher))  # one worker gathers a batch around it
     rest = [batcher.submit(item(i)) for i in (2, 3, 4)]
-    give_up = time.monotonic() + 2
-    while model.active < 2 and time.monotonic() < give_up:
-        time.sleep(0.001)
-    assert model.active == 2  # [1, 2] runs and the full [3, 4] did not wait for it
+    wait_until(lambda: model.active == 2)  # [1, 2] runs and the full [3, 4] did not wait for it
     model.gate.set()
     assert [f.result(5)[0].tolist() for f in (first, *rest)] == [[2], [4], [6], [8]]
     assert sorted(map(sorted, model.batches)) == [[1, 2], [3, 4]]
@@ -367,7 +370,7 @@ def test_close_with_several_workers_drains_then_stops_them_all(concurrency: int)
     futures = [batcher.submit(item(i)) for i in range(1, 6)]
     closer = threading.Thread(target=batcher.close)
     closer.start()
-    time.sleep(0.05)
+    wait_until(lambda: closing(batcher))
     model.gate.set()
     closer.join(5)
     assert not closer.is_alive()
@@ -380,11 +383,11 @@ def test_close_with_several_workers_drains_then_stops_them_all(concurrency: int)
 def test_close_stops_a_worker_that_was_waiting_while_another_gathered() -> None:
     model = GatedModel()
     batcher = Batcher(
-        model, BatchingConfig(max_size=4, max_queue_delay_us=3_000_000, concurrency=2)
+        model, BatchingConfig(max_size=4, max_queue_delay_us=NEVER_US, concurrency=2)
     )
     lone = batcher.submit(item(1))
-    time.sleep(0.05)  # one worker gathers around it for up to 3 s; the other waits its turn
-    batcher.close(timeout=2)  # cuts the gathered batch short and drains it
+    wait_until(lambda: gathering(batcher))  # one worker gathers around it; the other waits
+    batcher.close(timeout=30)  # cuts the gathered batch short and drains it
     assert lone.result(0)[0].tolist() == [2]
     assert not any(w.is_alive() for w in batcher._workers)  # neither is left waiting
 
@@ -440,15 +443,17 @@ def test_only_requests_whose_other_dimensions_match_share_a_batch() -> None:
 def test_a_mixed_queue_never_waits_for_company_it_cannot_have() -> None:
     """The batch being gathered counts only requests it could take: a queue full of other
     widths does not end the wait early, nor does one width's request delay another's past
-    the queue delay."""
+    the queue delay (here one no test waits out: the first batch ends only when it fills)."""
     model = RowSums()
-    batcher = Batcher(model, BatchingConfig(max_size=4, max_queue_delay_us=200_000))
-    start = time.monotonic()
-    futures = [batcher.submit([np.ones((1, w), np.float32)]) for w in (3, 4, 4, 4, 4)]
-    for fut in futures:
-        fut.result(5)
-    assert (1, 3) in model.shapes and (4, 4) in model.shapes
-    assert time.monotonic() - start < 2.0
+    batcher = Batcher(model, BatchingConfig(max_size=4, max_queue_delay_us=NEVER_US))
+    first = batcher.submit([np.ones((1, 3), np.float32)])
+    wait_until(lambda: gathering(batcher))
+    fours = [batcher.submit([np.ones((1, 4), np.float32)]) for _ in range(4)]  # a full batch
+    assert holds_for(lambda: not first.done() and not model.shapes, 0.05)  # still waiting
+    threes = [batcher.submit([np.ones((1, 3), np.float32)]) for _ in range(3)]  # it fills
+    for fut in [first, *threes, *fours]:
+        fut.result(30)  # the full batch of fours went next, with no queue delay of its own
+    assert model.shapes == [(4, 3), (4, 4)]
     batcher.close()
 
 
@@ -468,7 +473,8 @@ def test_abort_answers_queued_and_executing_requests_now_and_drops_late_results(
         with pytest.raises(FpgaServeError, match="shutting down"):
             fut.result(1)
     model.gate.set()  # the batch ends; its result has nobody to go to
-    time.sleep(0.2)
+    wait_until(lambda: model.batches and batcher._running == 0)
+    assert "shutting down" in str(executing.exception(0))  # the late result was dropped
     with pytest.raises(FpgaServeError, match="unloaded"):
         batcher.submit(item(4))
     batcher.close(timeout=5)
