@@ -3,6 +3,7 @@ model lifecycle under traffic, deadlines, bounded queues, graceful shutdown."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import ssl
@@ -30,7 +31,9 @@ from fpga_serve_client.protos import (
     tf_tensor_pb2,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hostile import build_hold_model_def, hold_request, save
 from serving import run_server, wait_for_metric
+from waiting import wait_until
 
 
 def make_cert(tmp: Path) -> tuple[Path, Path]:
@@ -218,9 +221,12 @@ def test_tls_and_rotating_keys(tmp_path: Path, tiny_zip: Path, china_jpg: bytes)
                 stub.Predict(predict_pb2.PredictRequest(), timeout=5)
             assert rpc_err.value.code() == grpc.StatusCode.UNAVAILABLE
 
-        # Rotation: a new primary works at once, the dropped key stops working.
-        time.sleep(0.01)
+        # Rotation: a new primary works at once, the dropped key stops working. (The server
+        # sees a change by the file's mtime and size: the mtime is moved on explicitly, as a
+        # coarse file-system clock might not.)
+        before = keys.stat()
         keys.write_text("new-primary-55de\nprimary-7f3a\n")
+        os.utime(keys, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
         with client("new-primary-55de") as c:
             assert c.score_image(china_jpg).shape == (5,)
         with client("secondary-91bc") as c, pytest.raises(ServiceError):
@@ -297,10 +303,11 @@ def test_repository_lifecycle_swap_under_traffic(tmp_path: Path, china_jpg: byte
         threads = [threading.Thread(target=traffic) for _ in range(3)]
         for t in threads:
             t.start()
-        time.sleep(0.5)
+        wait_until(lambda: len(results) >= 3 or failures)  # traffic flows before the swap
         shutil.copyfile(staged, first)
         stub.RepositoryModelLoad(v2.RepositoryModelLoadRequest(model_name="tiny"), timeout=120)
-        time.sleep(0.5)
+        swapped = len(results)
+        wait_until(lambda: len(results) >= swapped + 3 or failures)  # and after it
         stop.set()
         for t in threads:
             t.join(90)
@@ -335,23 +342,26 @@ def test_repository_lifecycle_swap_under_traffic(tmp_path: Path, china_jpg: byte
         assert s_err.value.code == grpc.StatusCode.NOT_FOUND
 
 
-def test_deadlines_queue_bound_and_graceful_shutdown(slow_zip: Path) -> None:
+def test_deadlines_queue_bound_and_graceful_shutdown(slow_zip: Path, tmp_path: Path) -> None:
+    hold_zip = save(build_hold_model_def("hold"), tmp_path / "hold.zip")
     with (
         run_server(
-            [slow_zip], "--max-queue-size", "2", "--batch-max-size", "4", "--workers", "16"
+            [slow_zip, hold_zip],
+            *("--max-queue-size", "2", "--batch-max-size", "4", "--workers", "16"),
         ) as server,
         grpc.insecure_channel(server.address) as ch,
     ):
         stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
         start = time.monotonic()
-        stub.Predict(float_request([1, 2, 3, 4]), timeout=60)
+        stub.Predict(float_request([1, 2, 3, 4], "slow"), timeout=60)
         one = time.monotonic() - start
         assert one > 0.05, f"the slow model is too fast ({one:.3f} s) for this test"
 
         # Flood: at most one running + two queued; the rest are refused at once.
         with ThreadPoolExecutor(12) as pool:
             futures = [
-                pool.submit(stub.Predict, float_request([i] * 4), timeout=60) for i in range(12)
+                pool.submit(stub.Predict, float_request([i] * 4, "slow"), timeout=60)
+                for i in range(12)
             ]
             codes = []
             for f in futures:
@@ -363,11 +373,12 @@ def test_deadlines_queue_bound_and_graceful_shutdown(slow_zip: Path) -> None:
         assert "RESOURCE_EXHAUSTED" in codes and "OK" in codes, codes
         assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}
 
-        # A request whose deadline passes while queued is dropped before it runs.
-        busy = stub.Predict.future(float_request([1] * 4), timeout=60)
-        wait_for_metric(server, "fpga_serve_inflight_requests", lambda v: v >= 1)
+        # A request whose deadline passes while queued is dropped before it runs: it waits
+        # behind a 5 s batch with a 2 s deadline (ample to reach the queue on a loaded machine).
+        busy = stub.Predict.future(hold_request(5.0), timeout=60)
+        wait_for_metric(server, "fpga_serve_inflight_requests", lambda v: v >= 1, model="hold")
         with pytest.raises(grpc.RpcError) as err:
-            stub.Predict(float_request([2] * 4), timeout=one / 3)
+            stub.Predict(hold_request(0.0), timeout=2.0)
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         busy.result()
         # The queued request is dropped when it leaves the queue, after the busy batch.
@@ -376,8 +387,10 @@ def test_deadlines_queue_bound_and_graceful_shutdown(slow_zip: Path) -> None:
         )
 
         # SIGTERM with work in flight: accepted requests finish, then exit 0 (checked on exit).
-        inflight = [stub.Predict.future(float_request([3] * 4), timeout=60) for _ in range(2)]
-        time.sleep(0.05)
+        inflight = [
+            stub.Predict.future(float_request([3] * 4, "slow"), timeout=60) for _ in range(2)
+        ]
+        wait_for_metric(server, "fpga_serve_inflight_requests", lambda v: v >= 2)  # accepted
         server.process.send_signal(signal.SIGTERM)
         for f in inflight:
             assert f.result().outputs["y"].float_val or f.result().outputs["y"].tensor_content
