@@ -4,7 +4,6 @@ server process, hand-made wire requests."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -137,15 +136,6 @@ def code_of(call: Any, *args: Any, **kwargs: Any) -> tuple[str, str]:
     except grpc.RpcError as exc:
         return exc.code().name, exc.details() or ""
     return "OK", ""
-
-
-def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
 
 
 def dumps(obj: Any) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -13,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import external_tools
+from waiting import wait_until
 
 
 def free_port() -> int:
@@ -48,20 +48,19 @@ def prometheus(config: str, workdir: Path) -> Iterator[int]:
 def wait_for_value(
     port: int, query: str, done: Callable[[float], bool], timeout: float = 45
 ) -> float:
-    """Poll an instant query until ``done(value)`` or the timeout; returns the last value
-    (-1 when the query never returned a sample)."""
+    """Poll an instant query until ``done(value)`` and return the value; fail after the timeout
+    with the last value seen (-1 when the query never returned a sample)."""
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
-    value = -1.0
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    seen = [-1.0]
+
+    def answered() -> bool:
         try:
-            reply = json.loads(urllib.request.urlopen(url, timeout=5).read())
-            result = reply["data"]["result"]
-            if result:
-                value = float(result[0]["value"][1])
-                if done(value):
-                    break
-        except OSError:
-            pass
-        time.sleep(0.5)
-    return value
+            result = json.loads(urllib.request.urlopen(url, timeout=5).read())["data"]["result"]
+        except OSError:  # Prometheus not listening yet
+            return False
+        if result:
+            seen.append(float(result[0]["value"][1]))
+        return bool(result) and done(seen[-1])
+
+    wait_until(answered, timeout, what=lambda: f"{query} (last value {seen[-1]})", interval=0.5)
+    return seen[-1]

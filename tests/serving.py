@@ -140,10 +140,7 @@ def wait_for_metric(
         seen.append(metric_value(server, name, **labels))
         return predicate(seen[-1])
 
-    try:
-        wait_until(holds, timeout)
-    except AssertionError:
-        raise AssertionError(f"{name}{labels} stayed at {seen[-1]} for {timeout} s") from None
+    wait_until(holds, timeout, what=lambda: f"{name}{labels} (stayed at {seen[-1]})")
     return seen[-1]
 
 

@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hostile import build_fpga_model_def, predict, save, tensor_proto, twin_worker_pid
 from serving import run_server
 from test_twin import tiny_program
+from waiting import wait_until
 
 RNG = np.random.default_rng(4)
 
@@ -116,17 +117,19 @@ def test_a_worker_killed_mid_run_fails_that_run_unavailable_and_marks_the_device
     assert isolated.worker is not None
     big = RNG.integers(-128, 128, (4096, 6, 6, 4), dtype=np.int8)
     errors: list[BaseException] = []
+    runs: list[int] = []
 
     def run() -> None:
         try:
-            for _ in range(50):
+            for i in range(50):
                 loaded.run(big)
+                runs.append(i)
         except BaseException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=run)
     thread.start()
-    time.sleep(0.3)
+    wait_until(lambda: runs or errors)  # runs are going: the kill lands in one (or the next)
     os.kill(isolated.worker.process.pid or 0, signal.SIGKILL)
     thread.join(30)
     assert len(errors) == 1 and isinstance(errors[0], DeviceError), errors
@@ -173,21 +176,23 @@ def test_killing_the_twin_worker_turns_health_not_serving_then_recovers(conv_zip
         thread = threading.Thread(target=traffic)
         thread.start()
         statuses: list[int] = []
+
+        def recovered() -> bool:
+            for service in ("", "conv"):
+                check = health_pb2.HealthCheckRequest(service=service)
+                statuses.append(health.Check(check, timeout=5).status)
+            serving = health_pb2.HealthCheckResponse.SERVING
+            return health_pb2.HealthCheckResponse.NOT_SERVING in statuses and statuses[-2:] == [
+                serving,
+                serving,
+            ]
+
         try:
-            time.sleep(0.3)
+            wait_until(lambda: len(codes) >= 3)  # traffic flows
             os.kill(worker, signal.SIGKILL)  # as the OOM killer would
-            end = time.monotonic() + 30
-            while time.monotonic() < end:
-                for service in ("", "conv"):
-                    check = health_pb2.HealthCheckRequest(service=service)
-                    statuses.append(health.Check(check, timeout=5).status)
-                if health_pb2.HealthCheckResponse.NOT_SERVING in statuses and statuses[-2:] == [
-                    1,
-                    1,
-                ]:
-                    break
-                time.sleep(0.05)
-            time.sleep(0.5)  # traffic after recovery
+            wait_until(recovered, what="health NOT_SERVING and back to SERVING")
+            after = len(codes)
+            wait_until(lambda: len(codes) >= after + 5)  # traffic after recovery
         finally:
             stop.set()
             thread.join(30)

@@ -28,6 +28,7 @@ from fpga_serve_client import PredictionClient, ServiceError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pynq.buffer import PynqBuffer
 from serving import run_server
+from waiting import wait_until
 
 REG = {k: int(v) for k, v in SPEC["registers"].items()}
 RNG = np.random.default_rng(5)
@@ -327,16 +328,14 @@ def test_server_on_the_board_faults_then_serves_again(
         with pytest.raises(ServiceError) as err:
             client.score_numpy(x)
         assert err.value.code == grpc.StatusCode.UNAVAILABLE and "BAD_ADDRESS" in err.value.details
-        saw_not_serving, deadline = False, time.monotonic() + 20
-        while time.monotonic() < deadline:
-            status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
-            if status == health_pb2.HealthCheckResponse.NOT_SERVING:
-                saw_not_serving = True
-            elif saw_not_serving and status == health_pb2.HealthCheckResponse.SERVING:
-                break
-            time.sleep(0.02)
-        else:
-            pytest.fail("health did not go NOT_SERVING and back to SERVING")
+        statuses: list[int] = []
+
+        def back() -> bool:
+            statuses.append(health.Check(health_pb2.HealthCheckRequest(), timeout=5).status)
+            serving = statuses[-1] == health_pb2.HealthCheckResponse.SERVING
+            return serving and health_pb2.HealthCheckResponse.NOT_SERVING in statuses
+
+        wait_until(back, timeout=20, what="health NOT_SERVING and back to SERVING")
         np.testing.assert_array_equal(client.score_numpy(x), want)
     assert "reset and verified" in "".join(server.log)
 

@@ -23,6 +23,7 @@ from fpga_serve_client.protos import model_service_pb2 as pb
 from fpga_serve_client.protos import model_service_pb2_grpc
 from serving import run_server
 from test_modelzip import CASES, _rewrite
+from waiting import wait_until
 
 KEY = "lifecycle-key-90d2"
 MESSAGE_LIMIT = 128 << 10
@@ -236,10 +237,10 @@ def test_a_stream_that_stops_halfway_leaves_nothing(server: Any, tiny_zip: Path)
 
     with grpc.insecure_channel(server.address) as channel:
         call = stub(channel).UploadModel.future(messages(), timeout=30, metadata=AUTH)
-        wait_for(lambda: any((server.repo / ".staging").glob("upload-*/gone/1/model.zip")))
+        wait_until(lambda: any((server.repo / ".staging").glob("upload-*/gone/1/model.zip")))
         call.cancel()
         release.set()
-    wait_for(lambda: not any((server.repo / ".staging").glob("upload-*")))
+    wait_until(lambda: not any((server.repo / ".staging").glob("upload-*")))
     assert repo_contents(server) == []
     with client_for(server) as client:
         assert client.models() == []  # and the server still answers
@@ -269,7 +270,7 @@ def test_a_stream_that_stalls_is_cut_off_at_the_upload_timeout(
         release.set()
         assert err.value.code() == grpc.StatusCode.CANCELLED
         assert 1.0 <= elapsed < 30
-        wait_for(lambda: not any((repo / ".staging").glob("upload-*")))
+        wait_until(lambda: not any((repo / ".staging").glob("upload-*")))
         assert any("not finished within 1 s" in line for line in stalling.log)
         with PredictionClient(stalling.address) as client:  # the name is free again
             assert client.upload(tiny_zip, "stall").version == "1"
@@ -395,14 +396,6 @@ def inflight(server: Any, model: str) -> float:
     return 0.0
 
 
-def wait_for(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
-
-
 def test_two_uploads_of_one_name_at_once(server: Any, tiny_zip: Path) -> None:
     data = tiny_zip.read_bytes()
     release = threading.Event()
@@ -415,7 +408,7 @@ def test_two_uploads_of_one_name_at_once(server: Any, tiny_zip: Path) -> None:
 
     with grpc.insecure_channel(server.address) as channel:
         first = stub(channel).UploadModel.future(slow(), timeout=60, metadata=AUTH)
-        wait_for(lambda: any((server.repo / ".staging").glob("upload-*/race/1/model.zip")))
+        wait_until(lambda: any((server.repo / ".staging").glob("upload-*/race/1/model.zip")))
         with client_for(server) as client:
             for attempt in (
                 lambda: client.upload(tiny_zip, "race"),
@@ -465,7 +458,7 @@ def test_deleting_a_model_in_use_lets_its_requests_finish(
 
         worker = threading.Thread(target=call)
         worker.start()
-        wait_for(lambda: inflight(server, "busy") == 1)
+        wait_until(lambda: inflight(server, "busy") == 1)
         deleted = client.delete_model("busy")
         returned = time.monotonic()
         worker.join(120)

@@ -23,6 +23,7 @@ from fpga_serve_client.protos import grpc_predict_v2_pb2_grpc, prediction_servic
 from fpga_serve_client.protos import tf_tensor_pb2 as tf
 from hostile import build_widths_model_def, infer, predict, save, tensor_proto
 from serving import run_server
+from waiting import wait_until
 
 
 class Aborted(Exception):
@@ -119,6 +120,7 @@ def test_swapping_v1_to_v2_under_load_fails_nothing(
         tfs = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         failures: list[str] = []
         versions: set[str] = set()
+        answered: list[int] = []  # one entry per reply, of either kind
         done = threading.Event()
 
         def traffic(use_v2: bool) -> None:
@@ -140,19 +142,25 @@ def test_swapping_v1_to_v2_under_load_fails_nothing(
                         versions.add(str(reply.model_spec.version.value))
                 except grpc.RpcError as exc:
                     failures.append(f"{exc.code().name}: {exc.details()}")
+                answered.append(1)
+
+        def flowing() -> None:
+            """Eight more replies: at least four of them sent after the last swap returned."""
+            start = len(answered)
+            wait_until(lambda: len(answered) >= start + 8)
 
         threads = [threading.Thread(target=traffic, args=(i % 2 == 0,)) for i in range(4)]
         for thread in threads:
             thread.start()
         try:
             for k in range(1, 7):
-                time.sleep(0.3)
+                flowing()
                 shutil.copyfile(widths_zips[k % 2], _version_zip(repo, k + 1))
                 shutil.rmtree(repo / "widths" / str(k))
                 kserve.RepositoryModelLoad(
                     v2.RepositoryModelLoadRequest(model_name="widths"), timeout=60
                 )
-            time.sleep(0.3)
+            flowing()
         finally:
             done.set()
             for thread in threads:
@@ -160,7 +168,7 @@ def test_swapping_v1_to_v2_under_load_fails_nothing(
         index = kserve.RepositoryIndex(v2.RepositoryIndexRequest(), timeout=10)
     assert failures == [], failures[:5]
     assert [(m.version, m.state) for m in index.models if m.name == "widths"] == [("7", "READY")]
-    assert {"1", "7"} <= versions and len(versions) >= 4, versions
+    assert versions == {str(v) for v in range(1, 8)}, versions  # each served between swaps
 
 
 def _version_zip(repo: Path, version: int) -> Path:

@@ -17,17 +17,22 @@ T = TypeVar("T")
 
 
 def wait_until(
-    condition: Callable[[], T], timeout: float = 30.0, what: str = "", interval: float = 0.002
+    condition: Callable[[], T],
+    timeout: float = 30.0,
+    what: str | Callable[[], str] = "",
+    interval: float = 0.002,
 ) -> T:
-    """Poll ``condition`` until it returns something truthy and return that; raise
-    AssertionError naming ``what`` (or the condition) after ``timeout`` seconds."""
+    """Poll ``condition`` until it returns something truthy and return that; after ``timeout``
+    seconds raise AssertionError saying ``what`` was awaited (a callable is asked then, so it
+    can tell the last value seen), or naming the condition."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what or condition.__qualname__}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"not within {timeout} s: {said or condition.__qualname__}")
         time.sleep(interval)
 
 
