@@ -18,7 +18,7 @@ import pynq
 import pytest
 from fpga_serve.compiler import CompileOptions, compile_model
 from fpga_serve.core.errors import DeviceError
-from fpga_serve.core.isa import SPEC, quantize_input
+from fpga_serve.core.isa import REGISTERS, SPEC, quantize_input
 from fpga_serve.hw import descriptors
 from fpga_serve.hw.pynq_device import PynqDevice
 from fpga_serve.hw.pynq_sim import SimulatedPynqDevice, write_simulation_bitstream
@@ -30,7 +30,6 @@ from pynq.buffer import PynqBuffer
 from serving import run_server
 from waiting import wait_until
 
-REG = {k: int(v) for k, v in SPEC["registers"].items()}
 RNG = np.random.default_rng(5)
 
 
@@ -184,13 +183,13 @@ def test_register_traffic_follows_the_spec(device: PynqDevice, compiled: Any) ->
         "IRQ_ENABLE",
         "CTRL",
     ]
-    assert offsets == [REG[name] for name in expected]
+    assert offsets == [REGISTERS[name] for name in expected]
     values = dict(sim.writes)
-    assert values[REG["DESC_COUNT"]] == len(compiled.program.instrs)
-    assert values[REG["BATCH"]] == 2 and values[REG["CTRL"]] == 1
-    assert values[REG["DESC_ADDR_LO"]] == loaded.descs.device_address & 0xFFFFFFFF
-    assert values[REG["ACT_STRIDE"]] == compiled.program.placement.image_bytes
-    assert sim.read(REG["IRQ_STATUS"]) == 1  # DONE
+    assert values[REGISTERS["DESC_COUNT"]] == len(compiled.program.instrs)
+    assert values[REGISTERS["BATCH"]] == 2 and values[REGISTERS["CTRL"]] == 1
+    assert values[REGISTERS["DESC_ADDR_LO"]] == loaded.descs.device_address & 0xFFFFFFFF
+    assert values[REGISTERS["ACT_STRIDE"]] == compiled.program.placement.image_bytes
+    assert sim.read(REGISTERS["IRQ_STATUS"]) == 1  # DONE
 
 
 def test_a_program_for_another_array_is_refused_naming_both(
@@ -283,7 +282,7 @@ def test_a_wrong_accelerator_version_is_refused(device: PynqDevice, tmp_path: Pa
         with pytest.raises(DeviceError, match="reports spec version 0x00000009"):
             PynqDevice(old)
     finally:
-        device.pdev.accelerator.regs[REG["VERSION"] // 4] = 0x00020000
+        device.pdev.accelerator.regs[REGISTERS["VERSION"] // 4] = 0x00020000
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,9 @@ import numpy as np
 import pytest
 from fpga_serve.compiler.plan import fuse_adds, plan, schedule
 from fpga_serve.core.isa import (
-    SPEC,
+    REGISTERS,
+    SPEC_VERSION,
+    STATUS_BITS,
     Buffer,
     Instr,
     Opcode,
@@ -35,6 +37,7 @@ from fpga_serve.core.isa import (
     preset,
     quantize_input,
     quantize_multiplier,
+    version_word,
 )
 from fpga_serve.hw import descriptors
 from fpga_serve.hw.twin import executor, packed, reference
@@ -44,8 +47,6 @@ pytestmark = pytest.mark.tools("verilator")
 
 TINY = preset("tiny")
 Z7 = preset("tiny_z7")
-REG = harness.REG
-ERR = {k: int(v) for k, v in SPEC["error_codes"].items()}
 RNG = np.random.default_rng(11)
 SLOW_DDR = harness.Ddr(latency=40, bytes_per_cycle=6.0)
 
@@ -524,10 +525,10 @@ def test_soft_reset_mid_run_then_an_exact_run_and_start_while_busy_is_ignored() 
     program = _bottleneck()
     image = descriptors.pack(program)
     x = _x(program)
-    start = f"write {REG['CTRL']:x} 1"
+    start = f"write {REGISTERS['CTRL']:x} 1"
     run = harness.run(image, x, ddr=SLOW_DDR, before=["wait 300", start, "wait 200"],
                       wait="wait 100", rerun=True)  # fmt: skip
-    assert run.status == harness.STATUS["BUSY"]  # still running: the extra START changed nothing
+    assert run.status == STATUS_BITS["BUSY"]  # still running: the extra START changed nothing
     second = run.second
     assert second is not None and second.done and second.error is None
     assert np.array_equal(
@@ -549,24 +550,23 @@ def test_the_register_file_version_features_and_interrupt() -> None:
         "FEATURES4",
         "IRQ_STATUS",
     ]
-    after = [f"read {REG[r]:x}" for r in reads]
+    after = [f"read {REGISTERS[r]:x}" for r in reads]
     after += [
-        f"write {REG['VERSION']:x} 0",
-        f"write {REG['STATUS']:x} 7",
-        f"write {REG['IRQ_STATUS']:x} 1",
+        f"write {REGISTERS['VERSION']:x} 0",
+        f"write {REGISTERS['STATUS']:x} 7",
+        f"write {REGISTERS['IRQ_STATUS']:x} 1",
     ]
-    after += [f"read {REG[r]:x}" for r in ("VERSION", "STATUS", "IRQ_STATUS")]
+    after += [f"read {REGISTERS[r]:x}" for r in ("VERSION", "STATUS", "IRQ_STATUS")]
     run = harness.run(image, _x(program), ddr=SLOW_DDR, after=after)
     tail = run.lines[next(i for i, line in enumerate(run.lines) if line.startswith("cycles ")) :]
     values = [int(v.split()[2], 16) for v in tail if v.startswith("read ")]
     got = dict(zip(reads, values[: len(reads)], strict=True))
-    major, minor = (int(v) for v in SPEC["spec_version"].split("."))
-    assert got["VERSION"] == (major << 16) | minor
+    assert got["VERSION"] == version_word(SPEC_VERSION)
     assert {k: got[k] for k in descriptors.features(TINY)} == descriptors.features(TINY)
     assert descriptors.read_features(got)["array_co"] == TINY.array_co
     assert got["IRQ_STATUS"] == 1  # DONE
     version, status, irq = values[len(reads) :]
-    assert version == got["VERSION"] and status == harness.STATUS["DONE"] and irq == 0
+    assert version == got["VERSION"] and status == STATUS_BITS["DONE"] and irq == 0
     assert run.perf[0] > 0 and run.perf[1] > 0 and sum(run.perf) <= run.cycles
 
 

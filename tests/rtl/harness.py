@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from fpga_serve.core.isa import SPEC, Preset
+from fpga_serve.core.isa import ERROR_NAMES, REGISTERS, STATUS_BITS, Preset
 from fpga_serve.hw import descriptors
 from fpga_serve.hw.twin import packed
 
@@ -44,9 +44,6 @@ RTL_SOURCES = [
         "cnn_accel",
     )
 ]
-REG = {k: int(v) for k, v in SPEC["registers"].items()}
-STATUS = {k: int(v) for k, v in SPEC["status_bits"].items()}
-ERRORS = {int(v): k for k, v in SPEC["error_codes"].items()}
 DESC_BASE = 0x1_0000_0000
 WGT_BASE = 0x1_4000_0000
 ACT_BASE = 0x1_8000_0000
@@ -144,11 +141,11 @@ class Result:
 
     @property
     def error(self) -> str | None:
-        return ERRORS.get(self.error_code) if self.status & STATUS["ERROR"] else None
+        return ERROR_NAMES.get(self.error_code) if self.status & STATUS_BITS["ERROR"] else None
 
     @property
     def done(self) -> bool:
-        return bool(self.status & STATUS["DONE"])
+        return bool(self.status & STATUS_BITS["DONE"])
 
 
 def run(
@@ -217,15 +214,15 @@ def run(
             out = [f"write {o:x} {v:x}" for o, v in regs] + (list(before) if first else [])
             out.append((wait if first else None) or f"irq {timeout}")
             names = ["STATUS", "ERROR_CODE", "ERROR_INDEX", "ERROR_IMAGE", "CYCLES_LO", "CYCLES_HI"]
-            out += [f"read {REG[r]:x}" for r in names]
-            out += [f"read {REG['PERF_BASE'] + 4 * i:x}" for i in range(count)]
+            out += [f"read {REGISTERS[r]:x}" for r in names]
+            out += [f"read {REGISTERS['PERF_BASE'] + 4 * i:x}" for i in range(count)]
             return [*out, f"dump {ACT_BASE:x} {act_len:x} {d / f'{tag}.bin'}", "stats"]
 
         lines += block("out")
         if rerun:
             lines += [
                 "clear_errors",
-                f"write {REG['CTRL']:x} 2",
+                f"write {REGISTERS['CTRL']:x} 2",
                 f"load {ACT_BASE:x} {d / 'act.bin'}",
             ]
             lines += block("out2")

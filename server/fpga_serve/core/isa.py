@@ -40,6 +40,31 @@ def load_spec() -> dict[str, Any]:
 
 SPEC = load_spec()
 SPEC_VERSION: str = SPEC["spec_version"]
+
+
+def _spec_words(section: str) -> dict[str, int]:
+    return {str(name): int(value) for name, value in SPEC[section].items()}
+
+
+# The accelerator's register map (bitstreams/README.md, "Registers"): the one copy the driver,
+# the simulated board, the RTL harness and the tests read.
+REGISTERS = _spec_words("registers")
+"""Register name -> byte offset in the accelerator's AXI4-Lite window."""
+CTRL_BITS = _spec_words("ctrl_bits")
+STATUS_BITS = _spec_words("status_bits")
+IRQ_BITS = _spec_words("irq_bits")
+ERROR_CODES = _spec_words("error_codes")
+"""Error name -> the code ERROR_CODE reports."""
+ERROR_NAMES = {code: name for name, code in ERROR_CODES.items()}
+
+
+def version_word(spec_version: str) -> int:
+    """What the VERSION register reads for spec "major.minor": major << 16 | minor (0 when the
+    version is not two numbers)."""
+    major, _, minor = spec_version.partition(".")
+    return ((int(major) << 16) | int(minor)) if major.isdigit() and minor.isdigit() else 0
+
+
 INT8_MIN, INT8_MAX = -128, 127
 
 

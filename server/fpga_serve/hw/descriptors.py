@@ -16,7 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from fpga_serve.core.errors import FpgaServeError
-from fpga_serve.core.isa import SPEC, Instr, Opcode, Preset, Program, TensorRef, preset
+from fpga_serve.core.isa import (
+    CTRL_BITS,
+    REGISTERS,
+    SPEC,
+    Instr,
+    Opcode,
+    Preset,
+    Program,
+    TensorRef,
+    preset,
+)
 
 _FIELDS: list[tuple[str, str]] = [(str(n), str(t)) for n, t in SPEC["descriptor"]["fields"]]
 _NUMPY = {"u8": "<u1", "i8": "<i1", "u16": "<u2", "u32": "<u4", "i32": "<i4"}
@@ -27,7 +37,6 @@ ALIGN = int(SPEC["descriptor"]["alignment"])
 CONST_WORDS = int(SPEC["weight_stream"]["const_words"])
 IDENTITY_M = int(SPEC["weight_stream"]["identity_requant"]["multiplier"])
 IDENTITY_S = int(SPEC["weight_stream"]["identity_requant"]["shift"])
-ERRORS = {k: int(v) for k, v in SPEC["error_codes"].items()}
 SHIFT_MIN, SHIFT_MAX = int(SPEC["numerics"]["shift"]["min"]), int(SPEC["numerics"]["shift"]["max"])
 WEIGHT_MIN = int(SPEC["numerics"]["weight"]["min"])
 RELU_FLAG = FLAGS["RELU"]
@@ -502,7 +511,6 @@ def traffic(row: np.void) -> dict[str, int]:
 
 # The host's side of a run --------------------------------------------------------------------
 
-REGISTERS = {k: int(v) for k, v in SPEC["registers"].items()}
 
 
 def run_registers(
@@ -524,7 +532,7 @@ def run_registers(
         (REGISTERS["BATCH"], batch),
         (REGISTERS["IRQ_STATUS"], 0x3),
         (REGISTERS["IRQ_ENABLE"], 0x3),
-        (REGISTERS["CTRL"], int(SPEC["ctrl_bits"]["START"])),
+        (REGISTERS["CTRL"], CTRL_BITS["START"]),
     ]
 
 

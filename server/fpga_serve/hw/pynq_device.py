@@ -39,18 +39,25 @@ from fpga_serve.core.boards import (
     board_for_pynq,
 )
 from fpga_serve.core.errors import DeviceError
-from fpga_serve.core.isa import PRESETS, SPEC, SPEC_VERSION, Program, preset
+from fpga_serve.core.isa import (
+    CTRL_BITS,
+    ERROR_NAMES,
+    PRESETS,
+    REGISTERS,
+    SPEC,
+    SPEC_VERSION,
+    STATUS_BITS,
+    Program,
+    preset,
+    version_word,
+)
 from fpga_serve.hw import descriptors
 from fpga_serve.hw.base import Device, LoadedProgram
 from fpga_serve.hw.twin import packed
 
 log = logging.getLogger(__name__)
 
-REG = {k: int(v) for k, v in SPEC["registers"].items()}
-STATUS = {k: int(v) for k, v in SPEC["status_bits"].items()}
-CTRL = {k: int(v) for k, v in SPEC["ctrl_bits"].items()}
-ERROR_NAMES = {int(v): k for k, v in SPEC["error_codes"].items()}
-VERSION_WORD = (int(SPEC_VERSION.split(".")[0]) << 16) | int(SPEC_VERSION.split(".")[1])
+VERSION_WORD = version_word(SPEC_VERSION)
 POLL_S = 1e-4  # between STATUS reads where the device delivers no interrupt: 1% of an 8 ms run
 WAIT_SLICE_S = 0.1  # STATUS is read again at least this often while waiting for the interrupt
 CLOCK_TOLERANCE = 0.005  # how far the PL clock pynq set may be from the .hwh's (pynq warns at 1%)
@@ -382,14 +389,14 @@ class PynqDevice(Device):
 
     def verify(self) -> None:
         """The accelerator's VERSION must be this spec's; FEATURES say which build it is."""
-        version = self.mmio.read(REG["VERSION"])
+        version = self.mmio.read(REGISTERS["VERSION"])
         if version != VERSION_WORD:
             self.mark_failed()
             raise DeviceError(
                 f"the accelerator reports spec version 0x{version:08x}; this server needs "
                 f"{SPEC_VERSION} (0x{VERSION_WORD:08x})"
             )
-        words = {name: self.mmio.read(REG[name]) for name in SPEC["features"]}
+        words = {name: self.mmio.read(REGISTERS[name]) for name in SPEC["features"]}
         self.features = descriptors.read_features(words)
         built = descriptors.read_features(descriptors.features(self.hwh_preset))
         if self.features != built:
@@ -422,7 +429,7 @@ class PynqDevice(Device):
     def reset(self) -> None:
         """Soft-reset the accelerator and re-verify it before taking work again."""
         with self.lock:
-            self.mmio.write(REG["CTRL"], CTRL["SOFT_RESET"])
+            self.mmio.write(REGISTERS["CTRL"], CTRL_BITS["SOFT_RESET"])
             self.verify()
         super().reset()
 
@@ -443,11 +450,11 @@ class PynqDevice(Device):
             self.mmio.write(offset, value)
         deadline = time.monotonic() + self.timeout_s
         while True:
-            status = self.mmio.read(REG["STATUS"])
-            if status & STATUS["ERROR"]:
-                code = self.mmio.read(REG["ERROR_CODE"])
-                index = self.mmio.read(REG["ERROR_INDEX"])
-                image = self.mmio.read(REG["ERROR_IMAGE"])
+            status = self.mmio.read(REGISTERS["STATUS"])
+            if status & STATUS_BITS["ERROR"]:
+                code = self.mmio.read(REGISTERS["ERROR_CODE"])
+                index = self.mmio.read(REGISTERS["ERROR_INDEX"])
+                image = self.mmio.read(REGISTERS["ERROR_IMAGE"])
                 self.mark_failed()
                 instrs = loaded.program.instrs
                 what = (
@@ -459,7 +466,7 @@ class PynqDevice(Device):
                     f"the accelerator reported error {code} ({ERROR_NAMES.get(code, 'unknown')}) "
                     f"at {what}, image {image}; the device will be reset"
                 )
-            if status & STATUS["DONE"]:
+            if status & STATUS_BITS["DONE"]:
                 return
             if time.monotonic() > deadline:
                 self.mark_failed()
@@ -509,4 +516,4 @@ class PynqDevice(Device):
     def descriptor_cycles(self, count: int) -> list[int]:
         """The per-descriptor cycle counters of the last run (PERF window)."""
         depth = self.features.get("perf_depth", 0)
-        return [self.mmio.read(REG["PERF_BASE"] + 4 * i) for i in range(min(count, depth))]
+        return [self.mmio.read(REGISTERS["PERF_BASE"] + 4 * i) for i in range(min(count, depth))]

@@ -38,16 +38,21 @@ import pynq
 from pynq.buffer import PynqBuffer
 
 from fpga_serve.core.boards import BOARDS, BOARDS_DIR, OVERLAY_NAME, Board, board
-from fpga_serve.core.isa import DEFAULT_TARGET, PRESETS, SPEC, SPEC_VERSION
+from fpga_serve.core.isa import (
+    CTRL_BITS,
+    DEFAULT_TARGET,
+    ERROR_CODES,
+    IRQ_BITS,
+    PRESETS,
+    REGISTERS,
+    SPEC_VERSION,
+    STATUS_BITS,
+    version_word,
+)
 from fpga_serve.hw import descriptors
 from fpga_serve.hw.pynq_sim_ps import SimIntc, SimPs, SimUio
 from fpga_serve.hw.twin import numpy_path, packed
 
-REG = {k: int(v) for k, v in SPEC["registers"].items()}
-STATUS_BITS = {k: int(v) for k, v in SPEC["status_bits"].items()}
-CTRL_BITS = {k: int(v) for k, v in SPEC["ctrl_bits"].items()}
-IRQ_BITS = {k: int(v) for k, v in SPEC["irq_bits"].items()}
-ERRORS = {k: int(v) for k, v in SPEC["error_codes"].items()}
 SIM_BOARD = "FPGA_SERVE_PYNQ_SIM_BOARD"
 
 
@@ -61,15 +66,10 @@ ACCEL_BASE = BOARDS["zcu104"].control_base  # the default board's (tests/pynq_re
 ACCEL_RANGE = BOARDS["zcu104"].control_range
 DDR_BASE = ddr_base(BOARDS["zcu104"])
 READ_ONLY = {
-    REG[name]
+    REGISTERS[name]
     for name in ("STATUS", "VERSION", "ERROR_CODE", "ERROR_INDEX", "ERROR_IMAGE", "CYCLES_LO",
                  "CYCLES_HI", "FEATURES0", "FEATURES1", "FEATURES2", "FEATURES3", "FEATURES4")
 }  # fmt: skip
-
-
-def version_word(spec_version: str) -> int:
-    major, _, minor = spec_version.partition(".")
-    return ((int(major) << 16) | int(minor)) if major.isdigit() and minor.isdigit() else 0
 
 
 class SimulatedAccelerator:
@@ -96,7 +96,7 @@ class SimulatedAccelerator:
 
     def interrupt_level(self) -> bool:
         """The level interrupt: IRQ_STATUS & IRQ_ENABLE (spec.json irq_bits)."""
-        return bool(self.read(REG["IRQ_STATUS"]) & self.read(REG["IRQ_ENABLE"]))
+        return bool(self.read(REGISTERS["IRQ_STATUS"]) & self.read(REGISTERS["IRQ_ENABLE"]))
 
     def load_image(self, spec_version: str, preset_name: str = DEFAULT_TARGET) -> None:
         """A (simulated) bitstream download: VERSION and FEATURES show what was loaded.
@@ -105,10 +105,10 @@ class SimulatedAccelerator:
             spec_version, _, preset_name = spec_version.partition(";")
         self.preset = PRESETS.get(preset_name, PRESETS[DEFAULT_TARGET])
         self.regs[:] = 0
-        self.regs[REG["VERSION"] // 4] = version_word(spec_version)
+        self.regs[REGISTERS["VERSION"] // 4] = version_word(spec_version)
         for name, value in descriptors.features(self.preset).items():
-            self.regs[REG[name] // 4] = value
-        self.regs[REG["BATCH"] // 4] = 1
+            self.regs[REGISTERS[name] // 4] = value
+        self.regs[REGISTERS["BATCH"] // 4] = 1
         self.fault = None
 
     def read(self, offset: int) -> int:
@@ -123,25 +123,26 @@ class SimulatedAccelerator:
 
     def _write(self, offset: int, value: int) -> None:
         self.writes.append((offset, value))
-        if offset == REG["CTRL"]:
+        if offset == REGISTERS["CTRL"]:
             if value & CTRL_BITS["SOFT_RESET"]:
                 if self._done_timer is not None:
                     self._done_timer.cancel()
                 self.fault = None
                 for name in ("STATUS", "ERROR_CODE", "ERROR_INDEX", "ERROR_IMAGE"):
-                    self.regs[REG[name] // 4] = 0
-            if value & CTRL_BITS["START"] and not self.read(REG["STATUS"]) & STATUS_BITS["BUSY"]:
+                    self.regs[REGISTERS[name] // 4] = 0
+            busy = self.read(REGISTERS["STATUS"]) & STATUS_BITS["BUSY"]
+            if value & CTRL_BITS["START"] and not busy:
                 self._start()
             return
-        if offset == REG["IRQ_STATUS"]:
+        if offset == REGISTERS["IRQ_STATUS"]:
             self.regs[offset // 4] &= ~np.uint32(value)
             return
-        if offset in READ_ONLY or offset >= REG["PERF_BASE"]:
+        if offset in READ_ONLY or offset >= REGISTERS["PERF_BASE"]:
             return
         self.regs[offset // 4] = value
 
     def _addr(self, lo: str, hi: str) -> int:
-        return (self.read(REG[hi]) << 32) | self.read(REG[lo])
+        return (self.read(REGISTERS[hi]) << 32) | self.read(REGISTERS[lo])
 
     def _start(self) -> None:
         self.runs += 1
@@ -158,9 +159,9 @@ class SimulatedAccelerator:
             "CYCLES_LO",
             "CYCLES_HI",
         ):
-            self.regs[REG[name] // 4] = 0
+            self.regs[REGISTERS[name] // 4] = 0
         if self.fault == "hang":
-            self.regs[REG["STATUS"] // 4] = STATUS_BITS["BUSY"]
+            self.regs[REGISTERS["STATUS"] // 4] = STATUS_BITS["BUSY"]
             return
         if self.fault == "error":
             self._error("BAD_ADDRESS", 0, 0)
@@ -174,7 +175,7 @@ class SimulatedAccelerator:
             self.memory.block(self._addr("ACT_ADDR_LO", "ACT_ADDR_HI"))[:] ^= 0x5A
             self.fault = None
         if self.latency_s > 0:  # BUSY for a while, then DONE (from a timer, as a board would)
-            self.regs[REG["STATUS"] // 4] = STATUS_BITS["BUSY"]
+            self.regs[REGISTERS["STATUS"] // 4] = STATUS_BITS["BUSY"]
             self._done_timer = threading.Timer(self.latency_s, self._done)
             self._done_timer.start()
         else:
@@ -182,22 +183,22 @@ class SimulatedAccelerator:
 
     def _done(self) -> None:
         with self._lock:
-            self.regs[REG["STATUS"] // 4] = STATUS_BITS["DONE"]
-            self.regs[REG["IRQ_STATUS"] // 4] |= IRQ_BITS["DONE"]
+            self.regs[REGISTERS["STATUS"] // 4] = STATUS_BITS["DONE"]
+            self.regs[REGISTERS["IRQ_STATUS"] // 4] |= IRQ_BITS["DONE"]
             if self.on_interrupt is not None:
                 self.on_interrupt(self.interrupt_level())
 
     def _error(self, code: str, index: int, image: int) -> None:
-        self.regs[REG["STATUS"] // 4] = STATUS_BITS["ERROR"]
-        self.regs[REG["ERROR_CODE"] // 4] = ERRORS[code]
-        self.regs[REG["ERROR_INDEX"] // 4] = index
-        self.regs[REG["ERROR_IMAGE"] // 4] = image
-        self.regs[REG["IRQ_STATUS"] // 4] |= IRQ_BITS["ERROR"]
+        self.regs[REGISTERS["STATUS"] // 4] = STATUS_BITS["ERROR"]
+        self.regs[REGISTERS["ERROR_CODE"] // 4] = ERROR_CODES[code]
+        self.regs[REGISTERS["ERROR_INDEX"] // 4] = index
+        self.regs[REGISTERS["ERROR_IMAGE"] // 4] = image
+        self.regs[REGISTERS["IRQ_STATUS"] // 4] |= IRQ_BITS["ERROR"]
 
     def _execute(self) -> None:
-        count = self.read(REG["DESC_COUNT"])
-        batch = self.read(REG["BATCH"])
-        stride = self.read(REG["ACT_STRIDE"])
+        count = self.read(REGISTERS["DESC_COUNT"])
+        batch = self.read(REGISTERS["BATCH"])
+        stride = self.read(REGISTERS["ACT_STRIDE"])
         addrs = [self._addr(f"{r}_LO", f"{r}_HI") for r in ("DESC_ADDR", "ACT_ADDR", "WGT_ADDR")]
         if any(a % descriptors.ALIGN for a in (*addrs, stride)):
             raise packed.AcceleratorFault(
@@ -209,7 +210,7 @@ class SimulatedAccelerator:
             table = descriptors.unpack(
                 self.memory.view(addrs[0], count * descriptors.DESCRIPTOR_BYTES), count
             )
-            weights = self.memory.view(addrs[2], self.read(REG["WGT_BYTES"]))
+            weights = self.memory.view(addrs[2], self.read(REGISTERS["WGT_BYTES"]))
             act = self.memory.view(addrs[1], batch * stride)
         except ValueError as exc:  # outside every allocation: a board would see a bus error
             raise packed.AcceleratorFault("BUS_ERROR", 0, 0, str(exc)) from exc
@@ -225,7 +226,7 @@ class SimulatedAccelerator:
         packed.execute(self.preset, table, weights, act, batch, stride, numpy_path, timed)
         if self.perf_model is not None:  # tests: counters with known values (no cycle model)
             for i in range(min(count, self.preset.perf_depth)):
-                self.regs[(REG["PERF_BASE"] + 4 * i) // 4] = self.perf_model(i)
+                self.regs[(REGISTERS["PERF_BASE"] + 4 * i) // 4] = self.perf_model(i)
 
 
 class SimMemory:
