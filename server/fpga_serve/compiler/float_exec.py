@@ -10,25 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from fpga_serve.compiler.ir import Graph, Node
 from fpga_serve.core.errors import CompileError
+from fpga_serve.core.windows import im2col, pad_hw, windows
 
 Recorder = Callable[[str, np.ndarray], None]
-
-
-def _pad(x: np.ndarray, pad: tuple[int, int, int, int], value: float) -> np.ndarray:
-    t, b, left, r = pad
-    if not (t or b or left or r):
-        return x
-    return np.pad(x, ((0, 0), (t, b), (left, r), (0, 0)), constant_values=value)
-
-
-def _windows(x: np.ndarray, kh: int, kw: int, stride: int) -> np.ndarray:
-    """[N, Ho, Wo, C, kh, kw] strided view (no copy)."""
-    view = sliding_window_view(x, (kh, kw), axis=(1, 2))  # type: ignore[call-overload]
-    return view[:, ::stride, ::stride]
 
 
 def _relu(x: np.ndarray, node: Node) -> np.ndarray:
@@ -38,25 +25,16 @@ def _relu(x: np.ndarray, node: Node) -> np.ndarray:
 def _conv(x: np.ndarray, node: Node) -> np.ndarray:
     w, b = node.params["w"], node.params["b"]
     kh, kw, _, cout = w.shape
-    xp = _pad(x, node.attrs["pad"], 0.0)
-    if kh == kw == 1:
-        s = node.attrs["stride"]
-        cols = xp[:, ::s, ::s]
-        n, ho, wo = cols.shape[:3]
-        cols = cols.reshape(n * ho * wo, -1)
-    else:
-        win = _windows(xp, kh, kw, node.attrs["stride"])
-        n, ho, wo = win.shape[:3]
-        cols = np.ascontiguousarray(win.transpose(0, 1, 2, 4, 5, 3)).reshape(n * ho * wo, -1)
+    cols, ho, wo = im2col(pad_hw(x, node.attrs["pad"], 0.0), kh, kw, node.attrs["stride"])
     out = cols @ w.reshape(-1, cout)
     out += b
-    return _relu(out, node).reshape(n, ho, wo, cout)
+    return _relu(out, node).reshape(x.shape[0], ho, wo, cout)
 
 
 def _pool(x: np.ndarray, node: Node) -> np.ndarray:
     kh, kw = node.attrs["kernel"]
     fill = -np.inf if node.op == "maxpool" and node.attrs.get("pad_min") else 0.0
-    win = _windows(_pad(x, node.attrs["pad"], fill), kh, kw, node.attrs["stride"])
+    win = windows(pad_hw(x, node.attrs["pad"], fill), kh, kw, node.attrs["stride"])
     if node.op == "maxpool":
         return np.asarray(win.max(axis=(4, 5)), np.float32)
     return np.asarray(win.mean(axis=(4, 5), dtype=np.float32), np.float32)
@@ -90,7 +68,7 @@ def _eval(node: Node, args: list[np.ndarray]) -> np.ndarray:
     if op == "relu":
         return np.maximum(args[0], 0)
     if op == "pad":
-        return _pad(args[0], node.attrs["pad"], 0.0)
+        return pad_hw(args[0], node.attrs["pad"], 0.0)
     if op == "flatten":
         return args[0].reshape(args[0].shape[0], 1, 1, -1)
     if op == "identity":

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from fpga_serve.core.isa import Instr, Opcode, Program, TensorRef
+from fpga_serve.core.windows import windows
 from fpga_serve.hw.twin.share import split
 
 log = logging.getLogger(__name__)
@@ -204,8 +205,6 @@ class NativePlan:
         weights) in the shared COLS scratch: one strided numpy copy of a window view (each
         window row is a run of kw*c contiguous bytes), from a padded staging copy of the input
         channels when the CONV pads (its borders stay ZERO, the spec's zero padding)."""
-        from fpga_serve.hw.twin.numpy_path import _windows
-
         src = instr.inputs[0]
         kh, kw = instr.kernel
         c = src.channels
@@ -227,7 +226,7 @@ class NativePlan:
                 x = bufs[stage]
             n = x.shape[0]
             cols = bufs[COLS].reshape(-1)[: n * ho * wo * k]
-            win = _windows(x, kh, kw, instr.stride).transpose(0, 1, 2, 4, 5, 3)
+            win = windows(x, kh, kw, instr.stride).transpose(0, 1, 2, 4, 5, 3)
             copies.append((cols.reshape(n, ho, wo, kh, kw, c), win))
             return copies, cols.reshape(n * ho * wo, k)
 

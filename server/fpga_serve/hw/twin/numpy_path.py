@@ -12,25 +12,12 @@ twin/reference.py for exact equality.
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from fpga_serve.core.isa import INT8_MAX, INT8_MIN
+from fpga_serve.core.windows import im2col, pad_hw, windows
 
 K_CHUNK = 1024
 ROW_BLOCK = 8192
-
-
-def _pad(x: np.ndarray, pad: tuple[int, int, int, int], value: int) -> np.ndarray:
-    top, bottom, left, right = pad
-    if not (top or bottom or left or right):
-        return x
-    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=value)
-
-
-def _windows(x: np.ndarray, kh: int, kw: int, stride: int) -> np.ndarray:
-    """[N,Ho,Wo,C,kh,kw] strided view of x (no copy)."""
-    view = sliding_window_view(x, (kh, kw), axis=(1, 2))  # type: ignore[call-overload]
-    return view[:, ::stride, ::stride]
 
 
 def _requant_block(
@@ -102,21 +89,9 @@ def conv(
     relu: bool,
 ) -> np.ndarray:
     kh, kw, cin, cout = weight.shape
-    xp = _pad(x, pad, 0)
-    n = xp.shape[0]
-    if kh == 1 and kw == 1:
-        src = xp[:, ::stride, ::stride] if stride > 1 else xp
-        ho, wo = src.shape[1], src.shape[2]
-        cols = src.reshape(n * ho * wo, cin)
-    else:
-        win = _windows(xp, kh, kw, stride)  # [N,Ho,Wo,C,kh,kw]
-        ho, wo = win.shape[1], win.shape[2]
-        # K ordered (kh, kw, cin) to match the weight layout (gathered as int8: 4x less traffic).
-        cols = np.ascontiguousarray(win.transpose(0, 1, 2, 4, 5, 3)).reshape(
-            n * ho * wo, kh * kw * cin
-        )
+    cols, ho, wo = im2col(pad_hw(x, pad, 0), kh, kw, stride)  # gathered as int8: 4x less traffic
     acc = gemm_int8(cols, weight.reshape(kh * kw * cin, cout))
-    return requantize_rows(acc, multiplier, shift, relu, bias).reshape(n, ho, wo, cout)
+    return requantize_rows(acc, multiplier, shift, relu, bias).reshape(x.shape[0], ho, wo, cout)
 
 
 def maxpool(
@@ -126,7 +101,7 @@ def maxpool(
     pad: tuple[int, int, int, int],
     pad_value: int,
 ) -> np.ndarray:
-    win = _windows(_pad(x, pad, pad_value), kernel[0], kernel[1], stride)
+    win = windows(pad_hw(x, pad, pad_value), kernel[0], kernel[1], stride)
     return np.asarray(win.max(axis=(4, 5)), dtype=np.int8)
 
 
@@ -138,7 +113,7 @@ def avgpool(
     multiplier: np.ndarray,
     shift: np.ndarray,
 ) -> np.ndarray:
-    win = _windows(_pad(x, pad, 0), kernel[0], kernel[1], stride)
+    win = windows(pad_hw(x, pad, 0), kernel[0], kernel[1], stride)
     acc = win.sum(axis=(4, 5), dtype=np.int32)
     n, ho, wo, c = acc.shape
     return requantize_rows(acc.reshape(-1, c), multiplier, shift, False).reshape(n, ho, wo, c)

@@ -10,15 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from fpga_serve.core.isa import round_shift, saturate
-
-
-def _pad(x: np.ndarray, pad: tuple[int, int, int, int], value: int) -> np.ndarray:
-    top, bottom, left, right = pad
-    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=value)
-
-
-def _out_size(size: int, k: int, stride: int, before: int, after: int) -> int:
-    return (size + before + after - k) // stride + 1
+from fpga_serve.core.windows import pad_hw
 
 
 def requantize(
@@ -41,7 +33,7 @@ def conv(
 ) -> np.ndarray:
     """x int8 [N,H,W,Cin], weight int8 [kh,kw,Cin,Cout], bias int32 [Cout] -> int8 output."""
     kh, kw, _, cout = weight.shape
-    xp = _pad(x, pad, 0).astype(np.int64)
+    xp = pad_hw(x, pad, 0).astype(np.int64)
     n, hp, wp, _ = xp.shape
     ho = (hp - kh) // stride + 1
     wo = (wp - kw) // stride + 1
@@ -66,7 +58,7 @@ def maxpool(
     pad_value: int,
 ) -> np.ndarray:
     kh, kw = kernel
-    xp = _pad(x, pad, pad_value)
+    xp = pad_hw(x, pad, pad_value)
     n, hp, wp, c = xp.shape
     ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
     out = np.full((n, ho, wo, c), -128, dtype=np.int8)
@@ -89,7 +81,7 @@ def avgpool(
 ) -> np.ndarray:
     """Window sum (zero padding counted), requantised by M/S (which include 1/window)."""
     kh, kw = kernel
-    xp = _pad(x, pad, 0).astype(np.int64)
+    xp = pad_hw(x, pad, 0).astype(np.int64)
     n, hp, wp, c = xp.shape
     ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
     acc = np.zeros((n, ho, wo, c), dtype=np.int64)
