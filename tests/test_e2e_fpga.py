@@ -164,12 +164,26 @@ def test_weight_files_load_and_a_mismatch_names_the_first_layer(tmp_path: Path) 
     assert model.weights_source == str(good)
     x = np.random.default_rng(0).normal(0, 1, (1, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(model.model(x).numpy(), source(x).numpy(), rtol=1e-5)
-    with pytest.raises(CompileError, match=r"layer 'conv2_block1_1_conv' \(Conv2D\)"):
+    with pytest.raises(CompileError, match=r"layer 'conv2_block1_1_conv' \(Conv2D\): the file"):
         QuantizedResnet50(None, weights=bad, input_size=32)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         QuantizedResnet50(tmp_path / "empty", input_size=32)
     assert any("RANDOM weights" in str(w.message) for w in caught)
+
+    # The classifier's ImageNet top: the 'predictions' layer of the full weight file beside it,
+    # taken only when its shapes fit.
+    for units in (1000, 10):
+        dense_layer = keras.layers.Dense(units, name="predictions")
+        top = keras.Sequential([keras.Input((2048,)), dense_layer])
+        save_legacy_h5(top, tmp_path / f"{QuantizedResnet50.file_stem}.h5")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            dense = model.__class__(tmp_path, weights=good, input_size=32).get_default_classifier()
+        got = [np.asarray(w) for w in dense.model.get_layer("predictions").weights]
+        fits = all(np.array_equal(a, np.asarray(b)) for a, b in zip(got, top.weights, strict=True))
+        assert fits == (units == 1000)
+        assert any("classifier is RANDOM" in str(w.message) for w in caught) == (units != 1000)
 
 
 def test_calibration_folder_without_images_is_an_error(tmp_path: Path) -> None:

@@ -13,12 +13,13 @@ import os
 import warnings
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from fpga_serve.compiler import CompileOptions, Progress, compile_model
-from fpga_serve.core.errors import CompileError, InvalidInput
+from fpga_serve.compiler.weights import check_weights, legacy_layer_weights
+from fpga_serve.core.errors import InvalidInput
 from fpga_serve.modelzip.stages.fpga_stage import FpgaStage
 from fpga_serve.modelzip.stages.keras_stage import KerasStage
 from fpga_serve.modelzip.stages.tf_stage import TensorflowStage
@@ -45,32 +46,6 @@ def keras_cache_dirs() -> list[Path]:
         dirs.append(Path(os.environ["KERAS_HOME"]) / "models")
     dirs.append(Path.home() / ".keras" / "models")
     return dirs
-
-
-def check_h5_weights(model: Any, path: Path) -> None:
-    """Refuse a Keras .h5 weight file that does not fit ``model``, naming the first layer."""
-    import h5py
-
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as exc:
-        raise CompileError(f"{path}: not a readable Keras weight file ({exc})") from exc
-    with handle as f:
-        root = f.get("model_weights", f)
-        for layer in model.layers:
-            if not layer.weights:
-                continue
-            if layer.name not in root:
-                raise CompileError(f"{path}: has no weights for layer {layer.name!r}")
-            group = root[layer.name]
-            names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"]]
-            shapes = [tuple(group[n].shape) for n in names]
-            wanted = [tuple(w.shape) for w in layer.weights]
-            if shapes != wanted:
-                raise CompileError(
-                    f"{path}: layer {layer.name!r} ({type(layer).__name__}) has weights of shapes "
-                    f"{shapes} in the file, the architecture needs {wanted}"
-                )
 
 
 class _ZooModel:
@@ -100,7 +75,7 @@ class _ZooModel:
         )
         self.weights_file = self._find(weights, top=False)
         if self.weights_file is not None:
-            check_h5_weights(self.model, self.weights_file)
+            check_weights(self.model, self.weights_file)
             self.model.load_weights(str(self.weights_file))
             self.weights_source = str(self.weights_file)
             log.info("%s: weights from %s", self.keras_name, self.weights_file)
@@ -159,23 +134,11 @@ class _ZooModel:
         dense = keras.layers.Dense(NUM_CLASSES, activation="softmax", name="predictions")
         model = keras.Model(inp, dense(inp), name=f"{self.family}_classifier")
         top = self._find(None, top=True)
-        loaded = False
-        if top is not None:
-            import h5py
-
-            with h5py.File(top, "r") as f:
-                root = f.get("model_weights", f)
-                if "predictions" in root:
-                    group = root["predictions"]
-                    names = [
-                        n.decode() if isinstance(n, bytes) else n
-                        for n in group.attrs["weight_names"]
-                    ]
-                    values = [np.asarray(group[n]) for n in names]
-                    if [v.shape for v in values] == [tuple(w.shape) for w in dense.weights]:
-                        dense.set_weights(values)
-                        loaded = True
-        if not loaded:
+        values = legacy_layer_weights(top, "predictions") if top is not None else []
+        loaded = [v.shape for v in values] == [tuple(w.shape) for w in dense.weights]
+        if loaded:
+            dense.set_weights(values)
+        else:
             warnings.warn(
                 f"{self.keras_name}: no ImageNet classifier weights ({self.file_stem}.h5 with a "
                 f"matching 'predictions' layer); the default classifier is RANDOM",
