@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from fpga_serve.core.isa import Instr, Opcode, Program, TensorRef
+from fpga_serve.core.isa import Instr, Program, TensorRef
 from fpga_serve.core.windows import windows
+from fpga_serve.hw.twin.executor import KERNELS
 from fpga_serve.hw.twin.share import split
 
 log = logging.getLogger(__name__)
@@ -151,15 +152,9 @@ class NativePlan:
     # Steps -----------------------------------------------------------------------------
 
     def _step(self, instr: Instr) -> Step:
-        builders = {
-            Opcode.CONV: self._conv,
-            Opcode.MAXPOOL: self._maxpool,
-            Opcode.AVGPOOL: self._avgpool,
-            Opcode.GLOBAL_AVGPOOL: self._global_avgpool,
-            Opcode.ADD: self._add,
-            Opcode.SCALE_SHIFT: self._scale_shift,
-        }
-        return builders[instr.op](instr)
+        """The step of one instruction, built by ``_`` + its kernel's name (executor.KERNELS)."""
+        build: Callable[[Instr], Step] = getattr(self, "_" + KERNELS[instr.op])
+        return build(instr)
 
     def _geometry(self, instr: Instr) -> tuple[int, int]:
         out = self.program.buffer(instr.output)

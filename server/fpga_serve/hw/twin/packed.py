@@ -28,6 +28,7 @@ from fpga_serve.hw.descriptors import (
     check,
     decode,
 )
+from fpga_serve.hw.twin.executor import Operands, apply
 
 
 class AcceleratorFault(Exception):
@@ -93,27 +94,23 @@ class Banks:
 
 def _op(dec: Decoded, row: np.void, x: np.ndarray, ops: ModuleType) -> np.ndarray:
     """The opcode's arithmetic on [1, H, W, C] through the twin's ops (canonical constants,
-    checked by decode, make each one exactly its opcode)."""
-    relu = bool(int(row["flags"]) & FLAGS["RELU"])
-    kernel = (int(row["kernel_h"]), int(row["kernel_w"]))
-    stride = int(row["stride_h"])
+    checked by decode, make each one exactly its opcode); an ADD's is the identity
+    requantisation of its first operand, the add follows."""
+    if dec.op is Opcode.ADD:
+        return x
     pad = tuple(int(row[k]) for k in ("pad_top", "pad_bottom", "pad_left", "pad_right"))
-    pads: tuple[int, int, int, int] = (pad[0], pad[1], pad[2], pad[3])
-    m, s = dec.multiplier, dec.shift
-    if dec.op is Opcode.CONV:
-        assert dec.weight is not None
-        return np.asarray(ops.conv(x, dec.weight, dec.bias, m, s, stride, pads, relu))
-    if dec.op is Opcode.SCALE_SHIFT:
-        return np.asarray(ops.scale_shift(x, m, dec.addend, s[:1], relu))
-    if dec.op is Opcode.MAXPOOL:
-        y = np.asarray(ops.maxpool(x, kernel, stride, pads, int(row["pad_value"])))
-    elif dec.op is Opcode.AVGPOOL:
-        y = np.asarray(ops.avgpool(x, kernel, stride, pads, m[:1], s[:1]))
-    elif dec.op is Opcode.GLOBAL_AVGPOOL:
-        y = np.asarray(ops.global_avgpool(x, m[:1], s[:1]))
-    else:  # ADD: the identity requantisation of its first operand; the add follows
-        y = x
-    return np.maximum(y, 0) if relu else y
+    operands = Operands(
+        kernel=(int(row["kernel_h"]), int(row["kernel_w"])),
+        stride=int(row["stride_h"]),
+        pad=(pad[0], pad[1], pad[2], pad[3]),
+        relu=bool(int(row["flags"]) & FLAGS["RELU"]),
+        pad_value=int(row["pad_value"]),
+        weight=dec.weight,
+        bias=dec.addend if dec.op is Opcode.SCALE_SHIFT else dec.bias,
+        multiplier=dec.multiplier,
+        shift=dec.shift,
+    )
+    return apply(ops, dec.op, [x], operands)
 
 
 def execute(
