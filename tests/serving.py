@@ -51,12 +51,13 @@ def run_server(
     *args: str,
     env: dict[str, str] | None = None,
     timeout: float = 120.0,
+    entry: Sequence[str] = ("-m", "fpga_serve.cli"),
 ) -> Iterator[RunningServer]:
-    """Start a server on free loopback ports; stop it with SIGTERM and require exit code 0."""
+    """Start a server on free loopback ports; stop it with SIGTERM and require exit code 0.
+    ``entry``: what Python runs instead of the CLI module (a test's instrumented CLI)."""
     cmd = [
         sys.executable,
-        "-m",
-        "fpga_serve.cli",
+        *entry,
         "serve",
         *map(str, models),
         "--host",

@@ -27,6 +27,7 @@ from fpga_serve.hw.twin.device import TwinDevice
 from fpga_serve_client import PredictionClient, ServiceError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pynq.buffer import PynqBuffer
+from pynq_sim_faults import FAULT_FILE, SERVER, instrument, restore
 from serving import run_server
 from waiting import wait_until
 
@@ -35,9 +36,13 @@ RNG = np.random.default_rng(5)
 
 @pytest.fixture(scope="module", autouse=True)
 def simulated_board() -> Iterator[None]:
-    """The simulated board is visible to pynq for this module only."""
+    """The simulated board, instrumented for faults, is visible to pynq for this module only."""
     os.environ["FPGA_SERVE_PYNQ_SIMULATE"] = "1"
+    from fpga_serve.hw import pynq_sim  # noqa: F401 - registers the simulated board
+
+    instrument(pynq.Device.active_device)
     yield
+    restore()
     del os.environ["FPGA_SERVE_PYNQ_SIMULATE"]
 
 
@@ -306,7 +311,7 @@ def test_server_on_the_board_faults_then_serves_again(
         PredictionClient(twin.address, input_name="images") as client,
     ):
         want = client.score_numpy(x)
-    env = {"FPGA_SERVE_PYNQ_SIMULATE": "1", "FPGA_SERVE_PYNQ_SIM_FAULTS": str(faults)}
+    env = {"FPGA_SERVE_PYNQ_SIMULATE": "1", FAULT_FILE: str(faults)}
     with (
         run_server(
             [fpga_zip],
@@ -317,6 +322,7 @@ def test_server_on_the_board_faults_then_serves_again(
             "--overlay",
             str(overlay),
             env=env,
+            entry=SERVER,
         ) as server,
         grpc.insecure_channel(server.address) as ch,
         PredictionClient(server.address, input_name="images", retries=0) as client,
@@ -345,7 +351,7 @@ def test_validate_mode_counts_mismatches_against_the_twin(
     import urllib.request
 
     faults = tmp_path / "fault"
-    env = {"FPGA_SERVE_PYNQ_SIMULATE": "1", "FPGA_SERVE_PYNQ_SIM_FAULTS": str(faults)}
+    env = {"FPGA_SERVE_PYNQ_SIMULATE": "1", FAULT_FILE: str(faults)}
     x = RNG.normal(0, 1, (1, 16, 16, 3)).astype(np.float32)
     with (
         run_server(
@@ -356,6 +362,7 @@ def test_validate_mode_counts_mismatches_against_the_twin(
             "--overlay",
             str(overlay),
             env=env,
+            entry=SERVER,
         ) as server,
         PredictionClient(server.address, input_name="images", retries=0) as client,
     ):

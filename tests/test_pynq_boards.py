@@ -23,6 +23,7 @@ from fpga_serve.core.isa import quantize_input
 from fpga_serve.hw.pynq_device import PynqDevice
 from fpga_serve.hw.pynq_sim import write_simulation_bitstream
 from fpga_serve.hw.twin.device import TwinDevice
+from pynq_sim_faults import instrument, restore
 
 ROOT = Path(__file__).resolve().parent.parent
 RNG = np.random.default_rng(12)
@@ -36,7 +37,9 @@ def sim() -> Iterator[Any]:
     from fpga_serve.hw import pynq_sim  # noqa: F401 - registers the simulated board
 
     board = pynq.Device.active_device
+    instrument(board)  # latency and PERF values below
     yield board
+    restore()
     board.use_board("zcu104")
     del os.environ["FPGA_SERVE_PYNQ_SIMULATE"]
 

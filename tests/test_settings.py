@@ -20,8 +20,8 @@ STILL_READ_ELSEWHERE = {
     "hw/pynq_device.py",
     "hw/pynq_sim.py",
 }
-"""The simulated board's switches (FPGA_SERVE_PYNQ_SIMULATE, _SIM_BOARD, _SIM_FAULTS): they go
-with the simulated board, which issue 16 takes out of the production package."""
+"""The simulated board's switches (FPGA_SERVE_PYNQ_SIMULATE, _SIM_BOARD): they go with the
+simulated board, a documented feature for CI and development (its fault injection is in tests/)."""
 
 
 def test_no_module_but_the_settings_reads_an_fpga_serve_variable() -> None:

@@ -14,11 +14,8 @@ interrupt controller on the PS interrupt line and that line's UIO device), addre
 are the board's, and a download fails when what pynq programmed from the .hwh does not fit the
 board's block design (a PL clock off its rate, an HP port of another width).
 
-Fault injection (for tests): ``fault = "error"`` makes the next run end with STATUS.ERROR,
-``fault = "hang"`` leaves it BUSY forever; a SOFT_RESET clears both. ``fault = "corrupt"``
-garbles the activations of the next run and reports success (what validate mode is for). From
-another process, write a fault's name into the file named by FPGA_SERVE_PYNQ_SIM_FAULTS: the
-next START takes it.
+Fault injection, completion latency and PERF values are the tests' (tests/pynq_sim_faults.py,
+a subclass of ``SimulatedAccelerator`` that ``SimulatedPynqDevice.accelerator_class`` selects).
 """
 
 from __future__ import annotations
@@ -30,6 +27,7 @@ import struct
 import tempfile
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +52,7 @@ from fpga_serve.hw.pynq_sim_ps import SimIntc, SimPs, SimUio
 from fpga_serve.hw.twin import numpy_path, packed
 
 SIM_BOARD = "FPGA_SERVE_PYNQ_SIM_BOARD"
+SYNCS_KEPT = 1024
 
 
 def ddr_base(b: Board) -> int:
@@ -75,20 +74,16 @@ READ_ONLY = {
 class SimulatedAccelerator:
     """The accelerator's register file (spec 2) over the device's memory model: a run checks
     and executes the descriptors with the twin's packed executor (hw/twin/packed.py, the numpy
-    path's ops), exactly what the RTL computes; it has no cycle model (CYCLES and the per-descriptor
-    counters stay 0)."""
+    path's ops), exactly what the RTL computes, and ends at once; it has no cycle model (CYCLES
+    and the per-descriptor counters stay 0). Tests subclass it at ``_execute`` and ``_complete``
+    (tests/pynq_sim_faults.py: faults, completion latency, PERF values)."""
 
     def __init__(self, memory: SimMemory) -> None:
         self.memory = memory
         self.regs = np.zeros(ACCEL_RANGE // 4, dtype=np.uint32)
-        self.fault: str | None = None
-        self.writes: list[tuple[int, int]] = []  # (offset, value), for tests
         self.step_seconds: list[float] = []  # per descriptor of the last run, for benchmarks
         self.runs = 0
         self.on_interrupt: Any = None  # called with the interrupt line's level when it may change
-        self.latency_s = 0.0  # > 0: a run stays BUSY this long before DONE (tests of completion)
-        self.perf_model: Any = None  # index -> the PERF counter a run leaves (tests)
-        self._done_timer: threading.Timer | None = None
         # A run's end (a timer thread) changes STATUS, IRQ_STATUS and the interrupt line at once,
         # as one clock edge does on a board: register accesses never see it half done.
         self._lock = threading.RLock()
@@ -109,7 +104,6 @@ class SimulatedAccelerator:
         for name, value in descriptors.features(self.preset).items():
             self.regs[REGISTERS[name] // 4] = value
         self.regs[REGISTERS["BATCH"] // 4] = 1
-        self.fault = None
 
     def read(self, offset: int) -> int:
         with self._lock:
@@ -122,14 +116,9 @@ class SimulatedAccelerator:
                 self.on_interrupt(self.interrupt_level())
 
     def _write(self, offset: int, value: int) -> None:
-        self.writes.append((offset, value))
         if offset == REGISTERS["CTRL"]:
             if value & CTRL_BITS["SOFT_RESET"]:
-                if self._done_timer is not None:
-                    self._done_timer.cancel()
-                self.fault = None
-                for name in ("STATUS", "ERROR_CODE", "ERROR_INDEX", "ERROR_IMAGE"):
-                    self.regs[REGISTERS[name] // 4] = 0
+                self.soft_reset()
             busy = self.read(REGISTERS["STATUS"]) & STATUS_BITS["BUSY"]
             if value & CTRL_BITS["START"] and not busy:
                 self._start()
@@ -141,16 +130,17 @@ class SimulatedAccelerator:
             return
         self.regs[offset // 4] = value
 
-    def _addr(self, lo: str, hi: str) -> int:
+    def soft_reset(self) -> None:
+        """CTRL.SOFT_RESET: STATUS and the error registers cleared."""
+        for name in ("STATUS", "ERROR_CODE", "ERROR_INDEX", "ERROR_IMAGE"):
+            self.regs[REGISTERS[name] // 4] = 0
+
+    def address(self, lo: str, hi: str) -> int:
+        """The 64-bit address held in a LO/HI register pair."""
         return (self.read(REGISTERS[hi]) << 32) | self.read(REGISTERS[lo])
 
     def _start(self) -> None:
         self.runs += 1
-        fault_file = os.environ.get("FPGA_SERVE_PYNQ_SIM_FAULTS")
-        if fault_file and os.path.exists(fault_file):  # a test injecting a fault into a server
-            with open(fault_file) as fh:
-                self.fault = fh.read().strip() or None
-            os.unlink(fault_file)
         for name in (
             "STATUS",
             "ERROR_CODE",
@@ -160,26 +150,16 @@ class SimulatedAccelerator:
             "CYCLES_HI",
         ):
             self.regs[REGISTERS[name] // 4] = 0
-        if self.fault == "hang":
-            self.regs[REGISTERS["STATUS"] // 4] = STATUS_BITS["BUSY"]
-            return
-        if self.fault == "error":
-            self._error("BAD_ADDRESS", 0, 0)
-            return
         try:
             self._execute()
         except packed.AcceleratorFault as fault:
             self._error(fault.code, fault.index, fault.image)
             return
-        if self.fault == "corrupt":  # a silent datapath fault: only validate mode sees it
-            self.memory.block(self._addr("ACT_ADDR_LO", "ACT_ADDR_HI"))[:] ^= 0x5A
-            self.fault = None
-        if self.latency_s > 0:  # BUSY for a while, then DONE (from a timer, as a board would)
-            self.regs[REGISTERS["STATUS"] // 4] = STATUS_BITS["BUSY"]
-            self._done_timer = threading.Timer(self.latency_s, self._done)
-            self._done_timer.start()
-        else:
-            self._done()
+        self._complete()
+
+    def _complete(self) -> None:
+        """The end of a run that did not fault: DONE at once."""
+        self._done()
 
     def _done(self) -> None:
         with self._lock:
@@ -196,10 +176,12 @@ class SimulatedAccelerator:
         self.regs[REGISTERS["IRQ_STATUS"] // 4] |= IRQ_BITS["ERROR"]
 
     def _execute(self) -> None:
+        """Check and run the descriptors the registers point at (AcceleratorFault where the
+        accelerator would stop)."""
         count = self.read(REGISTERS["DESC_COUNT"])
         batch = self.read(REGISTERS["BATCH"])
         stride = self.read(REGISTERS["ACT_STRIDE"])
-        addrs = [self._addr(f"{r}_LO", f"{r}_HI") for r in ("DESC_ADDR", "ACT_ADDR", "WGT_ADDR")]
+        addrs = [self.address(f"{r}_LO", f"{r}_HI") for r in ("DESC_ADDR", "ACT_ADDR", "WGT_ADDR")]
         if any(a % descriptors.ALIGN for a in (*addrs, stride)):
             raise packed.AcceleratorFault(
                 "BAD_ADDRESS", 0, 0, "a region or the stride is not 64-byte aligned"
@@ -224,9 +206,6 @@ class SimulatedAccelerator:
             last[0] = now
 
         packed.execute(self.preset, table, weights, act, batch, stride, numpy_path, timed)
-        if self.perf_model is not None:  # tests: counters with known values (no cycle model)
-            for i in range(min(count, self.preset.perf_depth)):
-                self.regs[(REGISTERS["PERF_BASE"] + 4 * i) // 4] = self.perf_model(i)
 
 
 class SimMemory:
@@ -312,6 +291,8 @@ class SimulatedPynqDevice(pynq.Device):  # type: ignore[misc]
     """pynq's view of the simulated board."""
 
     _probe_priority_ = 47
+    accelerator_class: type[SimulatedAccelerator] = SimulatedAccelerator
+    """What ``use_board`` builds the accelerator from (tests put their instrumented one here)."""
 
     def __init__(self) -> None:
         super().__init__("fpga-serve-sim")
@@ -328,12 +309,13 @@ class SimulatedPynqDevice(pynq.Device):  # type: ignore[misc]
         self.pynq_board = self.board.pynq_boards[0]  # what $BOARD says on the board's image
         self.default_memory = SimMemory(self)
         self.default_memory.next = ddr_base(self.board)
-        self.accelerator = SimulatedAccelerator(self.default_memory)
+        self.accelerator = self.accelerator_class(self.default_memory)
         self.ps = SimPs(self.board)
         self.uio = SimUio()
         self.intc = SimIntc(self.uio.fire)
         self.accelerator.on_interrupt = lambda level: self.intc.set_input(0, level)
-        self.synced: list[tuple[str, int, int, int]] = []  # flush / invalidate calls, for tests
+        # The last flush / invalidate calls (tests read them), bounded for a long-running server.
+        self.synced: deque[tuple[str, int, int, int]] = deque(maxlen=SYNCS_KEPT)
         self.bitfile_name = None
         from pynq.interrupt import _InterruptController
         from pynq.ps import Clocks
@@ -383,7 +365,6 @@ class SimulatedPynqDevice(pynq.Device):  # type: ignore[misc]
                 f"configured it: {'; '.join(problems)}"
             )
         self.accelerator.load_image(carried)
-        self.accelerator.fault = None
         self.post_download(bitstream, parser, self.name)
 
     @classmethod
