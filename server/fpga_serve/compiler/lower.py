@@ -99,6 +99,13 @@ def _window(node: Node, kernel: tuple[int, int] | None = None) -> _Window:
     return _Window(k, stride, (t, b, left, r))
 
 
+def _proto(op: Opcode, win: _Window | None = None, **fields: Any) -> Instr:
+    """An instruction without its tensors (``lower`` connects them), over window ``win``."""
+    if win is not None:
+        fields.update(kernel=win.kernel, stride=win.stride, pad=win.pad)
+    return Instr(op, (), TensorRef(0, 0, 1), **fields)
+
+
 def _instr(
     graph: Graph, node: Node, scales: dict[str, float], emit: _Emitter, info: dict[str, Any]
 ) -> Instr:
@@ -110,14 +117,9 @@ def _instr(
         w = node.params["w"]
         q = quantize_conv(w, node.params["b"], s_in[0], s_out)
         info["weight_scale"] = [float(q.weight_scale.min()), float(q.weight_scale.max())]
-        win = _window(node, (int(w.shape[0]), int(w.shape[1])))
-        return Instr(
+        return _proto(
             Opcode.CONV,
-            (),
-            TensorRef(0, 0, 1),
-            kernel=win.kernel,
-            stride=win.stride,
-            pad=win.pad,
+            _window(node, (int(w.shape[0]), int(w.shape[1]))),
             relu=relu,
             weight=emit.const(q.weight, "int8"),
             bias=emit.const(q.bias, "int32"),
@@ -125,40 +127,24 @@ def _instr(
             shift=emit.const(q.shift, "int32"),
         )
     if node.op == "maxpool":
-        win = _window(node)
-        return Instr(
+        return _proto(
             Opcode.MAXPOOL,
-            (),
-            TensorRef(0, 0, 1),
-            kernel=win.kernel,
-            stride=win.stride,
-            pad=win.pad,
+            _window(node),
             pad_value=-128 if node.attrs.get("pad_min") else 0,
         )
     if node.op == "avgpool":
         win = _window(node)
         m, s = emit.requant(s_in[0] / (s_out * win.kernel[0] * win.kernel[1]))
-        return Instr(
-            Opcode.AVGPOOL,
-            (),
-            TensorRef(0, 0, 1),
-            kernel=win.kernel,
-            stride=win.stride,
-            pad=win.pad,
-            multiplier=m,
-            shift=s,
-        )
+        return _proto(Opcode.AVGPOOL, win, multiplier=m, shift=s)
     if node.op == "gap":
         pixels = graph.node(node.inputs[0]).shape[0] * graph.node(node.inputs[0]).shape[1]
         m, s = emit.requant(s_in[0] / (s_out * pixels))
-        return Instr(Opcode.GLOBAL_AVGPOOL, (), TensorRef(0, 0, 1), multiplier=m, shift=s)
+        return _proto(Opcode.GLOBAL_AVGPOOL, multiplier=m, shift=s)
     if node.op == "add":
         reals = np.array([s_in[0] / s_out, s_in[1] / s_out])
         shift = shared_shift(reals)
-        return Instr(
+        return _proto(
             Opcode.ADD,
-            (),
-            TensorRef(0, 0, 1),
             relu=relu,
             multiplier=emit.const(fixed_point(reals, shift), "int32"),
             shift=emit.const([shift], "int32"),
@@ -167,10 +153,8 @@ def _instr(
         reals = node.params["scale"].astype(np.float64) * s_in[0] / s_out
         offsets = node.params["shift"].astype(np.float64) / s_out
         shift = shared_shift(reals, offsets)
-        return Instr(
+        return _proto(
             Opcode.SCALE_SHIFT,
-            (),
-            TensorRef(0, 0, 1),
             relu=relu,
             multiplier=emit.const(fixed_point(reals, shift), "int32"),
             bias=emit.const(fixed_point(offsets, shift), "int32"),
