@@ -1,12 +1,12 @@
-"""The simulated board instrumented for tests: faults, completion latency, PERF values and a
-record of register writes, on a subclass of the production ``SimulatedAccelerator``.
+"""The simulated board instrumented for tests: faults, completion latency and a record of
+register writes, on a subclass of the production ``SimulatedAccelerator``.
 
 In this process: ``instrument(board)`` (the simulated pynq Device) makes its accelerator a
 ``FaultyAccelerator``; then ``fault = "error"`` makes the next run end with STATUS.ERROR and
 ``fault = "hang"`` leaves it BUSY forever (a SOFT_RESET clears both), ``fault = "corrupt"``
 garbles the activations of the next run and reports success (what validate mode is for),
 ``latency_s`` keeps a run BUSY that long before DONE (from a timer, as a board would),
-``perf_model(i)`` is the PERF counter descriptor i leaves, ``writes`` records (offset, value).
+``writes`` records (offset, value).
 
 In a server: run this file instead of ``-m fpga_serve.cli`` (``SERVER``, the ``entry`` of
 tests/serving.run_server) with FAULT_FILE set to a path; writing a fault's name into that file
@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from fpga_serve.core.isa import DEFAULT_TARGET, REGISTERS, STATUS_BITS
@@ -34,7 +33,6 @@ class FaultyAccelerator(SimulatedAccelerator):
     def __init__(self, memory: SimMemory) -> None:
         self.fault: str | None = None
         self.latency_s = 0.0
-        self.perf_model: Callable[[int], int] | None = None
         self.writes: list[tuple[int, int]] = []
         self.fault_file = Path(os.environ[FAULT_FILE]) if os.environ.get(FAULT_FILE) else None
         self._timer: threading.Timer | None = None
@@ -68,9 +66,6 @@ class FaultyAccelerator(SimulatedAccelerator):
         if self.fault == "corrupt":  # a silent datapath fault: only validate mode sees it
             self.memory.block(self.address("ACT_ADDR_LO", "ACT_ADDR_HI"))[:] ^= 0x5A
             self.fault = None
-        if self.perf_model is not None:
-            for i in range(min(self.read(REGISTERS["DESC_COUNT"]), self.preset.perf_depth)):
-                self.regs[(REGISTERS["PERF_BASE"] + 4 * i) // 4] = self.perf_model(i)
 
     def _complete(self) -> None:
         if self._hung or self.latency_s > 0:

@@ -14,7 +14,7 @@ interrupt controller on the PS interrupt line and that line's UIO device), addre
 are the board's, and a download fails when what pynq programmed from the .hwh does not fit the
 board's block design (a PL clock off its rate, an HP port of another width).
 
-Fault injection, completion latency and PERF values are the tests' (tests/pynq_sim_faults.py,
+Fault injection and completion latency are the tests' (tests/pynq_sim_faults.py,
 a subclass of ``SimulatedAccelerator`` that ``SimulatedPynqDevice.accelerator_class`` selects).
 """
 
@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ class SimulatedAccelerator:
     and executes the descriptors with the twin's packed executor (hw/twin/packed.py, the numpy
     path's ops), exactly what the RTL computes, and ends at once; it has no cycle model (CYCLES
     and the per-descriptor counters stay 0). Tests subclass it at ``_execute`` and ``_complete``
-    (tests/pynq_sim_faults.py: faults, completion latency, PERF values)."""
+    (tests/pynq_sim_faults.py: faults, completion latency)."""
 
     def __init__(self, memory: SimMemory) -> None:
         self.memory = memory
@@ -87,6 +88,9 @@ class SimulatedAccelerator:
         # A run's end (a timer thread) changes STATUS, IRQ_STATUS and the interrupt line at once,
         # as one clock edge does on a board: register accesses never see it half done.
         self._lock = threading.RLock()
+        self.perf_model: Callable[[int], int] | None = None
+        """The PERF counter descriptor i leaves after a run (no cycle model here: none, 0;
+        bench/bench_pynq.py gives it the RTL's counters for the same program)."""
         self.load_image(SPEC_VERSION, DEFAULT_TARGET)
 
     def interrupt_level(self) -> bool:
@@ -206,6 +210,9 @@ class SimulatedAccelerator:
             last[0] = now
 
         packed.execute(self.preset, table, weights, act, batch, stride, numpy_path, timed)
+        if self.perf_model is not None:
+            for i in range(min(count, self.preset.perf_depth)):
+                self.regs[(REGISTERS["PERF_BASE"] + 4 * i) // 4] = self.perf_model(i)
 
 
 class SimMemory:
