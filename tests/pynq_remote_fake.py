@@ -6,6 +6,7 @@ it would drive a board across the network (on loopback here). pynq fixes the por
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -179,17 +180,26 @@ class Buffers(buffer_pb2_grpc.RemoteBufferServicer):
         return buffer_pb2.CacheableResponse(cacheable=True)
 
 
-def serve(board: Board, port: int = PORT) -> grpc.Server:
+def loopback_address() -> str:
+    """A loopback address of this process's own: pynq's remote device always dials port 7967, and
+    a test of another worktree may serve its fake board there at the same time."""
+    pid = os.getpid()
+    return f"127.{(pid >> 16) & 255}.{(pid >> 8) & 255}.{(pid & 255) or 1}"
+
+
+def serve(board: Board, host: str = "127.0.0.1", port: int = PORT) -> grpc.Server:
     server = grpc.server(
         futures.ThreadPoolExecutor(8),
         options=[
             ("grpc.max_receive_message_length", 64 << 20),
             ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.so_reuseport", 0),  # a second fake board on the same address fails to bind
         ],
     )
     remote_device_pb2_grpc.add_RemoteDeviceServicer_to_server(Device(board), server)
     mmio_pb2_grpc.add_MmioServicer_to_server(Mmio(board), server)
     buffer_pb2_grpc.add_RemoteBufferServicer_to_server(Buffers(board), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    if server.add_insecure_port(f"{host}:{port}") == 0:
+        raise RuntimeError(f"cannot bind {host}:{port}")
     server.start()
     return server

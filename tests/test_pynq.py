@@ -403,7 +403,7 @@ def test_a_board_reached_through_pynqs_remote_device(
     """pynq's RemoteDevice (PYNQ_REMOTE_DEVICES) drives a board over gRPC: the same Overlay,
     MMIO and buffer path, here against a fake PYNQ.remote board on loopback."""
     from pynq.pl_server.global_state import clear_global_state
-    from pynq_remote_fake import Board, serve
+    from pynq_remote_fake import Board, loopback_address, serve
 
     # pynq keeps the last download's metadata on disk in its install (global_pl_state_.json
     # and _current_metadata.pkl), keyed by the .bit's hash, and RemoteDevice takes that cached
@@ -412,7 +412,8 @@ def test_a_board_reached_through_pynqs_remote_device(
     # be used: start without one.
     clear_global_state()
     board = Board()
-    remote = serve(board)
+    host = loopback_address()
+    remote = serve(board, host)
     x = RNG.normal(0, 1, (3, 16, 16, 3)).astype(np.float32)
     try:
         with (
@@ -420,7 +421,7 @@ def test_a_board_reached_through_pynqs_remote_device(
             PredictionClient(twin.address, input_name="images") as client,
         ):
             want = client.score_numpy(x)
-        env = {"PYNQ_REMOTE_DEVICES": "127.0.0.1", "FPGA_SERVE_PYNQ_SIMULATE": "0"}
+        env = {"PYNQ_REMOTE_DEVICES": host, "FPGA_SERVE_PYNQ_SIMULATE": "0"}
         with (
             run_server(
                 [fpga_zip], "--device", "pynq", "--overlay", str(overlay), env=env
