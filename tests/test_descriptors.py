@@ -75,7 +75,8 @@ def test_decode_gives_back_every_constant_in_the_arrays_order() -> None:
                     assert np.array_equal(dec.bias, program.weights[instr.bias])
                     assert np.array_equal(dec.shift, program.weights[instr.shift])
                     folded += bool(instr.tile and instr.tile.fold)
-            assert folded >= (1 if preset.array_ci >= 16 else 0), (family, preset.name)
+            # the 7x7 stem over 3 channels folds where its 21 lanes fit the array
+            assert folded >= (1 if preset.array_ci >= 21 else 0), (family, preset.name)
 
 
 def test_weights_of_minus_128_are_refused_at_pack_time() -> None:

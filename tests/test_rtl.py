@@ -8,8 +8,9 @@ Outputs are compared for exact equality with the twin's packed executor on the r
 (hw/twin/packed.py) and with the logical program on the reference (hw/twin/executor.py).
 
 Two small builds: ``tiny`` (16 x 32 array, 3 banks, 128-bit AXI4, two weight ports) and
-``tiny_z7`` (8 x 16, 2 banks, 64-bit data, 16-beat bursts, one weight port, the 7-series
-packing of two MACs per multiplier). Without Verilator the tests skip, except under
+``tiny_z7`` (16 x 16 like the PYNQ-Z2 and Ultra96-V2 presets: one CI block per input-buffer
+word; 2 banks, 64-bit data, 16-beat bursts, one weight port, the 7-series packing of two MACs
+per multiplier). Without Verilator the tests skip, except under
 ``FPGA_SERVE_REQUIRE_TOOLS=1`` (``.ci/run``), where a missing simulator fails them
 (tests/external_tools.py).
 """

@@ -103,7 +103,8 @@ module cnn_core #(
     localparam integer NP = CO / 2;
     localparam integer PWB = S + 8;
     localparam integer SUBN = CO / CI;             // CI-lane blocks per input word
-    localparam integer SUBL = (SUBN > 1) ? $clog2(SUBN) : 1;
+    localparam integer SUBS = $clog2(SUBN);         // input channel block -> word: cb >> SUBS
+    localparam integer SUBL = (SUBN > 1) ? SUBS : 1; // sub-block select width (>= 1 bit)
     // A pixel's next-pass accumulator read comes >= 3 cycles after its write: every pass
     // takes >= 1 cycle plus ST_NEXT and ST_PASS.
     localparam integer MIN_PASS = 1;
@@ -207,7 +208,7 @@ module cnn_core #(
     wire       issue = (st == ST_PIX) && credit_ok;
     wire       row_in = (cur_iy >= 0) && (cur_iy < $signed({16'd0, c_heff}));
     wire       col_in = (cur_ix >= 0) && (cur_ix < $signed({16'd0, c_weff}));
-    wire [31:0] wsel = mac ? {16'd0, cb >> SUBL} : {16'd0, k};
+    wire [31:0] wsel = mac ? {16'd0, cb >> SUBS} : {16'd0, k};
     /* verilator lint_off UNUSEDSIGNAL */  // in range when the tap is (a padding tap's address is not used)
     wire [31:0] rd_addr = cur_rbase + cur_col + wsel;
     /* verilator lint_on UNUSEDSIGNAL */
