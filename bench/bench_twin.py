@@ -10,7 +10,11 @@ ONNX model quantised statically by onnxruntime.quantization: QDQ format, per-cha
 weights, uint8 activations, calibrated on the images the twin's program was calibrated on); the
 twin's native path (ONNX Runtime int8 GEMM + numba kernels, twin/native.py) and its numpy path
 (float32 BLAS, twin/numpy_path.py); the twin's ratios to TF and to ONNX Runtime int8; and whether
-both twin paths equal the reference (the spec) on the same input at --exact-size. All five are
+both twin paths equal the reference (the spec) on the same input at --exact-size, and the
+load average (1 minute) when the model's row was done; then, for ONNX Runtime int8 and the twin,
+the median process CPU time per image (all threads: less sensitive than wall time to other
+processes on a shared machine, but it counts any thread still spinning from the call before,
+e.g. the shared pool's workers, against the next call). All five are
 timed in turns, rep by rep, so machine noise hits all alike; ONNX Runtime and the twin share
 one process-wide intra-op pool of one thread per core (the twin's, hw/twin/gemm.py). Random
 weights: speed does not depend on weight values.
@@ -37,16 +41,21 @@ def median_ms(fn, reps: int) -> float:  # type: ignore[no-untyped-def]
     return interleaved_ms([fn], reps)[0]
 
 
-def interleaved_ms(fns, reps: int) -> list[float]:  # type: ignore[no-untyped-def]
-    """Median ms of each function, timed in turns (a, b, c, a, b, c, ...) after a warm-up."""
+def interleaved_ms(fns, reps: int, cpu: list[float] | None = None) -> list[float]:  # type: ignore[no-untyped-def]
+    """Median ms of each function, timed in turns (a, b, c, a, b, c, ...) after a warm-up;
+    ``cpu``, when given, receives each one's median process CPU ms per call (all threads)."""
     for fn in fns:
         fn()  # warm up (tracing, allocation, kernel compilation)
     times: list[list[float]] = [[] for _ in fns]
+    cpus: list[list[float]] = [[] for _ in fns]
     for _ in range(reps):
-        for fn, bucket in zip(fns, times, strict=True):
-            start = time.perf_counter()
+        for fn, bucket, cpu_bucket in zip(fns, times, cpus, strict=True):
+            start, cpu_start = time.perf_counter(), time.process_time()
             fn()
             bucket.append((time.perf_counter() - start) * 1000)
+            cpu_bucket.append((time.process_time() - cpu_start) * 1000)
+    if cpu is not None:
+        cpu[:] = [statistics.median(c) for c in cpus]
     return [statistics.median(t) for t in times]
 
 
@@ -140,6 +149,7 @@ def main() -> None:
         native.run(q)  # the twin's GEMM sessions and their process-wide pool exist from here
         with tempfile.TemporaryDirectory() as tmp:
             ort_fp32, ort_int8 = onnx_peers(zoo.model, calib, Path(tmp))
+        cpu: list[float] = []
         tf_ms, fp32_ms, int8_ms, native_ms, numpy_ms = interleaved_ms(
             [
                 lambda f=forward, t=x: f(tf.constant(t)).numpy(),
@@ -149,6 +159,7 @@ def main() -> None:
                 lambda p=numpy_path, t=q: p.run(t),
             ],
             ns.reps,
+            cpu,
         )
         small = ZOO[family](None, input_size=ns.exact_size)
         small_prog = small.compile(calib[:, : ns.exact_size, : ns.exact_size]).compiled.program
@@ -160,7 +171,8 @@ def main() -> None:
         )
         macs = sum(compiled.program.macs(i) for i in compiled.program.instrs)
         times = (tf_ms, fp32_ms, int8_ms, native_ms, numpy_ms)
-        rows.append((family, macs / 1e9, times, exact, native.path))
+        at = os.getloadavg()[0]
+        rows.append((family, macs / 1e9, times, (cpu[2], cpu[3]), exact, native.path, at))
     load = os.getloadavg()[0]
     print(
         f"\nbatch 1, {ns.size}x{ns.size}, median of {ns.reps}; {os.cpu_count()} cores; "
@@ -169,14 +181,17 @@ def main() -> None:
     print(
         f"{'model':12} {'GMAC':>6} {'TF fp32 ms':>11} {'ORT fp32 ms':>12} {'ORT int8 ms':>12} "
         f"{'twin ms':>8} {'numpy-path ms':>14} {'twin/TF':>8} {'twin/ORT int8':>14} "
-        f"{'exact @' + str(ns.exact_size):>10}"
+        f"{'exact @' + str(ns.exact_size):>10} {'load':>5}  |  {'CPU ms: ORT int8':>16} "
+        f"{'twin':>6} {'twin/ORT int8':>14}"
     )
-    for family, gmac, (tf_ms, fp32_ms, int8_ms, native_ms, numpy_ms), exact, path in rows:
+    for family, gmac, walls, (int8_cpu, twin_cpu), exact, path, at in rows:
+        tf_ms, fp32_ms, int8_ms, native_ms, numpy_ms = walls
         label = "" if path == "native" else f" (twin ran the {path} path)"
         print(
             f"{family:12} {gmac:6.2f} {tf_ms:11.1f} {fp32_ms:12.1f} {int8_ms:12.1f} "
             f"{native_ms:8.1f} {numpy_ms:14.1f} {native_ms / tf_ms:8.2f} "
-            f"{native_ms / int8_ms:14.2f} {'yes' if exact else 'NO':>10}{label}"
+            f"{native_ms / int8_ms:14.2f} {'yes' if exact else 'NO':>10} {at:5.1f}  |  "
+            f"{int8_cpu:16.1f} {twin_cpu:6.1f} {twin_cpu / int8_cpu:14.2f}{label}"
         )
 
 
