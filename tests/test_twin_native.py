@@ -101,6 +101,33 @@ def test_conv(case: tuple, relu: bool) -> None:  # type: ignore[type-arg]
     assert_native_equals_reference(one_op(instr, [(h, w, cin)], (ho, wo, cout), weights), n=n)
 
 
+@pytest.mark.parametrize("case", CONV_CASES[:3], ids=[c[0] for c in CONV_CASES[:3]])
+def test_conv_in_blocks_of_output_rows(case: tuple, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[type-arg]
+    """Patch matrices made, multiplied and requantised block by block (BLOCK_BYTES small
+    enough for a block of one or two output rows) equal the reference, at batch 2 and 3, with
+    and without a fused residual ADD."""
+    monkeypatch.setattr(native, "BLOCK_BYTES", 400)
+    monkeypatch.setattr(native, "BLOCKED_BYTES", 800)
+    _, h, w, cin, cout, k, stride, pad, _ = case
+    ho = (h + pad[0] + pad[1] - k) // stride + 1
+    wo = (w + pad[2] + pad[3] - k) // stride + 1
+    m, s = requant(cout, k * k * cin)
+    weights = [i8(k, k, cin, cout, low=-127), RNG.integers(-500, 500, cout).astype(np.int32), m, s]
+    instr = Instr(
+        Opcode.CONV, (TensorRef(0, 0, cin),), TensorRef(1, 0, cout), kernel=(k, k),
+        stride=stride, pad=pad, relu=True, weight=0, bias=1, multiplier=2, shift=3,
+    )  # fmt: skip
+    program = one_op(instr, [(h, w, cin)], (ho, wo, cout), weights)
+    plan = native.NativePlan(program)
+    for n in (2, 3, 3):
+        x = i8(n, h, w, cin)
+        assert np.array_equal(plan.run(x), execute(program, x, reference))
+    assert len(plan._views[0][1]) >= 3 * ho // 2  # blocks of at most two output rows
+    fused = _residual_program(12, 1 << 29, True)
+    x = i8(2, 12, 12, 8)
+    assert np.array_equal(native.NativePlan(fused).run(x), execute(fused, x, reference))
+
+
 @pytest.mark.parametrize("k", [1, 3])
 def test_conv_reads_and_writes_channel_slices(k: int) -> None:
     """DenseNet's concatenation by addressing: read channels [8, 24) of a 40-channel buffer,

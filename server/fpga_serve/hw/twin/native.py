@@ -33,6 +33,10 @@ Step = Callable[[Buffers], None]
 REUSE_BYTES = 64 << 20
 """Most bytes of activation buffers a plan keeps between runs (ResNet-50 224, batch 1: 16.5 MB)."""
 COLS = -1
+BLOCK_BYTES = 512 << 10
+"""About the bytes of one block of a blocked CONV's patch matrix (see NativePlan._im2col)."""
+BLOCKED_BYTES = 4 << 20
+"""Patch matrices above this many bytes per image are made in blocks."""
 """The key of the shared im2col scratch among a run's buffers (program buffers are 0..)."""
 
 
@@ -181,58 +185,79 @@ class NativePlan:
         k = self._k
         fused = self._fused_add(instr) if instr.residual is not None else None
 
-        def step(bufs: dict[int, np.ndarray]) -> None:
-            x = bufs[src.buffer]
-            rows = x.shape[0] * ho * wo
-            cols = x.reshape(rows, cin) if gather is None else gather(bufs)
-            acc = gemm(cols)
+        def finish(bufs: Buffers, acc: np.ndarray, r0: int, r1: int) -> None:
+            """Requantise the accumulators of output rows [r0, r1) into the output buffer."""
             out = bufs[dst.buffer]
-            out2 = out.reshape(-1, out.shape[-1])
+            out2 = out.reshape(-1, out.shape[-1])[r0:r1]
             if fused is None:
-                split(k.requant, rows, acc, bias, mult, half, shift, low, out2, dst.offset)
+                split(k.requant, r1 - r0, acc, bias, mult, half, shift, low, out2, dst.offset)
             else:  # the CONV's requantisation and the ADD in one pass
-                fused(bufs, rows, acc, bias, mult, half, shift, low, out2)
+                fused(bufs, r0, r1, acc, bias, mult, half, shift, low, out2)
+
+        def step(bufs: Buffers) -> None:
+            if gather is None:
+                x = bufs[src.buffer]
+                rows = x.shape[0] * ho * wo
+                finish(bufs, gemm(x.reshape(rows, cin)), 0, rows)
+                return
+            staging, blocks = gather(bufs)
+            for to, part in staging:
+                np.copyto(to, part)
+            for to, part, cols, r0, r1 in blocks:  # gathered, multiplied, requantised in turn
+                np.copyto(to, part)
+                finish(bufs, gemm(cols), r0, r1)
 
         return step
 
-    def _im2col(self, instr: Instr, h: int, w: int) -> Callable[[Buffers], np.ndarray]:
-        """bufs -> the CONV's [rows, kh*kw*c] patch matrix (K ordered kh, kw, c like the
-        weights) in the shared COLS scratch: one strided numpy copy of a window view (each
-        window row is a run of kw*c contiguous bytes), from a padded staging copy of the input
-        channels when the CONV pads (its borders stay ZERO, the spec's zero padding)."""
+    def _im2col(self, instr: Instr, h: int, w: int) -> Callable[[Buffers], Any]:
+        """bufs -> (staging copies, blocks): each block a (destination, source) copy that
+        gathers some output rows' patches into the shared COLS scratch, the [rows, kh*kw*c]
+        patch matrix it fills (K ordered kh, kw, c like the weights) and its output rows. A
+        copy is one strided numpy copy of a window view (each window row a run of kw*c
+        contiguous bytes); a padding CONV first copies its input channels into a staging
+        buffer whose borders stay ZERO (the spec's zero padding). A patch matrix larger than
+        BLOCKED_BYTES per image is made in blocks of whole output rows of about BLOCK_BYTES,
+        each multiplied and requantised while it is in cache (VGG-16's first CONVs: 29 MB;
+        blocking ResNet-50's 1.8 MB ones too gained nothing measurable)."""
         src = instr.inputs[0]
         kh, kw = instr.kernel
         c = src.channels
         top, bottom, left, right = instr.pad
         ho, wo = self._geometry(instr)
         k = kh * kw * c
-        self._scratch[COLS] = (max(self._scratch.get(COLS, (0,))[0], ho * wo * k),)
+        by = ho if ho * wo * k <= BLOCKED_BYTES else max(1, BLOCK_BYTES // (wo * k))
+        self._scratch[COLS] = (max(self._scratch.get(COLS, (0,))[0], by * wo * k),)
         stage = None
         if any(instr.pad):
             stage = -2 - len(self._scratch)
             self._scratch[stage] = (h + top + bottom, w + left + right, c)
 
-        def views(bufs: Buffers) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
-            """The (destination, source) copies and the patch matrix, as views of bufs."""
+        def views(bufs: Buffers) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[Any]]:
             x = bufs[src.buffer][..., src.offset : src.offset + c]
-            copies = []
+            staging = []
             if stage is not None:
-                copies.append((bufs[stage][:, top : top + h, left : left + w], x))
+                staging.append((bufs[stage][:, top : top + h, left : left + w], x))
                 x = bufs[stage]
             n = x.shape[0]
-            cols = bufs[COLS].reshape(-1)[: n * ho * wo * k]
             win = windows(x, kh, kw, instr.stride).transpose(0, 1, 2, 4, 5, 3)
-            copies.append((cols.reshape(n, ho, wo, kh, kw, c), win))
-            return copies, cols.reshape(n * ho * wo, k)
+            flat = bufs[COLS].reshape(-1)
+            spans = [(0, n, 0, ho)] if by == ho else [
+                (i, i + 1, y, min(y + by, ho)) for i in range(n) for y in range(0, ho, by)
+            ]  # fmt: skip
+            blocks = []
+            for i0, i1, y0, y1 in spans:
+                rows = (i1 - i0) * (y1 - y0) * wo
+                cols = flat[: rows * k]
+                to = cols.reshape(i1 - i0, y1 - y0, wo, kh, kw, c)
+                r0 = (i0 * ho + y0) * wo
+                blocks.append((to, win[i0:i1, y0:y1], cols.reshape(rows, k), r0, r0 + rows))
+            return staging, blocks
 
         key = len(self._views_of)
         self._views_of.append(views)
 
-        def gather(bufs: Buffers) -> np.ndarray:
-            copies, cols = self._views[key] if bufs is self._kept else views(bufs)
-            for dst, part in copies:
-                np.copyto(dst, part)
-            return cols
+        def gather(bufs: Buffers) -> Any:
+            return self._views[key] if bufs is self._kept else views(bufs)
 
         return gather
 
@@ -248,10 +273,11 @@ class NativePlan:
         low = np.int64(0 if instr.add_relu else -128)
         k = self._k
 
-        def run(bufs: dict[int, np.ndarray], rows: int, *requant: Any) -> None:
+        def run(bufs: Buffers, r0: int, r1: int, *requant: Any) -> None:
             *conv, out = requant
-            vb = bufs[b.buffer].reshape(rows, -1)
-            split(k.requant_add, rows, *conv, vb, b.offset, *add, low, out, dst.offset)
+            vb = bufs[b.buffer]
+            rows_b = vb.reshape(-1, vb.shape[-1])[r0:r1]
+            split(k.requant_add, r1 - r0, *conv, rows_b, b.offset, *add, low, out, dst.offset)
 
         return run
 
