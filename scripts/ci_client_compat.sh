@@ -23,4 +23,4 @@ PY
 )
 echo "client compat: ./client resolves beside tensorflow-serving-api $TFS and tensorflow $TFS ($pins)"
 "$VENV/bin/pip" install -q ./client $pins pytest pytest-timeout
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_client.py tests/test_convert.py
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/client/test_client.py tests/client/test_convert.py

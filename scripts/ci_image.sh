@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI for the image (called by .ci/run): build docker/Dockerfile and run it as an operator would
-# (tests/test_image.py: read-only root, numeric user, health SERVING, a JPEG scored through the
+# (tests/deploy/test_image.py: read-only root, numeric user, health SERVING, a JPEG scored through the
 # thin client, /metrics with and without the key, SIGTERM -> exit 0, bad bases refused).
 #
 # 1. Docker's engine from Debian's packages (docker.io) when dockerd is missing.
@@ -104,4 +104,4 @@ docker build -q --network host --build-arg "BASE_IMAGE=$base" -f docker/Dockerfi
 echo "image CI: built $IMAGE FROM $base in $((SECONDS - start)) s" \
   "($(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.2f GB", $1/1e9}'))"
 FPGA_SERVE_TEST_IMAGE=$IMAGE FPGA_SERVE_TEST_BASE=$base \
-  .venv/bin/python -m pytest -q -m image tests/test_image.py
+  .venv/bin/python -m pytest -q -m image tests/deploy/test_image.py

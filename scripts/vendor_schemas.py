@@ -1,8 +1,8 @@
-"""Regenerate the vendored schema subsets in tests/schemas/ from their upstream sources.
+"""Regenerate the vendored schema subsets in tests/deploy/schemas/ from their upstream sources.
 
 python scripts/vendor_schemas.py kserve CRD.yaml COMMIT
     CRD.yaml: config/crd/full/serving.kserve.io_inferenceservices.yaml of kserve/kserve.
-    Writes tests/schemas/kserve-inferenceservice-v1beta1.json: the v1beta1 openAPIV3Schema
+    Writes tests/deploy/schemas/kserve-inferenceservice-v1beta1.json: the v1beta1 openAPIV3Schema
     with spec.predictor only (its pod-level fields and containers; the built-in framework
     predictors, transformer, explainer and status dropped) and without descriptions.
 python scripts/vendor_schemas.py compose compose-spec.json COMMIT
@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-OUT = Path(__file__).resolve().parent.parent / "tests" / "schemas"
+OUT = Path(__file__).resolve().parent.parent / "tests" / "deploy" / "schemas"
 PREDICTOR_FIELDS = [
     "affinity",
     "annotations",

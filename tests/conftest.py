@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import external_tools
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -98,3 +100,67 @@ def build_slow_model_def(seconds_of_work: int = 40, name: str = "slow") -> objec
     model_def = ModelDefinition(name=name)
     model_def.pipeline.append(TensorflowStage(slow))
     return model_def
+
+
+def small_network() -> Any:
+    import keras
+
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.ZeroPadding2D(3)(inp)
+    x = keras.layers.Conv2D(16, 7, strides=2)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.ZeroPadding2D(1)(x)
+    x = keras.layers.MaxPooling2D(3, strides=2)(x)
+    y = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Add()([x, y])
+    z = keras.layers.Conv2D(8, 1)(x)
+    x = keras.layers.Concatenate()([x, z])
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(16, 1, strides=2)(x)
+    x = keras.layers.AveragePooling2D(2)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(10)(x)
+    return keras.Model(inp, out)
+
+
+def small_cnn(keras: Any, inputs: tuple[int, int, int]) -> Any:
+    inp = keras.Input(inputs)
+    x = keras.layers.ZeroPadding2D(1)(inp)
+    x = keras.layers.Conv2D(32, 3)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    y = keras.layers.Conv2D(32, 1, activation="relu")(x)
+    x = keras.layers.Add()([x, y])
+    x = keras.layers.MaxPooling2D(2)(x)
+    z = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Concatenate()([x, z])
+    x = keras.layers.GlobalAveragePooling2D(name="features")(x)
+    x = keras.layers.Dropout(0.1)(x)
+    out = keras.layers.Dense(10, activation="softmax")(x)
+    return keras.Model(inp, out)
+
+
+@pytest.fixture(scope="module")
+def digits_model() -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A small CNN trained here on scikit-learn's bundled 8x8 digits (one channel)."""
+    import keras
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = (digits.images[..., None] / 16.0).astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, digits.target, test_size=0.3, random_state=0, stratify=digits.target
+    )
+    keras.utils.set_random_seed(0)
+    model = small_cnn(keras, (8, 8, 1))
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    model.fit(x_train, y_train, epochs=40, batch_size=32, verbose=0)
+    return model, x_train, x_test, y_train, y_test

@@ -1,5 +1,6 @@
 """A test that needs a missing program skips, and fails under FPGA_SERVE_REQUIRE_TOOLS=1
-(tests/external_tools.py), shown on the RTL tests themselves with Verilator taken off the PATH."""
+(tests/helpers/external_tools.py), shown on the RTL tests themselves with Verilator taken
+off the PATH."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def _pytest(node: str, require: bool, tmp_path: Path) -> subprocess.CompletedPro
 def test_the_rtl_tests_skip_without_verilator_and_fail_when_tools_are_required(
     tmp_path: Path,
 ) -> None:
-    node = "tests/test_rtl.py::test_verilator_lints_the_rtl_clean"
+    node = "tests/rtl/test_rtl.py::test_verilator_lints_the_rtl_clean"
     skipped = _pytest(node, require=False, tmp_path=tmp_path)
     assert skipped.returncode == 0 and "1 skipped" in skipped.stdout, skipped.stdout
     assert "verilator is not installed (apt-get install verilator)" in skipped.stdout

@@ -9,7 +9,7 @@ the crop's pixels sample (TensorFlow's ScaleAndTranslate, the op ``tf.image.resi
 ``antialias=True``, translated to the crop). So no intermediate is larger than the decoded
 image, whatever its aspect ratio: a 65000 x 1 JPEG used to be resized to 16.6M x 256 pixels
 (+1.15 GiB) before the crop. The pixels equal those of resizing the whole image and cropping,
-up to float rounding (< 0.01 of 255 in tests/test_preprocessing.py).
+up to float rounding (< 0.01 of 255 in tests/runtime/test_preprocessing.py).
 """
 
 from __future__ import annotations

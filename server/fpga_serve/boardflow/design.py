@@ -1,6 +1,6 @@
 """The block design bitstreams/boards/vivado/block_design.tcl builds, as data: cells with their
 parameters and ports, the nets between them, the PS's memory map. ``hwh.py`` writes it as an
-.hwh; tests/test_boards.py compares it with what the Tcl did in the Vivado stand-in.
+.hwh; tests/rtl/test_boards.py compares it with what the Tcl did in the Vivado stand-in.
 
 Ports of the accelerator are the RTL's (named and sized for the preset); the PS's, the
 SmartConnects' and the interrupt controller's are named as Xilinx names them, and each interface

@@ -4,7 +4,7 @@ The board flow takes the AXI interfaces, the clock, the reset and the interrupt 
 .hwh generator writes these ports; the tests check the Tcl and the .hwh against them), so a port
 added to or renamed in bitstreams/fpga_cnn/rtl/cnn_accel.v shows up everywhere or fails a test.
 It reads the ANSI module header only (``module NAME #(parameter ...) (input wire [a:b] x, ...)``),
-which is how the top is written; tests/test_boards.py checks the result against yosys.
+which is how the top is written; tests/rtl/test_boards.py checks the result against yosys.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ interrupt controller on the PS interrupt line and that line's UIO device), addre
 are the board's, and a download fails when what pynq programmed from the .hwh does not fit the
 board's block design (a PL clock off its rate, an HP port of another width).
 
-Fault injection and completion latency are the tests' (tests/pynq_sim_faults.py,
+Fault injection and completion latency are the tests' (tests/helpers/pynq_sim_faults.py,
 a subclass of ``SimulatedAccelerator`` that ``SimulatedPynqDevice.accelerator_class`` selects).
 """
 
@@ -62,7 +62,8 @@ def ddr_base(b: Board) -> int:
     return low + (high - low + 1) // 2
 
 
-ACCEL_BASE = BOARDS["zcu104"].control_base  # the default board's (tests/pynq_remote_fake.py)
+# the default board's (tests/helpers/pynq_remote_fake.py)
+ACCEL_BASE = BOARDS["zcu104"].control_base
 ACCEL_RANGE = BOARDS["zcu104"].control_range
 DDR_BASE = ddr_base(BOARDS["zcu104"])
 READ_ONLY = {
@@ -77,7 +78,7 @@ class SimulatedAccelerator:
     and executes the descriptors with the twin's packed executor (hw/twin/packed.py, the numpy
     path's ops), exactly what the RTL computes, and ends at once; it has no cycle model (CYCLES
     and the per-descriptor counters stay 0). Tests subclass it at ``_execute`` and ``_complete``
-    (tests/pynq_sim_faults.py: faults, completion latency)."""
+    (tests/helpers/pynq_sim_faults.py: faults, completion latency)."""
 
     def __init__(self, memory: SimMemory) -> None:
         self.memory = memory

@@ -9,7 +9,7 @@ requantisation sat8(round_shift(acc * M, S)) with round half up, concatenation b
 Kernels take a row range [r0, r1) of their output (rows = N * H_out * W_out) so callers can
 split the work over threads; they release the GIL. Inner loops run over 1-D row views, which
 LLVM vectorises (about eight times faster than indexing the 2-D array in the loop).
-tests/test_twin_native.py checks every kernel against the reference for exact equality.
+tests/hw/test_twin_native.py checks every kernel against the reference for exact equality.
 """
 
 from __future__ import annotations

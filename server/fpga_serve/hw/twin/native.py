@@ -7,7 +7,7 @@ the GEMM's rows), the GEMM and one requantisation pass that also does a fused re
 (twin/kernels.py). Activations stay offset bytes (v + 128) from input to output, in buffers
 kept from run to run; only the buffers a run reads before writing are reset. Large element-wise
 passes are split over the CPU's cores by output rows. The result equals the reference (the
-spec) bit for bit: tests/test_twin_native.py checks it op by op and on whole programs.
+spec) bit for bit: tests/hw/test_twin_native.py checks it op by op and on whole programs.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ available or ``twin_path`` is ``numpy``.
 int8 x int8 products are summed exactly in float32 as long as every partial sum stays below
 2^24: with |x| <= 128 and |w| <= 127 that holds for K <= 1024 terms, so GEMMs run through
 float32 BLAS over K chunks of at most 1024 and the chunks are summed in int32. Requantisation
-is done in row blocks that stay in cache. tests/test_twin.py checks every function against
+is done in row blocks that stay in cache. tests/hw/test_twin.py checks every function against
 twin/reference.py for exact equality.
 """
 
