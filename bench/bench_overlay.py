@@ -9,7 +9,7 @@ model.
 
 For each (network, preset): the network (a zoo model with random weights: cycles do not depend
 on values; or a Keras model file) is compiled by fpga_serve.compiler, planned for the preset and
-packed by hw/descriptors.py; the Verilated accelerator (tests/rtl/harness.py) runs it for one
+packed by core/descriptors.py; the Verilated accelerator (tests/rtl/harness.py) runs it for one
 image behind the testbench's DDR model at the preset's latency and usable bandwidth. Whole
 networks by default; with --sample, the first layer of each shape class (opcode, kernel,
 stride, fused ADD, output size) runs as a program of its own, with the layers before it that
@@ -159,7 +159,7 @@ def every_tensor_plan(program):  # type: ignore[no-untyped-def]
 
 def every_tensor_exact(planned, x, ddr) -> bool:  # type: ignore[no-untyped-def]
     """Every instruction's output, written to DDR, equal to the twin's."""
-    from fpga_serve.hw import descriptors
+    from fpga_serve.core import descriptors
     from fpga_serve.hw.twin import numpy_path, packed
     from rtl import harness
 
@@ -212,8 +212,8 @@ class Run:
 
 def simulate(program, preset_name: str, every: bool) -> Run:  # type: ignore[no-untyped-def]
     from fpga_serve.compiler.plan import plan
+    from fpga_serve.core import descriptors
     from fpga_serve.core.isa import Opcode, preset
-    from fpga_serve.hw import descriptors
     from fpga_serve.hw.twin import numpy_path, packed
     from rtl import harness
 

@@ -6,7 +6,7 @@ clock code), or on a board.
 
 Table 1, per ResNet-50 instruction (ADDs fused): bytes the accelerator moves through DDR for one
 image as the compiler planned it for the board's preset (activations read and written, weights
-read, from hw/descriptors.traffic: tensors kept on chip move nothing), and each descriptor's
+read, from core/descriptors.traffic: tensors kept on chip move nothing), and each descriptor's
 cycles from the accelerator's per-descriptor PERF counters, read by the driver after the run and
 exported as the per-layer metrics fpga_serve_device_layer_cycles_total{layer} (the column is
 read back from those metrics). On a board they are the board's own counters. The simulated
@@ -87,8 +87,9 @@ def main() -> None:
         os.environ["FPGA_SERVE_PYNQ_SIM_BOARD"] = ns.board
 
     from fpga_serve.compiler import CompileOptions
+    from fpga_serve.core import descriptors
     from fpga_serve.core.isa import quantize_input
-    from fpga_serve.hw import descriptors, twin
+    from fpga_serve.hw import twin
     from fpga_serve.hw.pynq_device import PynqDevice
     from fpga_serve.hw.twin.device import TwinDevice
     from fpga_serve.hw.twin.executor import execute

@@ -32,8 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from fpga_serve.core.descriptors import FLAGS, traffic
 from fpga_serve.core.isa import Opcode, Preset
-from fpga_serve.hw.descriptors import FLAGS, traffic
 
 PASS_STEPS = 3  # ST_PASS, ST_GAP, ST_NEXT
 SWAP_STEPS = 4  # a pass's weights shift in after the previous pass's swap, then PASS

@@ -93,8 +93,8 @@ def _print_device_memory(zf: zipfile.ZipFile, stage_dir: str) -> None:
     """What a board's contiguous (CMA) memory must hold for the program, per batch size."""
     import tempfile
 
+    from fpga_serve.core import descriptors
     from fpga_serve.core.isa import Program
-    from fpga_serve.hw import descriptors
     from fpga_serve.hw.pynq_device import device_memory
 
     with tempfile.TemporaryDirectory() as tmp:

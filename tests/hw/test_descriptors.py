@@ -1,4 +1,4 @@
-"""The packer (hw/descriptors.py), the planner (compiler/plan.py) and the twin's packed executor
+"""The packer (core/descriptors.py), the planner (compiler/plan.py) and the twin's packed executor
 (hw/twin/packed.py): the same programs give the same tensors through the bytes as through the
 logical program, on every preset; the packing inverts; the rules refuse what they must."""
 
@@ -10,9 +10,9 @@ import functools
 import numpy as np
 import pytest
 from fpga_serve.compiler.plan import plan
+from fpga_serve.core import descriptors
 from fpga_serve.core.errors import CompileError, ModelLoadError
 from fpga_serve.core.isa import PRESETS, Opcode, Preset, Program, quantize_input
-from fpga_serve.hw import descriptors
 from fpga_serve.hw.twin import executor, numpy_path, packed, reference
 
 RNG = np.random.default_rng(21)

@@ -18,9 +18,9 @@ import pynq
 import pytest
 from conftest import small_network
 from fpga_serve.compiler import CompileOptions, compile_model
+from fpga_serve.core import descriptors
 from fpga_serve.core.errors import DeviceError
 from fpga_serve.core.isa import REGISTERS, SPEC, quantize_input
-from fpga_serve.hw import descriptors
 from fpga_serve.hw.pynq_device import PynqDevice
 from fpga_serve.hw.pynq_sim import SimulatedPynqDevice, write_simulation_bitstream
 from fpga_serve.hw.registry import select_device

@@ -3,7 +3,7 @@
 ``build(preset)`` verilates cnn_accel with the preset's parameters and the C++ testbench
 (verilator/tb_accel.cpp: a DDR model with latency and bandwidth, AXI4 slaves for the five
 masters, a per-cycle protocol checker), cached by a hash of everything that goes in. ``run``
-packs nothing itself: it takes a DeviceImage from fpga_serve.hw.descriptors (exactly what the
+packs nothing itself: it takes a DeviceImage from fpga_serve.core.descriptors (exactly what the
 PYNQ driver uploads), places descriptors, weights and activations above 4 GiB, writes the
 input images into their buffer, programs the registers with descriptors.run_registers (the
 driver's sequence), waits for the interrupt, and reads back STATUS, ERROR_CODE, ERROR_INDEX,
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from fpga_serve.core import descriptors
 from fpga_serve.core.isa import ERROR_NAMES, REGISTERS, STATUS_BITS, Preset
-from fpga_serve.hw import descriptors
 from fpga_serve.hw.twin import packed
 
 ROOT = Path(__file__).resolve().parents[2]

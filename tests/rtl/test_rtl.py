@@ -1,6 +1,6 @@
 """The accelerator RTL (bitstreams/fpga_cnn/rtl/) cycle by cycle in Verilator, against the twin.
 
-Every program is planned by the compiler (compiler/plan.py) and packed by hw/descriptors.py
+Every program is planned by the compiler (compiler/plan.py) and packed by core/descriptors.py
 exactly as the PYNQ driver packs it; the testbench (tests/rtl/verilator/tb_accel.cpp) plays the
 driver's register writes, models DDR latency and bandwidth behind five AXI4 slaves and checks
 the masters' AXI4 obligations every cycle (a violation ends the simulation: the test fails).
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fpga_serve.compiler.plan import fuse_adds, plan, schedule
+from fpga_serve.core import descriptors
 from fpga_serve.core.isa import (
     REGISTERS,
     SPEC_VERSION,
@@ -40,7 +41,6 @@ from fpga_serve.core.isa import (
     quantize_multiplier,
     version_word,
 )
-from fpga_serve.hw import descriptors
 from fpga_serve.hw.twin import executor, packed, reference
 
 from rtl import harness

@@ -1,4 +1,4 @@
-// Descriptor check and decode: the rules of hw/descriptors.py `check` (the same order of
+// Descriptor check and decode: the rules of core/descriptors.py `check` (the same order of
 // error codes: BAD_OPCODE, then BAD_DESCRIPTOR, then BAD_ADDRESS) and the derived values
 // the units run on (bitstreams/README.md, "Descriptors"). One shared multiplier, one product
 // per cycle: about 32 cycles per descriptor, taken while an earlier one executes.

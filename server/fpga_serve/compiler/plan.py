@@ -8,7 +8,7 @@
   them, and written to DDR only when something reads them there; then a ``Placement`` of the
   buffers that reach DDR, reusing memory between tensors whose lifetimes do not overlap.
 
-The packer (hw/descriptors.py) checks every rule again; this module only chooses.
+The packer (core/descriptors.py) checks every rule again; this module only chooses.
 """
 
 from __future__ import annotations

@@ -25,9 +25,9 @@ from fpga_serve.compiler.lower import lower
 from fpga_serve.compiler.options import CompileOptions
 from fpga_serve.compiler.passes import optimize
 from fpga_serve.compiler.plan import fuse_adds, plan, schedule
+from fpga_serve.core import descriptors
 from fpga_serve.core.errors import CompileError
 from fpga_serve.core.isa import Program, preset
-from fpga_serve.hw import descriptors
 
 
 @dataclass

@@ -1,1 +1,2 @@
-"""Leaf types shared by every layer: errors, tensor specs, stage contract, settings."""
+"""Leaf types shared by every layer: errors, tensor specs, stage contract, settings, the
+overlay ISA and its packer."""

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from fpga_serve.core import descriptors
 from fpga_serve.core.boards import (
     ACCELERATOR,
     BOARDS_DIR,
@@ -51,7 +52,6 @@ from fpga_serve.core.isa import (
     preset,
     version_word,
 )
-from fpga_serve.hw import descriptors
 from fpga_serve.hw.base import Device, LoadedProgram
 from fpga_serve.hw.twin import packed
 
@@ -78,7 +78,7 @@ def device_memory(image: descriptors.DeviceImage, batch: int) -> int:
 
 
 class PynqProgram(LoadedProgram):
-    """A program resident in board memory: its device image (hw/descriptors.py) packed once,
+    """A program resident in board memory: its device image (core/descriptors.py) packed once,
     descriptors and weights uploaded once; the activation region grows with the batch."""
 
     def __init__(self, device: PynqDevice, program: Program) -> None:

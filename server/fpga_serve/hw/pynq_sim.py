@@ -36,6 +36,7 @@ import numpy as np
 import pynq
 from pynq.buffer import PynqBuffer
 
+from fpga_serve.core import descriptors
 from fpga_serve.core.boards import BOARDS, BOARDS_DIR, OVERLAY_NAME, Board, board
 from fpga_serve.core.isa import (
     CTRL_BITS,
@@ -48,7 +49,6 @@ from fpga_serve.core.isa import (
     STATUS_BITS,
     version_word,
 )
-from fpga_serve.hw import descriptors
 from fpga_serve.hw.pynq_sim_ps import SimIntc, SimPs, SimUio
 from fpga_serve.hw.twin import numpy_path, packed
 

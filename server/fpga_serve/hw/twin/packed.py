@@ -1,4 +1,4 @@
-"""The twin of the accelerator's bytes: a DeviceImage (hw/descriptors.py) run descriptor by
+"""The twin of the accelerator's bytes: a DeviceImage (core/descriptors.py) run descriptor by
 descriptor over a flat activation memory and the input-buffer banks, as the accelerator runs
 it (bitstreams/README.md, "Execution"). Every descriptor is checked with the packer's rules and
 its weight segment decoded from the array's order; the arithmetic is the twin's ops (the
@@ -17,8 +17,7 @@ from types import ModuleType
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from fpga_serve.core.isa import Opcode, Preset
-from fpga_serve.hw.descriptors import (
+from fpga_serve.core.descriptors import (
     FLAGS,
     ConstantError,
     Decoded,
@@ -28,6 +27,7 @@ from fpga_serve.hw.descriptors import (
     check,
     decode,
 )
+from fpga_serve.core.isa import Opcode, Preset
 from fpga_serve.hw.twin.executor import Operands, apply
 
 

@@ -6,6 +6,8 @@ rules every descriptor must satisfy (the RTL, the simulated board and the twin's
 executor all refuse what it refuses, with the same error code); ``decode`` reads one descriptor
 and its weight segment back into an operation the twin's ops can run. The PYNQ driver uploads a
 DeviceImage; the simulated board, the RTL testbenches and hw/twin/packed.py run its bytes.
+It is core's, not hw's: the compiler packs with it to check a program (a program the
+accelerator would refuse is a compile error), and every device runs what it packs.
 """
 
 from __future__ import annotations
