@@ -82,10 +82,6 @@ def main() -> None:
     parser.add_argument("--overlay", type=Path, help="with --on-board: the .bit (.hwh beside)")
     ns = parser.parse_args()
     warnings.simplefilter("ignore")
-    if not ns.on_board:
-        os.environ["FPGA_SERVE_PYNQ_SIMULATE"] = "1"
-        os.environ["FPGA_SERVE_PYNQ_SIM_BOARD"] = ns.board
-
     from fpga_serve.compiler import CompileOptions
     from fpga_serve.core import descriptors
     from fpga_serve.core.isa import quantize_input
@@ -96,7 +92,12 @@ def main() -> None:
     from fpga_serve.models import QuantizedResnet50
     from fpga_serve.service.metrics import Metrics
 
-    device = PynqDevice(ns.overlay if ns.on_board else None)
+    if ns.on_board:
+        device = PynqDevice(ns.overlay)
+    else:
+        from fpga_serve.hw.pynq_sim import simulate
+
+        device = PynqDevice(pdev=simulate(ns.board))
     target = device.hwh_preset.name
     rng = np.random.default_rng(0)
     zoo = QuantizedResnet50(None, input_size=ns.size)

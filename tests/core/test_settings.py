@@ -4,8 +4,8 @@ defaults, device knobs reach the devices, deprecated names still work (issue 16)
 
 from __future__ import annotations
 
+import ast
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -15,22 +15,55 @@ from fpga_serve.core.types import BatchingConfig, RequestLimits
 SERVER = Path(__file__).resolve().parents[2] / "server" / "fpga_serve"
 SETTINGS = SERVER / "core" / "settings.py"
 
-ENV_READ = re.compile(r"""(environ\.get\(|environ\[|getenv\()\s*["']FPGA_SERVE_""")
-STILL_READ_ELSEWHERE = {
-    "hw/pynq_device.py",
-    "hw/pynq_sim.py",
-}
-"""The simulated board's switches (FPGA_SERVE_PYNQ_SIMULATE, _SIM_BOARD): they go with the
-simulated board, a documented feature for CI and development (its fault injection is in tests/)."""
+PREFIX = "FPGA_SERVE_"
+
+
+def variable_names(source: str) -> list[str]:
+    """The string constants of ``source`` that name an FPGA_SERVE_* variable or begin one: how
+    a module reads one (``os.environ.get("FPGA_SERVE_X")``, ``NAME = "FPGA_SERVE_X"`` then
+    ``os.getenv(NAME)``, ``f"FPGA_SERVE_{name}"``). Docstrings and messages that mention a
+    variable in their text are not reads."""
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value.startswith(PREFIX)
+        and id(node) not in docstrings
+    ]
 
 
 def test_no_module_but_the_settings_reads_an_fpga_serve_variable() -> None:
     readers = {
-        str(path.relative_to(SERVER))
+        str(path.relative_to(SERVER)): names
         for path in SERVER.rglob("*.py")
-        if path != SETTINGS and ENV_READ.search(path.read_text())
+        if path != SETTINGS and (names := variable_names(path.read_text()))
     }
-    assert readers == STILL_READ_ELSEWHERE
+    assert readers == {}
+    assert set(variable_names(SETTINGS.read_text())) >= {PREFIX, "FPGA_SERVE_CONFIG"}
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        'os.environ.get("FPGA_SERVE_PYNQ_SIMULATE") == "1"',
+        'SIM_BOARD = "FPGA_SERVE_PYNQ_SIM_BOARD"\nos.environ.get(SIM_BOARD, "zcu104")',
+        'os.environ["FPGA_SERVE_X"]',
+        'os.getenv(f"FPGA_SERVE_{name.upper()}")',
+    ],
+)
+def test_the_guard_sees_every_way_of_reading_a_variable(read: str) -> None:
+    module = f'"""Mentions FPGA_SERVE_X in its docstring."""\nimport os\n{read}\n'
+    assert variable_names(module)
+    assert not variable_names('"""Mentions FPGA_SERVE_X."""\nlog.info("set FPGA_SERVE_X")\n')
 
 
 def test_limits_and_batching_are_built_from_the_settings_with_the_servers_defaults() -> None:
@@ -116,4 +149,23 @@ def test_device_settings_reach_the_devices(monkeypatch: pytest.MonkeyPatch) -> N
     seen: dict[str, object] = {}
     monkeypatch.setattr(PynqDevice, "__init__", lambda self, *a: seen.update(args=a))
     PynqDevice.create(options)
-    assert seen["args"] == (None, 4.5)
+    assert seen["args"] == (None, 4.5, None)  # pynq's active device: the board pynq finds
+
+
+def test_the_simulated_board_is_the_settings_decision(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fpga_serve.adapters.server import Server
+    from fpga_serve.hw.pynq_device import PynqDevice
+    from fpga_serve.hw.pynq_sim import SimulatedPynqDevice
+
+    monkeypatch.setenv("FPGA_SERVE_PYNQ_SIMULATE", "1")
+    monkeypatch.setenv("FPGA_SERVE_PYNQ_SIM_BOARD", "kv260")
+    options = Server(ServerSettings(metrics_port=-1)).devices.options
+    assert (options["pynq_simulate"], options["pynq_sim_board"]) == (True, "kv260")
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(PynqDevice, "__init__", lambda self, *a: seen.update(args=a))
+    PynqDevice.create(options)
+    pdev = seen["args"][2]  # type: ignore[index]
+    assert isinstance(pdev, SimulatedPynqDevice) and pdev.board.name == "kv260"
+    monkeypatch.setenv("FPGA_SERVE_PYNQ_SIM_BOARD", "no-such-board")
+    with pytest.raises(ValueError, match="unknown board 'no-such-board'"):
+        ServerSettings()

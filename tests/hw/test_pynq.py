@@ -4,7 +4,6 @@ op class and whole networks, register traffic per the spec, faults, and the serv
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import shutil
 import time
@@ -22,7 +21,7 @@ from fpga_serve.core import descriptors
 from fpga_serve.core.errors import DeviceError
 from fpga_serve.core.isa import REGISTERS, SPEC, quantize_input
 from fpga_serve.hw.pynq_device import PynqDevice
-from fpga_serve.hw.pynq_sim import SimulatedPynqDevice, write_simulation_bitstream
+from fpga_serve.hw.pynq_sim import SimulatedPynqDevice, simulate, write_simulation_bitstream
 from fpga_serve.hw.registry import select_device
 from fpga_serve.hw.twin.device import TwinDevice
 from fpga_serve_client import PredictionClient, ServiceError
@@ -37,14 +36,10 @@ RNG = np.random.default_rng(5)
 
 @pytest.fixture(scope="module", autouse=True)
 def simulated_board() -> Iterator[None]:
-    """The simulated board, instrumented for faults, is visible to pynq for this module only."""
-    os.environ["FPGA_SERVE_PYNQ_SIMULATE"] = "1"
-    from fpga_serve.hw import pynq_sim  # noqa: F401 - registers the simulated board
-
-    instrument(pynq.Device.active_device)
+    """The simulated board, pynq's active device, instrumented for faults in this module."""
+    instrument(simulate("zcu104"))
     yield
     restore()
-    del os.environ["FPGA_SERVE_PYNQ_SIMULATE"]
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,11 +70,23 @@ def compiled() -> Any:
 
 
 def test_pynq_loads_the_overlay_and_binds_the_driver_by_vlnv(
-    device: PynqDevice, overlay: Path
+    device: PynqDevice, overlay: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert any(isinstance(d, SimulatedPynqDevice) for d in pynq.Device.devices)
-    assert PynqDevice.probe()
-    assert select_device("auto", {"overlay": overlay}).name == "pynq"
+    # The simulated board is pynq's active device: pynq's own allocate and MMIO, given no
+    # device, reach its memory and registers.
+    assert isinstance(device.pdev, SimulatedPynqDevice) and pynq.Device.active_device is device.pdev
+    buf = pynq.allocate((64,), np.uint8)
+    buf[:] = np.arange(64)
+    assert isinstance(buf, PynqBuffer)
+    assert np.array_equal(device.pdev.default_memory.view(buf.device_address, 64), np.arange(64))
+    mmio = pynq.MMIO(device.mmio.base_addr, 0x100)
+    assert mmio.read(REGISTERS["VERSION"]) == device.mmio.read(REGISTERS["VERSION"]) != 0
+    # Only the setting switches it on: pynq does not find it by probing.
+    for variable in ("XILINX_XRT", "PYNQ_REMOTE_DEVICES"):
+        monkeypatch.delenv(variable, raising=False)
+    assert not PynqDevice.probe({}) and PynqDevice.probe({"pynq_simulate": True})
+    options = {"overlay": overlay, "pynq_simulate": True, "pynq_sim_board": "zcu104"}
+    assert select_device("auto", options).name == "pynq"
     assert isinstance(device.overlay, pynq.Overlay)
     assert isinstance(device.ip, pynq.DefaultIP) and type(device.ip).__name__ == "CnnAccelerator"
     assert device.ip.mmio.base_addr == 0xA0000000
@@ -366,11 +373,7 @@ def test_validate_mode_counts_mismatches_against_the_twin(
 def test_pynq_without_a_board_is_a_clear_error(fpga_zip: Path) -> None:
     from serving import run_server_expect_failure
 
-    env_backup = os.environ.pop("FPGA_SERVE_PYNQ_SIMULATE")
-    try:
-        stderr = run_server_expect_failure([fpga_zip], "--device", "pynq")
-    finally:
-        os.environ["FPGA_SERVE_PYNQ_SIMULATE"] = env_backup
+    stderr = run_server_expect_failure([fpga_zip], "--device", "pynq", "--no-pynq-simulate")
     assert "device 'pynq' is not present" in stderr
 
 

@@ -6,7 +6,6 @@ refuses at load every mismatched overlay naming the file and what it expected.""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from fpga_serve.core.boards import ACCELERATOR, BOARDS, INTC
 from fpga_serve.core.errors import DeviceError
 from fpga_serve.core.isa import quantize_input
 from fpga_serve.hw.pynq_device import PynqDevice
-from fpga_serve.hw.pynq_sim import write_simulation_bitstream
+from fpga_serve.hw.pynq_sim import simulate, write_simulation_bitstream
 from fpga_serve.hw.twin.device import TwinDevice
 from pynq_sim_faults import instrument, restore
 
@@ -32,16 +31,12 @@ ACC = ACCELERATOR["instance"]
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Any]:
-    """The simulated board (one per process: pynq probes devices once), left as zcu104."""
-    os.environ["FPGA_SERVE_PYNQ_SIMULATE"] = "1"
-    from fpga_serve.hw import pynq_sim  # noqa: F401 - registers the simulated board
-
-    board = pynq.Device.active_device
+    """The simulated board (one per process, pynq's active device), left as zcu104."""
+    board = simulate("zcu104")
     instrument(board)  # latency and PERF values below
     yield board
     restore()
     board.use_board("zcu104")
-    del os.environ["FPGA_SERVE_PYNQ_SIMULATE"]
 
 
 def overlay(tmp: Path, name: str, preset: str | None = None, edit: Any = None) -> Path:

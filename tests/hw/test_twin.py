@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -269,14 +270,14 @@ class _Board(TwinDevice):
     present = False
 
     @classmethod
-    def probe(cls) -> bool:
+    def probe(cls, options: dict[str, Any]) -> bool:
         return cls.present
 
 
 def test_registry_falls_back_to_the_twin_and_names_unknown_devices(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for variable in ("XILINX_XRT", "PYNQ_REMOTE_DEVICES", "FPGA_SERVE_PYNQ_SIMULATE"):
+    for variable in ("XILINX_XRT", "PYNQ_REMOTE_DEVICES"):
         monkeypatch.delenv(variable, raising=False)  # no board: the PYNQ device's probe fails
     assert select_device("auto").name == "twin"
     monkeypatch.setitem(registry._DEVICES, _Board.name, _Board)

@@ -61,6 +61,8 @@ class Server:
             self.metrics.validation if settings.device_validate else None,
             {
                 "overlay": settings.overlay,
+                "pynq_simulate": settings.pynq_simulate,
+                "pynq_sim_board": settings.pynq_sim_board,
                 "twin_path": settings.twin_path,
                 "twin_isolated": settings.twin_isolated,
                 "twin_threads": settings.twin_threads,

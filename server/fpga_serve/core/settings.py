@@ -19,9 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fpga_serve.core.boards import BoardError, board
 from fpga_serve.core.errors import InvalidInput
 from fpga_serve.core.types import DEFAULT_IMAGE_PIXELS, BatchingConfig, RequestLimits
 
@@ -69,6 +70,14 @@ class ServerSettings(BaseSettings):
     overlay: Path | None = None
     """The overlay bitstream for PYNQ boards (its .hwh beside it); default:
     bitstreams/boards/BOARD/fpga_cnn.bit of this installation, for the board $BOARD names."""
+
+    pynq_simulate: bool = False
+    """The PYNQ device is the simulated board (hw/pynq_sim.py, for CI and development): pynq's
+    own Overlay, MMIO and buffer code against a register-level model of the accelerator, made
+    pynq's active device when the pynq device is selected (pynq never finds it by probing)."""
+
+    pynq_sim_board: str = "zcu104"
+    """Which board of bitstreams/boards/boards.json the simulated board is (pynq_simulate)."""
 
     twin_path: Literal["auto", "native", "numpy"] = "auto"
     """How the twin computes: native (exact int8 GEMM in ONNX Runtime + compiled kernels, when
@@ -195,6 +204,14 @@ class ServerSettings(BaseSettings):
                 log.warning("%s=%s is deprecated: use %s=%s", old, raw, current, value)
                 data = {**data, name: value}
         return data
+
+    @field_validator("pynq_sim_board")
+    @classmethod
+    def _known_board(cls, name: str) -> str:
+        try:
+            return board(name).name
+        except BoardError as exc:  # pydantic reports a ValueError as the setting's error
+            raise ValueError(str(exc)) from exc
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerSettings:

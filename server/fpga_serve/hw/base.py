@@ -1,8 +1,9 @@
 """Devices that execute overlay programs. Validation lives here; backends implement primitives.
 
-A device class declares ``name``, ``priority`` and ``probe()``; ``registry.select_device`` picks
-one. ``load(program)`` uploads a program once (weights into device memory) and returns a
-``LoadedProgram`` whose ``run`` executes a batch. Faults raise ``DeviceError``, and this module
+A device class declares ``name``, ``priority``, ``probe(options)`` and ``create(options)`` (the
+server's device settings); ``registry.select_device`` picks one. ``load(program)`` uploads a
+program once (weights into device memory) and returns a ``LoadedProgram`` whose ``run``
+executes a batch. Faults raise ``DeviceError``, and this module
 is the one place that turns one into a failed device: any ``DeviceError`` out of a backend's
 ``_run`` marks its device failed, and ``check`` (the server's supervisor calls it every
 interval) marks a device failed that ``alive`` says is gone, with no request needed to notice.
@@ -79,8 +80,8 @@ class Device(ABC):
         return cls()
 
     @classmethod
-    def probe(cls) -> bool:
-        """True when this device can be used on this machine."""
+    def probe(cls, options: dict[str, Any]) -> bool:
+        """True when this device can be used on this machine (with these server options)."""
         return True
 
     @property

@@ -4,7 +4,8 @@ Registers are written with ``pynq.MMIO``; descriptors, weights and activations l
 from ``device.allocate`` (``pynq.allocate`` on the device), exactly as on a board. Which board:
 ``pynq.Device.active_device`` — a Zynq UltraScale+ or Zynq-7000 board under PYNQ, a board reached
 through pynq's remote device (PYNQ_REMOTE_DEVICES), or the simulated board (hw/pynq_sim.py,
-FPGA_SERVE_PYNQ_SIMULATE=1). Its overlay is bitstreams/boards/<board>/fpga_cnn.bit of this
+which ``create`` makes pynq's active device when the ``pynq_simulate`` setting asks for it). Its
+overlay is bitstreams/boards/<board>/fpga_cnn.bit of this
 installation for the board PYNQ names ($BOARD; bitstreams/boards/boards.json), or ``--overlay``.
 
 At load the driver refuses, naming the file and what it expected: a .bit without its .hwh, an
@@ -64,9 +65,8 @@ CLOCK_TOLERANCE = 0.005  # how far the PL clock pynq set may be from the .hwh's 
 
 
 def _board_env() -> bool:
-    return any(os.environ.get(k) for k in ("XILINX_XRT", "PYNQ_REMOTE_DEVICES")) or (
-        os.environ.get("FPGA_SERVE_PYNQ_SIMULATE") == "1"
-    )
+    """pynq's own variables say a board may be there (XRT sourced, or remote boards named)."""
+    return any(os.environ.get(k) for k in ("XILINX_XRT", "PYNQ_REMOTE_DEVICES"))
 
 
 def device_memory(image: descriptors.DeviceImage, batch: int) -> int:
@@ -224,16 +224,17 @@ class PynqDevice(Device):
     timeout_s = 10.0
     """Longest one run may take before it is a device fault (setting ``device_timeout_s``)."""
 
-    def __init__(self, overlay: Path | None = None, timeout_s: float | None = None) -> None:
+    def __init__(
+        self, overlay: Path | None = None, timeout_s: float | None = None, pdev: Any = None
+    ) -> None:
+        """Drive ``pdev`` (a ``pynq.Device``; default: pynq's active device)."""
         super().__init__()
         if timeout_s is not None:
             self.timeout_s = timeout_s
         try:
             import pynq
 
-            if os.environ.get("FPGA_SERVE_PYNQ_SIMULATE") == "1":
-                from fpga_serve.hw import pynq_sim  # noqa: F401 - registers the simulated board
-            self.pdev = pynq.Device.active_device
+            self.pdev = pynq.Device.active_device if pdev is None else pdev
         except (ImportError, RuntimeError) as exc:
             raise DeviceError(f"no PYNQ device: {exc}") from exc
         self.board = running_board(self.pdev)
@@ -256,7 +257,12 @@ class PynqDevice(Device):
 
     @classmethod
     def create(cls, options: dict[str, Any]) -> Device:
-        return cls(options.get("overlay"), options.get("device_timeout_s"))
+        pdev = None
+        if options.get("pynq_simulate"):
+            from fpga_serve.hw.pynq_sim import simulate
+
+            pdev = simulate(options["pynq_sim_board"])
+        return cls(options.get("overlay"), options.get("device_timeout_s"), pdev)
 
     def _load_overlay(self, pynq: Any, bitfile: Path) -> Any:
         """Check the overlay's .hwh, download it, check the PL clock, and return the
@@ -375,15 +381,15 @@ class PynqDevice(Device):
             )
 
     @classmethod
-    def probe(cls) -> bool:
-        if not _board_env():
+    def probe(cls, options: dict[str, Any]) -> bool:
+        """A board pynq finds (where pynq's variables say there may be one), or the simulated
+        board when the settings ask for it."""
+        if not (options.get("pynq_simulate") or _board_env()):
             return False
         try:
             import pynq
 
-            if os.environ.get("FPGA_SERVE_PYNQ_SIMULATE") == "1":
-                from fpga_serve.hw import pynq_sim  # noqa: F401
-            return len(pynq.Device.devices) > 0
+            return bool(options.get("pynq_simulate")) or len(pynq.Device.devices) > 0
         except Exception:  # any probing failure means: no usable board
             return False
 

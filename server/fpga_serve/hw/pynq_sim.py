@@ -5,11 +5,13 @@ computes with the twin's numerics. ``pynq.Overlay`` loads on it from a ``.bit`` 
 (parsed by pynq's own metadata parser; the ``.bit`` must be a simulation image, see
 ``write_simulation_bitstream``), pynq's clock code programs the PS clock registers, and
 ``pynq.MMIO`` reads and writes go through ``read_registers``/``write_registers`` exactly as they
-would reach a board over pynq's remote device. Enabled with FPGA_SERVE_PYNQ_SIMULATE=1 (pynq
-then finds it as its active device).
+would reach a board over pynq's remote device. ``simulate(name)`` makes it pynq's active device
+(``pynq.Device.active_device``, what pynq's Overlay, MMIO, allocate and clock code use when given
+no device): the PYNQ driver calls it when the server's ``pynq_simulate`` setting is on. pynq never
+finds it by probing (it has no ``_probe_``), so nothing but that setting switches it on.
 
-Which board it is: FPGA_SERVE_PYNQ_SIM_BOARD (a name in bitstreams/boards/boards.json, default
-zcu104) or ``use_board``; its PS (hw/pynq_sim_ps.py: clock and port-width registers, the AXI
+Which board it is: the ``pynq_sim_board`` setting (a name in bitstreams/boards/boards.json), or
+``use_board``; its PS (hw/pynq_sim_ps.py: clock and port-width registers, the AXI
 interrupt controller on the PS interrupt line and that line's UIO device), addresses and memory
 are the board's, and a download fails when what pynq programmed from the .hwh does not fit the
 board's block design (a PL clock off its rate, an HP port of another width).
@@ -21,7 +23,6 @@ a subclass of ``SimulatedAccelerator`` that ``SimulatedPynqDevice.accelerator_cl
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 import struct
 import tempfile
@@ -52,7 +53,6 @@ from fpga_serve.core.isa import (
 from fpga_serve.hw.pynq_sim_ps import SimIntc, SimPs, SimUio
 from fpga_serve.hw.twin import numpy_path, packed
 
-SIM_BOARD = "FPGA_SERVE_PYNQ_SIM_BOARD"
 SYNCS_KEPT = 1024
 
 
@@ -298,17 +298,16 @@ def simulation_spec_version(image: bytes, from_bin: bool = False) -> str | None:
 class SimulatedPynqDevice(pynq.Device):  # type: ignore[misc]
     """pynq's view of the simulated board."""
 
-    _probe_priority_ = 47
     accelerator_class: type[SimulatedAccelerator] = SimulatedAccelerator
     """What ``use_board`` builds the accelerator from (tests put their instrumented one here)."""
 
-    def __init__(self) -> None:
+    def __init__(self, board_name: str) -> None:
         super().__init__("fpga-serve-sim")
         self.capabilities = {"REGISTER_RW": True, "MEMORY_MAPPED": False}
         self.name = "fpga-serve simulated board"
         self.bitfile_name: str | None = None
         self.timestamp: str | None = None
-        self.use_board(os.environ.get(SIM_BOARD, "zcu104"))
+        self.use_board(board_name)
 
     def use_board(self, name: str) -> None:
         """Become board ``name`` of boards.json, freshly booted (nothing loaded)."""
@@ -375,10 +374,6 @@ class SimulatedPynqDevice(pynq.Device):  # type: ignore[misc]
         self.accelerator.load_image(carried)
         self.post_download(bitstream, parser, self.name)
 
-    @classmethod
-    def _probe_(cls) -> list[SimulatedPynqDevice]:
-        return [cls()] if os.environ.get("FPGA_SERVE_PYNQ_SIMULATE") == "1" else []
-
     def _target(self, address: int) -> tuple[Any, int]:
         """Which register file ``address`` is in, and the offset there."""
         b = self.board
@@ -415,3 +410,20 @@ class SimulatedPynqDevice(pynq.Device):  # type: ignore[misc]
 
     def invalidate(self, bo: int, offset: int, ptr: Any, size: int) -> None:
         self.synced.append(("invalidate", bo, offset, size))
+
+
+_SIMULATED: list[SimulatedPynqDevice] = []
+"""The process's simulated board, once made (pynq's PS state, its clocks and interrupt
+controllers, is per process, as on a board)."""
+
+
+def simulate(board_name: str) -> SimulatedPynqDevice:
+    """The simulated board ``board_name``, made pynq's active device: the first call boots it,
+    later ones return it (booted again as ``board_name`` if it is another board)."""
+    if not _SIMULATED:
+        _SIMULATED.append(SimulatedPynqDevice(board_name))
+    sim = _SIMULATED[0]
+    if sim.board.name != board_name:
+        sim.use_board(board_name)
+    pynq.Device.active_device = sim
+    return sim

@@ -41,14 +41,14 @@ def select_device(name: str = "auto", options: dict[str, Any] | None = None) -> 
     _builtin()
     if name == "auto":
         for cls in sorted(_DEVICES.values(), key=lambda c: -c.priority):
-            if cls.probe():
+            if cls.probe(options):
                 log.info("device auto-selected: %s", cls.name)
                 return cls.create(options)
         raise DeviceError("no device available")
     if name not in _DEVICES:
         raise DeviceError(f"unknown device {name!r}; known: {', '.join(available())}")
     cls = _DEVICES[name]
-    if not cls.probe():
+    if not cls.probe(options):
         raise DeviceError(f"device {name!r} is not present on this machine")
     log.info("device selected: %s", name)
     return cls.create(options)
