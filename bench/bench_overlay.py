@@ -143,18 +143,29 @@ def window(program, first: int, last: int):  # type: ignore[no-untyped-def]
 
 
 def every_tensor_plan(program):  # type: ignore[no-untyped-def]
-    """The same tiles with every output also written to DDR, each buffer its own bytes."""
-    from fpga_serve.core.isa import Placement
+    """The same tiles with every output also written to DDR, each buffer its own bytes (the
+    network's input and output in their own regions, as the compiler places them)."""
+    from fpga_serve.core.isa import SPACES, Placement
 
     instrs = [
         dataclasses.replace(i, tile=dataclasses.replace(i.tile, out_ddr=True))
         for i in program.instrs
     ]
-    offsets, at = [], 0
-    for b in program.buffers:
-        offsets.append(at)
-        at += -(-(b.height * b.width * b.channels) // 64) * 64
-    return dataclasses.replace(program, instrs=instrs, placement=Placement(offsets, at))
+    own = {program.input.buffer: SPACES["IN"], program.output.buffer: SPACES["OUT"]}
+    sizes = {code: 64 for code in SPACES.values()}
+    offsets, spaces, at = [], [], 0
+    for i, b in enumerate(program.buffers):
+        size = -(-(b.height * b.width * b.channels) // 64) * 64
+        if i in own:
+            offsets.append(0)
+            spaces.append(own[i])
+            sizes[own[i]] = size
+        else:
+            offsets.append(at)
+            spaces.append(SPACES["ACT"])
+            at += size
+    placement = Placement(offsets, max(at, 64), spaces, sizes[SPACES["IN"]], sizes[SPACES["OUT"]])
+    return dataclasses.replace(program, instrs=instrs, placement=placement)
 
 
 def every_tensor_exact(planned, x, ddr) -> bool:  # type: ignore[no-untyped-def]
@@ -168,17 +179,19 @@ def every_tensor_exact(planned, x, ddr) -> bool:  # type: ignore[no-untyped-def]
     snaps = []
     for i, instr in enumerate(debug.instrs):
         b = debug.buffer(instr.output)
-        snaps.append(
-            (i, debug.placement.offsets[instr.output.buffer], b.height * b.width * b.channels)
-        )
+        buf = instr.output.buffer
+        where = (debug.placement.spaces[buf], debug.placement.offsets[buf])
+        snaps.append((i, *where, b.height * b.width * b.channels))
     dres = harness.run(dimage, x, ddr=ddr, snaps=snaps, timeout=400_000_000)
-    mem = np.zeros(dimage.image_bytes, np.uint8)
-    packed.write_input(dimage, mem, x)
+    regions = packed.Regions.of(dimage, 1)
+    packed.write_input(dimage, regions.memory[dimage.input_space], x)
     seen: dict[int, bool] = {}
 
     def compare(_image: int, index: int) -> None:
         instr = debug.instrs[index]
-        off, ch_off = debug.placement.offsets[instr.output.buffer], instr.output.offset
+        buf, ch_off = instr.output.buffer, instr.output.offset
+        mem = regions.memory[debug.placement.spaces[buf]]
+        off = debug.placement.offsets[buf]
         b = debug.buffer(instr.output)
         twin = packed.tensor(mem, off, b.height, b.width, b.channels, ch_off, instr.output.channels)
         got = np.frombuffer(dres.snaps[index].tobytes(), np.int8).reshape(
@@ -187,9 +200,7 @@ def every_tensor_exact(planned, x, ddr) -> bool:  # type: ignore[no-untyped-def]
         seen[index] = np.array_equal(got[..., ch_off : ch_off + instr.output.channels], twin)
 
     f = dimage.preset
-    packed.execute(
-        f, dimage.table(), dimage.weights, mem, 1, dimage.image_bytes, numpy_path, compare
-    )
+    packed.execute(f, dimage.table(), dimage.weights, regions, 1, numpy_path, compare)
     return dres.done and len(seen) == len(debug.instrs) and all(seen.values())
 
 

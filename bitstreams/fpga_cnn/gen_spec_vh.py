@@ -37,6 +37,10 @@ def render() -> str:
             lines.append(f"`define {prefix}_{name} {value}")
     for name, value in spec["descriptor"]["flags"].items():
         lines.append(f"`define FLAG_{name} {value.bit_length() - 1}")
+    for name, value in spec["descriptor"]["spaces"].items():
+        lines.append(f"`define SPACE_{name} {value}")
+    for name, value in spec["descriptor"]["space_fields"].items():
+        lines.append(f"`define SPF_{name.upper()} {value}")
     at = 0
     for name, kind in spec["descriptor"]["fields"]:
         width = SIZES[kind]

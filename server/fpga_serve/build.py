@@ -105,12 +105,15 @@ def _print_device_memory(zf: zipfile.ZipFile, stage_dir: str) -> None:
         print("  device memory: not planned for a preset (runs on the twin only)")
         return
     image = descriptors.pack(program)
-    sizes = ", ".join(f"batch {n}: {device_memory(image, n) / 2**20:.1f} MiB" for n in (1, 8, 64))
+    per_image = device_memory(image, 1)
+    sizes = ", ".join(
+        f"batch {n}: {sum(device_memory(image, n).values()) / 2**20:.1f} MiB" for n in (1, 8, 64)
+    )
+    each = ", ".join(f"{per_image[k] / 2**10:,.1f} KiB {k}" for k in ("input", "output", "scratch"))
     print(
         f"  device memory on a {program.target} board (CMA): {image.descriptors.size:,} B of "
-        f"descriptors + {image.weights.size / 2**20:.1f} MiB of weights, once, + "
-        f"{image.image_bytes / 2**20:.2f} MiB of activations per image; {sizes}; device image "
-        f"{image.digest()[:12]}"
+        f"descriptors + {image.weights.size / 2**20:.1f} MiB of weights, once, + per image "
+        f"{each}; {sizes}; device image {image.digest()[:12]}"
     )
 
 

@@ -34,6 +34,7 @@ def test_the_readme_register_table_is_the_spec_register_map() -> None:
 
 def test_the_version_word_and_error_names() -> None:
     assert version_word("2.0") == 0x00020000
+    assert version_word("2.1") == 0x00020001
     assert version_word("2.13") == 0x0002000D
     assert version_word("x.y") == version_word("2") == 0
     assert f"0x{version_word(SPEC_VERSION):08X}" in README.read_text()

@@ -55,6 +55,8 @@ class Board:
         self.accelerator = SimulatedAccelerator(self.memory)
         self.accelerator.load_image("0.0")  # nothing loaded until a download
         self.downloads: list[str] = []
+        self.allocations: list[tuple[str, int]] = []  # (buffer id, bytes) in order
+        self.transfers: list[tuple[str, str, int]] = []  # ("write" / "read", buffer id, bytes)
 
     def write_file(self, path: str, data: bytes) -> None:
         self.files[path] = data
@@ -139,22 +141,26 @@ class Buffers(buffer_pb2_grpc.RemoteBufferServicer):
             size = (request.size + 63) // 64 * 64 or 64
             block = (board.next_address, np.zeros(size, np.uint8))
             board.blocks[buffer_id] = block
+            board.allocations.append((buffer_id, request.size))
             board.memory.blocks.append(block)
             board.next_address += size + 4096
         return buffer_pb2.AllocateResponse(buffer_id=buffer_id)
 
     def write(self, request_iterator: Any, context: Any) -> Any:
-        offset = 0
+        offset, buffer_id = 0, ""
         for request in request_iterator:
+            buffer_id = request.buffer_id
             _, backing = self.board.blocks[request.buffer_id]
             data = np.frombuffer(request.data, np.uint8)
             backing[offset : offset + data.size] = data
             offset += data.size
+        self.board.transfers.append(("write", buffer_id, offset))
         return buffer_pb2.BufferWriteResponse()
 
     def read(self, request: Any, context: Any) -> Iterator[Any]:
         _, backing = self.board.blocks[request.buffer_id]
         data = backing.tobytes()
+        self.board.transfers.append(("read", request.buffer_id, len(data)))
         for i in range(0, len(data), CHUNK):
             yield buffer_pb2.BufferReadResponse(data=data[i : i + CHUNK])
 

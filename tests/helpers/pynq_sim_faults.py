@@ -63,8 +63,10 @@ class FaultyAccelerator(SimulatedAccelerator):
             self._hung = True
             return
         super()._execute()
-        if self.fault == "corrupt":  # a silent datapath fault: only validate mode sees it
-            self.memory.block(self.address("ACT_ADDR_LO", "ACT_ADDR_HI"))[:] ^= 0x5A
+        if (
+            self.fault == "corrupt"
+        ):  # a silent datapath fault in the output: only validate mode sees it
+            self.memory.block(self.address("OUT_ADDR_LO", "OUT_ADDR_HI"))[:] ^= 0x5A
             self.fault = None
 
     def _complete(self) -> None:

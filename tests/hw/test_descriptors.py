@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 
 import numpy as np
 import pytest
 from fpga_serve.compiler.plan import plan
 from fpga_serve.core import descriptors
 from fpga_serve.core.errors import CompileError, ModelLoadError
-from fpga_serve.core.isa import PRESETS, Opcode, Preset, Program, quantize_input
+from fpga_serve.core.isa import PRESETS, SPACES, Opcode, Preset, Program, quantize_input
 from fpga_serve.hw.twin import executor, numpy_path, packed, reference
 
 RNG = np.random.default_rng(21)
@@ -110,23 +111,30 @@ def test_placement_never_shares_bytes_between_live_buffers() -> None:
             live.setdefault(planned.output.buffer, [len(planned.instrs)] * 2)[1] = len(
                 planned.instrs
             )
+            spaces = planned.placement.spaces
+            # the network's input and output alone in their own regions, at offset 0
+            assert spaces[planned.input.buffer] == SPACES["IN"]
+            assert spaces[planned.output.buffer] == SPACES["OUT"]
+            assert offsets[planned.input.buffer] == offsets[planned.output.buffer] == 0
+            assert spaces.count(SPACES["IN"]) == spaces.count(SPACES["OUT"]) == 1
             spans = []
             for b, (lo, hi) in live.items():
                 buf = planned.buffers[b]
-                spans.append(
-                    (offsets[b], offsets[b] + buf.height * buf.width * buf.channels, lo, hi)
-                )
+                end = offsets[b] + buf.height * buf.width * buf.channels
+                spans.append((spaces[b], offsets[b], end, lo, hi))
+            bounds = planned.placement.region_bytes()
             for a in spans:
                 for b in spans:
-                    if a is not b and a[2] <= b[3] and b[2] <= a[3]:
-                        assert a[1] <= b[0] or b[1] <= a[0], (family, preset.name, a, b)
-                assert a[1] <= planned.placement.image_bytes
+                    if a is not b and a[0] == b[0] and a[3] <= b[4] and b[3] <= a[4]:
+                        assert a[2] <= b[1] or b[2] <= a[1], (family, preset.name, a, b)
+                assert a[2] <= bounds[a[0]]
 
 
 def test_resnet50_keeps_its_activations_on_chip_on_the_zcu104() -> None:
     program = _zoo("resnet50", 64)
     image = descriptors.pack(program)
-    assert image.image_bytes == 64 * 64 * 3  # the input; the output reuses it
+    # the input and the output in their own regions; nothing else reaches DDR
+    assert (image.input_bytes, image.output_bytes, image.image_bytes) == (64 * 64 * 3, 2048, 64)
     tiles = [i.tile for i in program.instrs if i.tile is not None]
     assert sum(t.out_ddr for t in tiles) == 1 and sum(not t.in_ibuf for t in tiles) == 1
     assert sum(i.residual is not None for i in program.instrs) == 16
@@ -139,22 +147,30 @@ def test_features_and_rules() -> None:
         assert {k: got[k] for k in preset.shape()} == preset.shape()
     image = descriptors.pack(_zoo("vgg16"))
     row = image.table()[0].copy()
-    assert descriptors.check(row, image.preset, image.image_bytes, image.weights.size) is None
+    bounds = image.region_bytes
+    assert descriptors.check(row, image.preset, bounds, image.weights.size) is None
     row["opcode"] = 7
-    assert descriptors.check(row, image.preset, image.image_bytes, image.weights.size)[0] == (
-        "BAD_OPCODE"
-    )
+    assert descriptors.check(row, image.preset, bounds, image.weights.size)[0] == "BAD_OPCODE"
 
 
-def test_a_spec_1_program_is_refused_with_a_rebuild_message(tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+def test_an_older_spec_program_is_refused_with_a_rebuild_message(tmp_path, version) -> None:  # type: ignore[no-untyped-def]
+    """1.0 had no tiles; 2.0 put the network's input and output in the activation region (its
+    placement has no regions, its descriptors no spaces): both are rebuilt, never run."""
     import json
 
     program = _zoo("vgg16")
     program.save(tmp_path)
     data = json.loads((tmp_path / "program.json").read_text())
-    data["spec_version"] = "1.0"
+    data["spec_version"] = version
+    placement = data["placement"]
+    data["placement"] = {"offsets": placement["offsets"], "image_bytes": placement["image_bytes"]}
     (tmp_path / "program.json").write_text(json.dumps(data))
-    with pytest.raises(ModelLoadError, match=r"spec '1\.0'.*rebuild"):
+    with pytest.raises(ModelLoadError, match=rf"spec '{re.escape(version)}'.*rebuild"):
+        Program.load(tmp_path)
+    data["spec_version"] = program.spec_version  # 2.0's placement under 2.1: malformed, never run
+    (tmp_path / "program.json").write_text(json.dumps(data))
+    with pytest.raises(ModelLoadError, match="malformed FPGA program"):
         Program.load(tmp_path)
 
 

@@ -19,7 +19,7 @@ from conftest import small_network
 from fpga_serve.compiler import CompileOptions, compile_model
 from fpga_serve.core import descriptors
 from fpga_serve.core.errors import DeviceError
-from fpga_serve.core.isa import REGISTERS, SPEC, quantize_input
+from fpga_serve.core.isa import REGISTERS, SPEC, SPEC_VERSION, quantize_input, version_word
 from fpga_serve.hw.pynq_device import PynqDevice
 from fpga_serve.hw.pynq_sim import SimulatedPynqDevice, simulate, write_simulation_bitstream
 from fpga_serve.hw.registry import select_device
@@ -106,7 +106,7 @@ def test_bad_overlays_are_refused_naming_the_file(simulated_board: None, tmp_pat
         PynqDevice(bit)
     other_ip = HWH.read_text().replace(SPEC["ip"]["vlnv"], "acme.com:hls:resizer:1.0")
     (tmp_path / "fpga_cnn.hwh").write_text(other_ip)
-    with pytest.raises(DeviceError, match=r"has no fpga-serve\.org:overlay:cnn_accel:2\.0 IP"):
+    with pytest.raises(DeviceError, match=rf"has no {re.escape(SPEC['ip']['vlnv'])} IP"):
         PynqDevice(bit)
     shutil.copy(HWH, tmp_path / "fpga_cnn.hwh")
     (tmp_path / "fpga_cnn.bit").write_bytes(b"\x00\x09\x0f\xf0 a real board's bitstream")
@@ -120,16 +120,17 @@ def test_whole_network_is_exact_against_the_twin(device: PynqDevice, compiled: A
     assert any(i.residual is not None for i in compiled.program.instrs)
     x = quantize_input(RNG.normal(0, 1, (5, 16, 16, 3)), compiled.program.input_scale)
     loaded = device.load(compiled.program)
-    assert isinstance(loaded.weights, PynqBuffer) and isinstance(loaded.activations, type(None))
+    assert isinstance(loaded.weights, PynqBuffer) and loaded.regions == []
     for batch in (5, 1, 3):  # grows, then reuses its buffers
         got = loaded.run(x[:batch])
         assert np.array_equal(got, TwinDevice().load(compiled.program).run(x[:batch]))
-    assert isinstance(loaded.activations, PynqBuffer)
+    assert all(isinstance(r, PynqBuffer) for r in loaded.regions)
     # the buffers the board holds are the packer's device image, bytes for bytes
     image = descriptors.pack(compiled.program)
     assert np.array_equal(np.asarray(loaded.descs)[: image.descriptors.size], image.descriptors)
     assert np.array_equal(np.asarray(loaded.weights)[: image.weights.size], image.weights)
-    assert loaded.activations.size == 5 * image.image_bytes
+    # scratch, input and output: each its own buffer of 5 images
+    assert [r.size for r in loaded.regions] == [5 * n for n in image.region_bytes]
 
 
 def test_each_op_class_alone_is_exact(device: PynqDevice) -> None:
@@ -164,6 +165,12 @@ def test_register_traffic_follows_the_spec(device: PynqDevice, compiled: Any) ->
         "ACT_ADDR_LO",
         "ACT_ADDR_HI",
         "ACT_STRIDE",
+        "IN_ADDR_LO",
+        "IN_ADDR_HI",
+        "IN_STRIDE",
+        "OUT_ADDR_LO",
+        "OUT_ADDR_HI",
+        "OUT_STRIDE",
         "WGT_ADDR_LO",
         "WGT_ADDR_HI",
         "WGT_BYTES",
@@ -177,7 +184,12 @@ def test_register_traffic_follows_the_spec(device: PynqDevice, compiled: Any) ->
     assert values[REGISTERS["DESC_COUNT"]] == len(compiled.program.instrs)
     assert values[REGISTERS["BATCH"]] == 2 and values[REGISTERS["CTRL"]] == 1
     assert values[REGISTERS["DESC_ADDR_LO"]] == loaded.descs.device_address & 0xFFFFFFFF
-    assert values[REGISTERS["ACT_STRIDE"]] == compiled.program.placement.image_bytes
+    placement = compiled.program.placement
+    assert values[REGISTERS["ACT_STRIDE"]] == placement.image_bytes
+    assert values[REGISTERS["IN_STRIDE"]] == placement.input_bytes
+    assert values[REGISTERS["OUT_STRIDE"]] == placement.output_bytes
+    for name, buffer in zip(("ACT", "IN", "OUT"), loaded.regions, strict=True):
+        assert values[REGISTERS[f"{name}_ADDR_LO"]] == buffer.device_address & 0xFFFFFFFF
     assert sim.read(REGISTERS["IRQ_STATUS"]) == 1  # DONE
 
 
@@ -271,7 +283,7 @@ def test_a_wrong_accelerator_version_is_refused(device: PynqDevice, tmp_path: Pa
         with pytest.raises(DeviceError, match="reports spec version 0x00000009"):
             PynqDevice(old)
     finally:
-        device.pdev.accelerator.regs[REGISTERS["VERSION"] // 4] = 0x00020000
+        device.pdev.accelerator.regs[REGISTERS["VERSION"] // 4] = version_word(SPEC_VERSION)
 
 
 @pytest.fixture(scope="module")
@@ -378,7 +390,7 @@ def test_pynq_without_a_board_is_a_clear_error(fpga_zip: Path) -> None:
 
 
 def test_a_board_reached_through_pynqs_remote_device(
-    fpga_zip: Path, overlay: Path, tmp_path: Path
+    fpga_zip: Path, overlay: Path, tmp_path: Path, compiled: Any
 ) -> None:
     """pynq's RemoteDevice (PYNQ_REMOTE_DEVICES) drives a board over gRPC: the same Overlay,
     MMIO and buffer path, here against a fake PYNQ.remote board on loopback."""
@@ -418,5 +430,20 @@ def test_a_board_reached_through_pynqs_remote_device(
         assert board.downloads == ["fpga_cnn.bin"]  # pynq converted and sent the bitstream
         assert board.accelerator.runs >= 1
         assert 0xFF5E00C0 in board.ps_registers  # pynq's clock code, over the remote MMIO
+        # Over the network go the weights and descriptors once, then per run the input buffer
+        # alone; only the output buffer comes back; the activation scratch never crosses.
+        image = descriptors.pack(compiled.program)
+        (weights, _), (descs, _), *regions = board.allocations
+        assert len(regions) % 3 == 0 and regions  # scratch, input, output per batch size
+        scratch = {b for b, _ in regions[0::3]}
+        inputs, outputs = dict(regions[1::3]), dict(regions[2::3])
+        assert all(n % image.input_bytes == 0 for n in inputs.values())
+        assert all(n % image.output_bytes == 0 for n in outputs.values())
+        writes = [(b, n) for kind, b, n in board.transfers if kind == "write"]
+        reads = [(b, n) for kind, b, n in board.transfers if kind == "read"]
+        assert writes[:2] == [(weights, image.weights.size), (descs, image.descriptors.size)]
+        assert writes[2:] and all(inputs.get(b) == n for b, n in writes[2:])
+        assert reads and all(outputs.get(b) == n for b, n in reads)
+        assert not scratch & {b for _, b, _ in board.transfers}
     finally:
         remote.stop(0)

@@ -18,7 +18,7 @@ import pytest
 from fpga_serve.compiler import CompileOptions, compile_model
 from fpga_serve.core.boards import ACCELERATOR, BOARDS, INTC
 from fpga_serve.core.errors import DeviceError
-from fpga_serve.core.isa import quantize_input
+from fpga_serve.core.isa import SPEC_VERSION, quantize_input
 from fpga_serve.hw.pynq_device import PynqDevice
 from fpga_serve.hw.pynq_sim import simulate, write_simulation_bitstream
 from fpga_serve.hw.twin.device import TwinDevice
@@ -101,19 +101,19 @@ def test_runs_are_exact_end_on_the_interrupt_and_sync_only_their_tensors(
         got = loaded.run(x[:batch])
         assert np.array_equal(got, TwinDevice().load(program).run(x[:batch]))
         assert sim.uio.fired > fired, "the run did not end on the interrupt"
+        # Per run only the input buffer is flushed (this batch's images) and only the output
+        # buffer invalidated; the scratch is flushed once, when it is allocated (batch 3).
         image = loaded.image
-        flushed = [(off, size) for kind, _, off, size in sim.synced if kind == "flush"]
-        invalidated = [(off, size) for kind, _, off, size in sim.synced if kind == "invalidate"]
-        h, w, _ = image.input_shape
-        assert flushed == [
-            (n * image.image_bytes + image.input_at[0], h * w * image.input_at[1])
-            for n in range(batch)
+        scratch, inputs, outputs = (r.bo for r in loaded.regions)
+        assert len({scratch, inputs, outputs}) == 3
+        allocated = [("flush", scratch, 0, 3 * image.image_bytes)] if batch == 3 else []
+        assert list(sim.synced) == [
+            *allocated,
+            ("flush", inputs, 0, batch * image.input_bytes),
+            ("invalidate", outputs, 0, batch * image.output_bytes),
         ]
-        h, w, _ = image.output_shape
-        assert invalidated == [
-            (n * image.image_bytes + image.output_at[0], h * w * image.output_at[1])
-            for n in range(batch)
-        ]
+        h, w, c = image.input_shape
+        assert image.input_at == (0, c, 0) and image.input_bytes == -(-h * w * c // 64) * 64
     # Without interrupt delivery the driver polls, and stays exact.
     device.interrupt = None
     assert np.array_equal(loaded.run(x[:1]), TwinDevice().load(program).run(x[:1]))
@@ -138,8 +138,9 @@ def test_mismatched_overlays_are_refused_at_load_naming_the_file(sim: Any, tmp_p
     )
     refused(
         "zcu104",
-        r"fpga_cnn\.hwh is a build of fpga_cnn spec 1\.9; this server runs spec 2\.0",
-        edit=_param("SPEC_VERSION", "1.9"),
+        rf"fpga_cnn\.hwh is a build of fpga_cnn spec 2\.0; this server runs spec "
+        rf"{re.escape(SPEC_VERSION)}",
+        edit=_param("SPEC_VERSION", "2.0"),
     )
     refused("zcu104", r"has no SPEC_VERSION and PRESET parameters", edit=_param("PRESET", "(none)"))
     # A .bit whose FEATURES are another preset's than its .hwh's.
@@ -292,12 +293,16 @@ def test_per_layer_cycles_become_metrics_and_inspect_prints_the_cma_footprint(
     assert (
         f"device memory on a zcu104 board (CMA): {image.descriptors.size:,} B of descriptors" in out
     )
-    assert f"batch 8: {device_memory(image, 8) / 2**20:.1f} MiB" in out and digest in out
-    assert (
-        loaded.cma_bytes(8)
-        == device_memory(image, 8)
-        == (max(image.descriptors.size, 64) + max(image.weights.size, 64) + 8 * image.image_bytes)
-    )
+    each = device_memory(image, 1)
+    assert f"batch 8: {sum(device_memory(image, 8).values()) / 2**20:.1f} MiB" in out
+    assert digest in out
+    kib = {k: f"{v / 2**10:,.1f} KiB" for k, v in each.items()}
+    assert f"{kib['input']} input, {kib['output']} output, {kib['scratch']} scratch" in out
+    # what the driver allocated: weights and descriptors once, the three regions for batch 2
+    sizes = [r.size for r in (loaded.weights, loaded.descs, *loaded.regions)]
+    held = device_memory(image, 2)
+    assert sizes == [held[k] for k in ("weights", "descriptors", "scratch", "input", "output")]
+    assert loaded.cma_bytes(2) == sum(sizes) and loaded.capacity == 2
 
 
 def test_the_server_wires_each_devices_cycle_counters_to_its_metrics() -> None:

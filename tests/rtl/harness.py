@@ -7,7 +7,10 @@ packs nothing itself: it takes a DeviceImage from fpga_serve.core.descriptors (e
 PYNQ driver uploads), places descriptors, weights and activations above 4 GiB, writes the
 input images into their buffer, programs the registers with descriptors.run_registers (the
 driver's sequence), waits for the interrupt, and reads back STATUS, ERROR_CODE, ERROR_INDEX,
-CYCLES, the per-descriptor cycle counters, the activation memory and per-port traffic.
+CYCLES, the per-descriptor cycle counters, the three memory regions and per-port traffic. The
+activation scratch, the input and the output regions lie 512 MiB apart, each declared to the
+DDR model at exactly its size: an access through the wrong region's base reads or writes
+another region's bytes (a twin mismatch) or undeclared memory (a FATAL in the testbench).
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ RTL_SOURCES = [
 DESC_BASE = 0x1_0000_0000
 WGT_BASE = 0x1_4000_0000
 ACT_BASE = 0x1_8000_0000
+IN_BASE = 0x1_A000_0000
+OUT_BASE = 0x1_C000_0000
+REGION_BASES = (ACT_BASE, IN_BASE, OUT_BASE)
+"""Image 0's part of each region (SPACES codes: ACT, IN, OUT)."""
 CACHE = Path(
     os.environ.get(
         "FPGA_SERVE_VERILATOR_CACHE", Path(tempfile.gettempdir()) / "fpga-serve-verilator"
@@ -131,8 +138,8 @@ class Result:
     error_image: int
     cycles: int
     perf: list[int]
-    memory: np.ndarray
-    """the activation region after the run (uint8, batch x image_bytes)"""
+    regions: packed.Regions
+    """the three regions after the run"""
     stats: dict[str, dict[str, int]]
     snaps: dict[int, np.ndarray]
     lines: list[str] = field(default_factory=list)
@@ -151,10 +158,10 @@ class Result:
 def run(
     image: descriptors.DeviceImage,
     x: np.ndarray | None = None,
-    memory: np.ndarray | None = None,
+    regions: packed.Regions | None = None,
     ddr: Ddr | None = None,
     errors: Sequence[tuple[str, int, int, int]] = (),
-    snaps: Sequence[tuple[int, int, int]] = (),
+    snaps: Sequence[tuple[int, int, int, int]] = (),
     timeout: int = 2_000_000,
     batch: int | None = None,
     before: Sequence[str] = (),
@@ -164,49 +171,53 @@ def run(
     after: Sequence[str] = (),
 ) -> Result:
     """One run of ``image`` on the simulated accelerator. ``x``: int8 images [N, H, W, C]
-    written into the input buffer (or a prepared ``memory``); ``errors``: (port, lo, hi,
-    resp) error responses; ``snaps``: (descriptor index, activation offset, bytes) copies of
+    written into the input buffer (or prepared ``regions``); ``errors``: (port, lo, hi,
+    resp) error responses; ``snaps``: (descriptor index, region code, offset, bytes) copies of
     memory taken when that descriptor completes (in the last image); ``before``: script lines
     played between the register writes and the wait (``wait`` replaces the wait for the
     interrupt), in the first run only; ``rerun``: then clear the error responses, SOFT_RESET,
-    load the activation
-    memory again, run again and report that run in ``Result.second``; ``after``: script lines
-    played at the end (their output is in ``Result.lines``)."""
+    load the regions again, run again and report that run in ``Result.second``; ``after``:
+    script lines played at the end (their output is in ``Result.lines``)."""
     f = image.preset
     exe = build(f, TRACE if os.environ.get("FPGA_SERVE_TRACE") else ())
     n = batch if batch is not None else (x.shape[0] if x is not None else 1)
-    if memory is None:
-        memory = np.zeros(n * image.image_bytes, np.uint8)
+    if regions is None:
+        regions = packed.Regions.of(image, n)
         if x is not None:
-            packed.write_input(image, memory, x)
+            packed.write_input(image, regions.memory[image.input_space], x)
     ddr = ddr or Ddr()
     count = min(image.count, f.perf_depth)
     with tempfile.TemporaryDirectory(prefix="tb-") as tmp:
         d = Path(tmp)
         (d / "desc.bin").write_bytes(image.descriptors.tobytes())
         (d / "wgt.bin").write_bytes(image.weights.tobytes())
-        (d / "act.bin").write_bytes(memory.tobytes())
-        act_len = max(memory.size, 64)
+        lens = [max(m.size, 64) for m in regions.memory]
+        for code, m in enumerate(regions.memory):
+            (d / f"region{code}.bin").write_bytes(m.tobytes())
+
+        def load_regions() -> list[str]:
+            return [f"load {REGION_BASES[code]:x} {d / f'region{code}.bin'}" for code in range(3)]
+
         lines = [
             f"region {DESC_BASE:x} {max(len(image.descriptors), 64):x} ro",
             f"load {DESC_BASE:x} {d / 'desc.bin'}",
             f"region {WGT_BASE:x} {image.weights.size:x} ro",
             f"load {WGT_BASE:x} {d / 'wgt.bin'}",
-            f"region {ACT_BASE:x} {act_len:x}",
-            f"load {ACT_BASE:x} {d / 'act.bin'}",
+            *[f"region {REGION_BASES[code]:x} {lens[code]:x}" for code in range(3)],
+            *load_regions(),
             f"ddr {ddr.latency} {ddr.bytes_per_cycle} {ddr.stall} {ddr.seed}",
             f"limits {f.max_burst} {f.outstanding}",
         ]
         lines += [f"error {p} {lo:x} {hi:x} {resp}" for p, lo, hi, resp in errors]
-        base = (n - 1) * image.image_bytes
         lines += [
-            f"snap {i} {ACT_BASE + base + off:x} {size:x} {d / f'snap{i}.bin'}"
-            for i, off, size in snaps
+            f"snap {i} {REGION_BASES[code] + (n - 1) * regions.sizes[code] + off:x} {size:x} "
+            f"{d / f'snap{i}.bin'}"
+            for i, code, off, size in snaps
         ]
         regs = (
             registers
             if registers is not None
-            else descriptors.run_registers(image, DESC_BASE, ACT_BASE, WGT_BASE, n)
+            else descriptors.run_registers(image, DESC_BASE, REGION_BASES, WGT_BASE, n)
         )
 
         def block(tag: str) -> list[str]:
@@ -216,14 +227,18 @@ def run(
             names = ["STATUS", "ERROR_CODE", "ERROR_INDEX", "ERROR_IMAGE", "CYCLES_LO", "CYCLES_HI"]
             out += [f"read {REGISTERS[r]:x}" for r in names]
             out += [f"read {REGISTERS['PERF_BASE'] + 4 * i:x}" for i in range(count)]
-            return [*out, f"dump {ACT_BASE:x} {act_len:x} {d / f'{tag}.bin'}", "stats"]
+            out += [
+                f"dump {REGION_BASES[code]:x} {lens[code]:x} {d / f'{tag}{code}.bin'}"
+                for code in range(3)
+            ]
+            return [*out, "stats"]
 
         lines += block("out")
         if rerun:
             lines += [
                 "clear_errors",
                 f"write {REGISTERS['CTRL']:x} 2",
-                f"load {ACT_BASE:x} {d / 'act.bin'}",
+                *load_regions(),
             ]
             lines += block("out2")
         lines += list(after)
@@ -242,15 +257,17 @@ def run(
         out_lines = text.splitlines()
         got = {
             i: np.fromfile(d / f"snap{i}.bin", np.uint8)
-            for i, _, _ in snaps
+            for i, _, _, _ in snaps
             if (d / f"snap{i}.bin").exists()
         }
         results = []
         tags = ("out", "out2") if rerun else ("out",)
         for tag, part in zip(tags, _split_runs(out_lines, count), strict=False):
-            results.append(
-                _result(part, count, np.fromfile(d / f"{tag}.bin", np.uint8)[: memory.size])
+            a, b, c = (
+                np.fromfile(d / f"{tag}{code}.bin", np.uint8)[: m.size]
+                for code, m in enumerate(regions.memory)
             )
+            results.append(_result(part, count, packed.Regions((a, b, c), regions.sizes)))
         first = results[0]
         first.snaps = got
         first.lines = out_lines
@@ -268,7 +285,7 @@ def _split_runs(lines: list[str], count: int) -> list[list[str]]:
     return [r for r in runs if any(x.startswith("read ") for x in r)]
 
 
-def _result(lines: list[str], count: int, memory: np.ndarray) -> Result:
+def _result(lines: list[str], count: int, regions: packed.Regions) -> Result:
     values = [int(line.split()[2], 16) for line in lines if line.startswith("read ")]
     stats: dict[str, dict[str, int]] = {}
     for line in lines:
@@ -282,7 +299,7 @@ def _result(lines: list[str], count: int, memory: np.ndarray) -> Result:
         error_image=values[3],
         cycles=values[4] | (values[5] << 32),
         perf=values[6 : 6 + count],
-        memory=memory,
+        regions=regions,
         stats=stats,
         snaps={},
         lines=lines,
@@ -291,4 +308,4 @@ def _result(lines: list[str], count: int, memory: np.ndarray) -> Result:
 
 
 def output(image: descriptors.DeviceImage, result: Result, batch: int = 1) -> np.ndarray:
-    return packed.read_output(image, result.memory, batch)
+    return packed.read_output(image, result.regions.memory[image.output_space], batch)

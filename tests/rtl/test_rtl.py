@@ -28,6 +28,7 @@ from fpga_serve.compiler.plan import fuse_adds, plan, schedule
 from fpga_serve.core import descriptors
 from fpga_serve.core.isa import (
     REGISTERS,
+    SPACES,
     SPEC_VERSION,
     STATUS_BITS,
     Buffer,
@@ -407,6 +408,8 @@ BAD = [
     (1, {"wgt_bytes": 64}, "BAD_DESCRIPTOR"),
     (1, {"flags": 0}, "BAD_DESCRIPTOR"),
     (1, {"flags": 16 | 2}, "BAD_DESCRIPTOR"),
+    (0, {"spaces": 3}, "BAD_DESCRIPTOR"),
+    (1, {"spaces": 0x40}, "BAD_DESCRIPTOR"),
     (1, {"wgt_offset": 32}, "BAD_ADDRESS"),
     (1, {"wgt_offset": 1 << 20}, "BAD_ADDRESS"),
     (0, {"in_offset": 1 << 24}, "BAD_ADDRESS"),
@@ -423,7 +426,9 @@ def test_a_bad_descriptor_ends_the_run_with_its_code(
     program, image = _one_conv()
     bad = _with(image, index, **fields)
     # the packer's rules say the same (one rule set for the RTL, the twin and the board)
-    assert descriptors.check(bad.table()[index], TINY, bad.image_bytes, bad.weights.size)[0] == code
+    assert (
+        descriptors.check(bad.table()[index], TINY, bad.region_bytes, bad.weights.size)[0] == code
+    )
     x = _x(program)
     run = harness.run(bad, x, ddr=SLOW_DDR, timeout=200_000, rerun=True)
     assert run.error == code and run.error_index == index and run.irq
@@ -476,31 +481,59 @@ def test_random_descriptor_faults_match_the_twin_and_never_hang() -> None:
                 new = int(rng.integers(info.min, min(info.max, 1 << 17) + 1))
             table[name][i] = min(max(new, info.min), info.max)
         bad = dataclasses.replace(image, descriptors=table.view(np.uint8).reshape(-1))
-        memory = np.zeros(image.image_bytes, np.uint8)
-        packed.write_input(bad, memory, x)
-        twin_mem = memory.copy()
+        regions = packed.Regions.of(bad, 1)
+        packed.write_input(bad, regions.memory[bad.input_space], x)
+        a, b, c = (m.copy() for m in regions.memory)
+        twin = packed.Regions((a, b, c), regions.sizes)
         try:
-            packed.execute(TINY, bad.table(), bad.weights, twin_mem, 1, bad.image_bytes, reference)
+            packed.execute(TINY, bad.table(), bad.weights, twin, 1, reference)
             want = None
         except packed.AcceleratorFault as fault:
             want = (fault.code, fault.index)
-        run = harness.run(bad, memory=memory, ddr=SLOW_DDR, timeout=400_000)
+        run = harness.run(bad, regions=regions, ddr=SLOW_DDR, timeout=400_000)
         assert run.irq, "the run did not end"
         got = (run.error, run.error_index) if run.error else None
         assert got == want, [(n, int(table[n][0]), int(table[n][1])) for n in names]
         if want is None:
-            assert np.array_equal(run.memory, twin_mem)
+            for got_region, want_region in zip(run.regions.memory, twin.memory, strict=True):
+                assert np.array_equal(got_region, want_region)
         outcomes.append(want[0] if want else "DONE")
     assert {"DONE", "BAD_DESCRIPTOR", "BAD_ADDRESS"} <= set(outcomes), outcomes
 
 
-def test_misaligned_regions_are_a_bad_address() -> None:
+MISALIGNED = ["DESC_ADDR", "ACT_ADDR", "IN_ADDR", "OUT_ADDR", "IN_STRIDE", "OUT_STRIDE"]
+
+
+@pytest.mark.parametrize("register", MISALIGNED)
+def test_misaligned_regions_are_a_bad_address(register: str) -> None:
+    """Each region's address and each stride must be 64-aligned at START (ERROR_INDEX 0)."""
     program, image = _one_conv()
-    regs = descriptors.run_registers(
-        image, harness.DESC_BASE + 8, harness.ACT_BASE, harness.WGT_BASE, 1
-    )
+    regs = descriptors.run_registers(image, harness.DESC_BASE, harness.REGION_BASES,
+                                     harness.WGT_BASE, 1)  # fmt: skip
+    at = REGISTERS[register if register.endswith("STRIDE") else f"{register}_LO"]
+    regs = [(o, v + 8 if o == at else v) for o, v in regs]
     run = harness.run(image, _x(program), registers=regs, timeout=10_000)
-    assert run.error == "BAD_ADDRESS" and run.error_index == 0
+    assert run.error == "BAD_ADDRESS" and run.error_index == 0 and run.cycles < 100
+
+
+@pytest.mark.parametrize("access", ["in", "out"])
+def test_an_access_past_its_own_regions_stride_is_a_bad_address(access: str) -> None:
+    """The network's input (descriptor 0 reads it) and output (descriptor 1 writes it) are
+    bounded by IN_STRIDE and OUT_STRIDE, not by the (here much larger) ACT_STRIDE: one byte
+    past its own region, the access is refused before any memory is touched."""
+    program, image = _one_conv()
+    index = 0 if access == "in" else image.count - 1
+    row = image.table()[index]
+    code = SPACES["IN" if access == "in" else "OUT"]
+    assert descriptors.space(row, access) == code
+    roomy = dataclasses.replace(image, image_bytes=1 << 16)  # ACT_STRIDE 64 KiB
+    bad = _with(roomy, index, **{f"{access}_offset": int(row[f"{access}_offset"]) + 64})
+    assert descriptors.check(bad.table()[index], TINY, bad.region_bytes, bad.weights.size) == (
+        "BAD_ADDRESS", f"{'input' if access == 'in' else 'output'} outside the image's "
+        f"{'IN' if access == 'in' else 'OUT'} region",
+    )  # fmt: skip
+    run = harness.run(bad, _x(program), ddr=SLOW_DDR, timeout=200_000)
+    assert run.error == "BAD_ADDRESS" and run.error_index == index and run.irq
 
 
 # The bus: AXI error responses on every port, SOFT_RESET mid-run ---------------------------------
@@ -511,16 +544,16 @@ def test_an_axi_error_response_on_each_port_is_a_bus_error_then_a_clean_run(port
     program = _add_and_scale_shift_from_ddr() if port in ("rs", "in") else _bottleneck()
     image = descriptors.pack(program)
     x = _x(program)
-    base = {"wt0": harness.WGT_BASE, "wt1": harness.WGT_BASE, "in": harness.ACT_BASE,
-            "rs": harness.ACT_BASE, "out": harness.ACT_BASE}[port]  # fmt: skip
-    size = image.weights.size if port.startswith("wt") else image.image_bytes
-    run = harness.run(image, x, ddr=SLOW_DDR, errors=[(port, base, base + size, 2)], rerun=True)
+    if port.startswith("wt"):
+        ranges = [(harness.WGT_BASE, image.weights.size)]
+    else:  # every region the port may address
+        ranges = list(zip(harness.REGION_BASES, image.region_bytes, strict=True))
+    errors = [(port, base, base + size, 2) for base, size in ranges]
+    run = harness.run(image, x, ddr=SLOW_DDR, errors=errors, rerun=True)
     assert run.error == "BUS_ERROR" and run.irq, (run.status, run.error)
     second = run.second
     assert second is not None and second.done and second.error is None
-    assert np.array_equal(
-        packed.read_output(image, second.memory, 1), packed.run(image, x, reference)
-    )
+    assert np.array_equal(harness.output(image, second), packed.run(image, x, reference))
 
 
 def test_soft_reset_mid_run_then_an_exact_run_and_start_while_busy_is_ignored() -> None:
@@ -533,9 +566,7 @@ def test_soft_reset_mid_run_then_an_exact_run_and_start_while_busy_is_ignored() 
     assert run.status == STATUS_BITS["BUSY"]  # still running: the extra START changed nothing
     second = run.second
     assert second is not None and second.done and second.error is None
-    assert np.array_equal(
-        packed.read_output(image, second.memory, 1), packed.run(image, x, reference)
-    )
+    assert np.array_equal(harness.output(image, second), packed.run(image, x, reference))
 
 
 # Registers ----------------------------------------------------------------------------------

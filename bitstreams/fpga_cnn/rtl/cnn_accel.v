@@ -138,9 +138,13 @@ module cnn_accel #(
     wire rst = !ap_rst_n;
 
     // ---- registers --------------------------------------------------------------------------
-    reg [63:0] desc_addr, act_addr, wgt_addr;
-    reg [31:0] desc_count, batch, act_stride, wgt_bytes, irq_enable;
+    reg [63:0] desc_addr, act_addr, wgt_addr, in_addr, out_addr;
+    reg [31:0] desc_count, batch, act_stride, wgt_bytes, irq_enable, in_stride, out_stride;
     reg [1:0]  irq_status;
+    wire [95:0] region_bytes;                   // each region's stride, by SPACES code
+    assign region_bytes[`SPACE_ACT*32 +: 32] = act_stride;
+    assign region_bytes[`SPACE_IN*32 +: 32] = in_stride;
+    assign region_bytes[`SPACE_OUT*32 +: 32] = out_stride;
     reg        st_done, st_error, st_busy;
     reg [2:0]  err_code;
     reg [31:0] err_index, err_image;
@@ -197,6 +201,12 @@ module cnn_accel #(
             `REG_FEATURES2:    reg_q = IBUF_WORDS;
             `REG_FEATURES3:    reg_q = WFIFO_WORDS;
             `REG_FEATURES4:    reg_q = PERF_DEPTH | (MAX_BURST << 16);
+            `REG_IN_ADDR_LO:   reg_q = in_addr[31:0];
+            `REG_IN_ADDR_HI:   reg_q = in_addr[63:32];
+            `REG_IN_STRIDE:    reg_q = in_stride;
+            `REG_OUT_ADDR_LO:  reg_q = out_addr[31:0];
+            `REG_OUT_ADDR_HI:  reg_q = out_addr[63:32];
+            `REG_OUT_STRIDE:   reg_q = out_stride;
             default:           reg_q = 32'd0;
         endcase
     end
@@ -212,7 +222,7 @@ module cnn_accel #(
     reg [31:0] executed /* verilator public_flat_rd */;     // testbench snapshots
     reg [31:0] d_index /* verilator public_flat_rd */;
     reg [31:0] total, cur_image, d_image;
-    reg [63:0] img_base;
+    reg [63:0] img_base, in_img, out_img;    // image n's part of the ACT, IN and OUT regions
     reg [31:0] d_start;
     reg        fetch_start, unit_start;
     wire       unit_rst = rst || abort;
@@ -232,7 +242,7 @@ module cnn_accel #(
     cnn_fetch #(.CI(CI), .CO(CO), .DB(DB), .NWP(WEIGHT_PORTS), .BLK(BLOCK_BYTES), .PFA(PFA),
                 .WFA(WFA), .ACC_DEPTH(ACC_DEPTH), .IBUF_WORDS(IBUF_WORDS), .BANKS(IBUF_BANKS)) u_fetch (
         .clk(clk), .rst(unit_rst), .start(fetch_start), .desc_addr(desc_addr),
-        .desc_count(desc_count), .wgt_addr(wgt_addr), .batch(batch), .act_bytes(act_stride),
+        .desc_count(desc_count), .wgt_addr(wgt_addr), .batch(batch), .region_bytes(region_bytes),
         .wgt_bytes(wgt_bytes), .cmd_valid(f_cmd_valid), .cmd_ready(f_cmd_ready),
         .cmd_addr(f_cmd_addr), .cmd_bytes(f_cmd_bytes), .dvalid(f_dvalid), .dready(f_dready),
         .ddata(f_ddata), .wf_valid(wf_valid), .wf_data(wf_data), .wf_pop(wf_pop),
@@ -264,9 +274,19 @@ module cnn_accel #(
     wire f_out_ddr = flags[`FLAG_OUT_DDR], f_out_ibuf = flags[`FLAG_OUT_IBUF];
     wire f_res_ibuf = flags[`FLAG_RES_IBUF];
     wire f_res_ddr = f_add && !f_res_ibuf;
-    wire [63:0] in_base = img_base + `D_IN_OFFSET(d) + `D_IN_CH_OFF(d);
-    wire [63:0] res_base = img_base + `D_RES_OFFSET(d) + `D_RES_CH_OFF(d);
-    wire [63:0] out_base = img_base + `D_OUT_OFFSET(d) + `D_OUT_CH_OFF(d);
+    // each access's base: image n's part of the region its 2-bit code (spaces field) names
+    /* verilator lint_off UNUSEDSIGNAL */  // bits 7:6: zero in every checked descriptor
+    wire [7:0] spaces = `D_SPACES(d);
+    /* verilator lint_on UNUSEDSIGNAL */
+    function [63:0] region(input [1:0] code, input [63:0] act, input [63:0] inb, input [63:0] outb);
+        region = (code == `SPACE_IN) ? inb : (code == `SPACE_OUT) ? outb : act;
+    endfunction
+    wire [63:0] in_base = region(spaces[`SPF_IN +: 2], img_base, in_img, out_img)
+                          + `D_IN_OFFSET(d) + `D_IN_CH_OFF(d);
+    wire [63:0] res_base = region(spaces[`SPF_RES +: 2], img_base, in_img, out_img)
+                           + `D_RES_OFFSET(d) + `D_RES_CH_OFF(d);
+    wire [63:0] out_base = region(spaces[`SPF_OUT +: 2], img_base, in_img, out_img)
+                           + `D_OUT_OFFSET(d) + `D_OUT_CH_OFF(d);
 
     // loader, residual reader, writer, core
     wire ld_busy, ld_cmd_valid, ld_cmd_ready, ld_bvalid, ld_bready, ld_we;
@@ -436,12 +456,14 @@ module cnn_accel #(
 
     // ---- sequencer, registers ------------------------------------------------------------------
     wire misaligned = (desc_addr[5:0] != 0) || (act_addr[5:0] != 0) || (wgt_addr[5:0] != 0)
-                      || (act_stride[5:0] != 0);
+                      || (act_stride[5:0] != 0) || (in_addr[5:0] != 0) || (in_stride[5:0] != 0)
+                      || (out_addr[5:0] != 0) || (out_stride[5:0] != 0);
     assign interrupt = |(irq_status & irq_enable[1:0]);
     always @(posedge clk) begin
         if (rst) begin
             desc_addr <= 0; act_addr <= 0; wgt_addr <= 0; desc_count <= 0; batch <= 1;
             act_stride <= 0; wgt_bytes <= 0; irq_enable <= 0; irq_status <= 0;
+            in_addr <= 0; out_addr <= 0; in_stride <= 0; out_stride <= 0;
             st_done <= 1'b0; st_error <= 1'b0; st_busy <= 1'b0; err_code <= 0;
             err_index <= 0; err_image <= 0; cycles <= 0;
             aw_got <= 1'b0; w_got <= 1'b0; s_axi_control_bvalid <= 1'b0;
@@ -473,6 +495,12 @@ module cnn_accel #(
                     `REG_WGT_ADDR_HI:  wgt_addr[63:32] <= merge32(wgt_addr[63:32], w_data, w_strb);
                     `REG_BATCH:        batch <= merge32(batch, w_data, w_strb);
                     `REG_ACT_STRIDE:   act_stride <= merge32(act_stride, w_data, w_strb);
+                    `REG_IN_ADDR_LO:   in_addr[31:0] <= merge32(in_addr[31:0], w_data, w_strb);
+                    `REG_IN_ADDR_HI:   in_addr[63:32] <= merge32(in_addr[63:32], w_data, w_strb);
+                    `REG_IN_STRIDE:    in_stride <= merge32(in_stride, w_data, w_strb);
+                    `REG_OUT_ADDR_LO:  out_addr[31:0] <= merge32(out_addr[31:0], w_data, w_strb);
+                    `REG_OUT_ADDR_HI:  out_addr[63:32] <= merge32(out_addr[63:32], w_data, w_strb);
+                    `REG_OUT_STRIDE:   out_stride <= merge32(out_stride, w_data, w_strb);
                     `REG_WGT_BYTES:    wgt_bytes <= merge32(wgt_bytes, w_data, w_strb);
                     `REG_IRQ_ENABLE:   irq_enable <= merge32(irq_enable, w_data, w_strb);
                     `REG_IRQ_STATUS:   if (w_strb[0]) irq_status <= irq_status & ~w_data[1:0];
@@ -502,7 +530,7 @@ module cnn_accel #(
                         st_done <= 1'b0; st_error <= 1'b0; err_code <= 0; err_index <= 0;
                         err_image <= 0; cycles <= 0; st_busy <= 1'b1;
                         executed <= 0; total <= desc_count * batch; cur_image <= 0;
-                        img_base <= act_addr;
+                        img_base <= act_addr; in_img <= in_addr; out_img <= out_addr;
                         if (misaligned) begin
                             abort <= 1'b1; abort_error <= 1'b1; abort_code <= `ERR_BAD_ADDRESS;
                             q_st <= Q_ABORT;
@@ -520,6 +548,8 @@ module cnn_accel #(
                     if (q_image != cur_image) begin
                         cur_image <= q_image;
                         img_base <= img_base + {32'd0, act_stride};
+                        in_img <= in_img + {32'd0, in_stride};
+                        out_img <= out_img + {32'd0, out_stride};
                     end
                     if (q_code != `ERR_NONE) begin
                         abort <= 1'b1; abort_error <= 1'b1; abort_code <= q_code;

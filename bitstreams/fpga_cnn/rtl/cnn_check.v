@@ -19,7 +19,7 @@ module cnn_check #(
     /* verilator lint_off UNUSEDSIGNAL */  // reserved fields, and pad_value (the core's)
     input  wire [`DESC_BITS-1:0] d,
     /* verilator lint_on UNUSEDSIGNAL */
-    input  wire [31:0]           act_bytes,
+    input  wire [95:0]           region_bytes, // per SPACES code (ACT, IN, OUT): 32 bits each
     input  wire [31:0]           wgt_bytes,
     output reg                   done,
     output reg  [2:0]            code,
@@ -89,6 +89,13 @@ module cnn_check #(
     wire f_res_ibuf = flags[`FLAG_RES_IBUF];
     wire [7:0] res_bank = `D_RES_BANK(d);
     wire unknown_flags = 1'b0;                  // every flag bit is defined
+    // each DDR access's region (spaces field: 2 bits per access; code 3 and bits 7:6 unknown)
+    wire [7:0] spaces = `D_SPACES(d);
+    wire [1:0] sp_in = spaces[`SPF_IN +: 2], sp_res = spaces[`SPF_RES +: 2], sp_out = spaces[`SPF_OUT +: 2];
+    wire unknown_spaces = (spaces[7:6] != 2'd0) || (sp_in == 2'd3) || (sp_res == 2'd3) || (sp_out == 2'd3);
+    wire [31:0] in_bound = region_bytes[sp_in * 32 +: 32];
+    wire [31:0] res_bound = region_bytes[sp_res * 32 +: 32];
+    wire [31:0] out_bound = region_bytes[sp_out * 32 +: 32];
     wire is_conv = (op == `OP_CONV);
 
     assign mode = is_conv ? 2'd0 : (op == `OP_MAXPOOL) ? 2'd1 : 2'd2;
@@ -165,7 +172,7 @@ module cnn_check #(
     wire [63:0] segment = (seg_blocks << LCO);
     /* verilator lint_off WIDTH */
     wire d_bad =
-        unknown_flags
+        unknown_flags || unknown_spaces
         || kh == 0 || kw == 0 || sh == 0 || sw == 0 || in_h == 0 || in_w == 0 || in_c == 0
         || out_h == 0 || out_w == 0 || out_c == 0
         || sh != sw
@@ -196,9 +203,9 @@ module cnn_check #(
     wire a_bad =
         (w_off[5:0] != 0)
         || ({32'd0, w_off} + w_bytes > wgt_bytes)
-        || (!f_in_ibuf && in_ext > act_bytes)
-        || (f_out_ddr && out_ext > act_bytes)
-        || (f_add && !f_res_ibuf && res_ext > act_bytes);
+        || (!f_in_ibuf && in_ext > in_bound)
+        || (f_out_ddr && out_ext > out_bound)
+        || (f_add && !f_res_ibuf && res_ext > res_bound);
     /* verilator lint_on WIDTH */
 
     always @(posedge clk) begin

@@ -26,7 +26,7 @@ module cnn_fetch #(
     input  wire [31:0]             desc_count,
     input  wire [63:0]             wgt_addr,
     input  wire [31:0]             batch,
-    input  wire [31:0]             act_bytes,
+    input  wire [95:0]             region_bytes,
     input  wire [31:0]             wgt_bytes,
     // read ports
     output wire [NWP-1:0]          cmd_valid,
@@ -132,7 +132,7 @@ module cnn_fetch #(
     wire [2:0] chk_code;
     wire [`DERIVED_BITS-1:0] chk_derived;
     cnn_check #(.CI(CI), .CO(CO), .ACC_DEPTH(ACC_DEPTH), .IBUF_WORDS(IBUF_WORDS), .BANKS(BANKS)) u_check (
-        .clk(clk), .rst(rst), .start(chk_start), .d(dreg), .act_bytes(act_bytes),
+        .clk(clk), .rst(rst), .start(chk_start), .d(dreg), .region_bytes(region_bytes),
         .wgt_bytes(wgt_bytes), .done(chk_done), .code(chk_code), .derived(chk_derived)
     );
 

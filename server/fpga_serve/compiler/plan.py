@@ -20,6 +20,7 @@ import numpy as np
 
 from fpga_serve.core.errors import CompileError
 from fpga_serve.core.isa import (
+    SPACES,
     Instr,
     Opcode,
     Placement,
@@ -294,13 +295,21 @@ def _ddr_outputs(program: Program, tiles: list[Tile], served: set[tuple[int, int
     return out
 
 
+def _size(program: Program, buf: int) -> int:
+    b = program.buffers[buf]
+    return -(-(b.height * b.width * b.channels) // ALIGN) * ALIGN
+
+
 def place(program: Program) -> Placement:
-    """Byte offsets per buffer with liveness-based reuse: a buffer lives from its first DDR
-    write (the input: from the start) to its last DDR read (the output: to the end); buffers
-    whose lifetimes overlap never share bytes. First fit, in order of first write."""
-    n = len(program.instrs)
-    start: dict[int, int] = {program.input.buffer: -1}
-    end: dict[int, int] = {program.input.buffer: -1, program.output.buffer: n}
+    """Where each buffer that reaches DDR lives. The network's input buffer is the input
+    region (IN) and its output buffer the output region (OUT), each at offset 0, so that a run
+    syncs those two alone (a buffer that is both is OUT); every other buffer goes in the
+    activation scratch (ACT) with liveness-based reuse: a buffer lives from its first DDR
+    write to its last DDR read, and buffers whose lifetimes overlap never share bytes. First
+    fit, in order of first write. Each region takes at least ALIGN bytes."""
+    own = {program.input.buffer: SPACES["IN"], program.output.buffer: SPACES["OUT"]}
+    start: dict[int, int] = {}
+    end: dict[int, int] = {}
     for i, instr in enumerate(program.instrs):
         tile = instr.tile
         assert tile is not None
@@ -310,11 +319,13 @@ def place(program: Program) -> Placement:
         for ref in _ddr_reads(instr):
             end[ref.buffer] = max(end.get(ref.buffer, i), i)
     offsets = [-1] * len(program.buffers)
+    spaces = [SPACES["ACT"]] * len(program.buffers)
+    for buf, space in own.items():
+        offsets[buf], spaces[buf] = 0, space
     live: list[tuple[int, int, int, int]] = []  # (offset, size, start, end)
     top = 0
-    for buf in sorted(start, key=lambda b: (start[b], b)):
-        b = program.buffers[buf]
-        size = -(-(b.height * b.width * b.channels) // ALIGN) * ALIGN
+    for buf in sorted((b for b in start if b not in own), key=lambda b: (start[b], b)):
+        size = _size(program, buf)
         lo, hi = start[buf], end.get(buf, start[buf])
         clashes = sorted(
             (o, sz) for o, sz, s, e in live if s <= hi and lo <= e
@@ -327,4 +338,7 @@ def place(program: Program) -> Placement:
         offsets[buf] = at
         live.append((at, size, lo, hi))
         top = max(top, at + size)
-    return Placement(offsets, max(top, ALIGN))
+    sizes = {space: ALIGN for space in SPACES.values()}
+    for buf, space in own.items():
+        sizes[space] = max(_size(program, buf), ALIGN)
+    return Placement(offsets, max(top, ALIGN), spaces, sizes[SPACES["IN"]], sizes[SPACES["OUT"]])

@@ -128,6 +128,8 @@ def step_plan(state: _State) -> dict[str, Any]:
         "target": target.name,
         "instructions": len(program.instrs),
         "image_bytes": image.image_bytes,
+        "input_bytes": image.input_bytes,
+        "output_bytes": image.output_bytes,
         "weight_bytes": int(image.weights.size),
         "digest": image.digest(),
     }

@@ -21,12 +21,14 @@ from fpga_serve.core.errors import FpgaServeError
 from fpga_serve.core.isa import (
     CTRL_BITS,
     REGISTERS,
+    SPACES,
     SPEC,
     Instr,
     Opcode,
     Preset,
     Program,
     TensorRef,
+    by_space,
     preset,
 )
 
@@ -42,6 +44,9 @@ IDENTITY_S = int(SPEC["weight_stream"]["identity_requant"]["shift"])
 SHIFT_MIN, SHIFT_MAX = int(SPEC["numerics"]["shift"]["min"]), int(SPEC["numerics"]["shift"]["max"])
 WEIGHT_MIN = int(SPEC["numerics"]["weight"]["min"])
 RELU_FLAG = FLAGS["RELU"]
+SPACE_FIELDS = {k: int(v) for k, v in SPEC["descriptor"]["space_fields"].items()}
+"""Bit position, in the descriptor's ``spaces`` byte, of each access's 2-bit region code."""
+SPACE_NAMES = {code: name for name, code in SPACES.items()}
 
 if DESCRIPTOR.itemsize != DESCRIPTOR_BYTES:  # pragma: no cover - a broken spec file
     raise ValueError(f"descriptor fields take {DESCRIPTOR.itemsize} bytes, not {DESCRIPTOR_BYTES}")
@@ -134,16 +139,24 @@ def _out_size(size: int, k: int, s: int, before: int, after: int) -> int:
     return (size + before + after - k) // s + 1 if size + before + after >= k else 0
 
 
-def check(row: np.void, f: Preset, act_bytes: int, wgt_bytes: int) -> tuple[str, str] | None:
+def space(row: np.void, access: str) -> int:
+    """The region code (SPACES) of one access of a descriptor: "in", "res" or "out"."""
+    return (int(row["spaces"]) >> SPACE_FIELDS[access]) & 3
+
+
+def check(
+    row: np.void, f: Preset, region_bytes: tuple[int, int, int], wgt_bytes: int
+) -> tuple[str, str] | None:
     """The first rule ``row`` breaks, as (error name, reason), or None. Rules are checked in
-    this order (bitstreams/README.md, "Errors"): opcode, descriptor, addresses."""
+    this order (bitstreams/README.md, "Errors"): opcode, descriptor, addresses.
+    ``region_bytes``: each region's bytes per image (its stride), by SPACES code."""
     op = int(row["opcode"])
     if op not in {int(o) for o in Opcode}:
         return "BAD_OPCODE", f"opcode {op}"
     bad = _descriptor_rule(row, f)
     if bad:
         return "BAD_DESCRIPTOR", bad
-    bad = _address_rule(row, f, act_bytes, wgt_bytes)
+    bad = _address_rule(row, region_bytes, wgt_bytes)
     if bad:
         return "BAD_ADDRESS", bad
     return None
@@ -154,6 +167,10 @@ def _descriptor_rule(row: np.void, f: Preset) -> str | None:
     has = {name: bool(flags & bit) for name, bit in FLAGS.items()}
     if flags & ~sum(FLAGS.values()):
         return f"unknown flags 0x{flags:02x}"
+    spaces = int(row["spaces"])
+    known = sum(3 << at for at in SPACE_FIELDS.values())
+    if spaces & ~known or any(space(row, a) not in SPACE_NAMES for a in SPACE_FIELDS):
+        return f"unknown region codes 0x{spaces:02x}"
     kh, kw, sh, sw = (int(row[k]) for k in ("kernel_h", "kernel_w", "stride_h", "stride_w"))
     pt, pb, pl, pr = (int(row[k]) for k in ("pad_top", "pad_bottom", "pad_left", "pad_right"))
     in_h, in_w, in_c = int(row["in_h"]), int(row["in_w"]), int(row["in_c"])
@@ -238,7 +255,7 @@ def _extent(offset: int, h: int, w: int, buf_c: int, ch_off: int, c: int) -> int
     return offset + (h * w - 1) * buf_c + ch_off + c
 
 
-def _address_rule(row: np.void, f: Preset, act_bytes: int, wgt_bytes: int) -> str | None:
+def _address_rule(row: np.void, region_bytes: tuple[int, int, int], wgt_bytes: int) -> str | None:
     flags = int(row["flags"])
     woff, wlen = int(row["wgt_offset"]), int(row["wgt_bytes"])
     if woff % ALIGN:
@@ -248,15 +265,16 @@ def _address_rule(row: np.void, f: Preset, act_bytes: int, wgt_bytes: int) -> st
     out_h, out_w, out_c = int(row["out_h"]), int(row["out_w"]), int(row["out_c"])
     tensors = []
     if not flags & FLAGS["IN_IBUF"]:
-        tensors.append(("input", "in_offset", int(row["in_h"]), int(row["in_w"]), "in_buf_c",
-                        "in_ch_off", int(row["in_c"])))  # fmt: skip
+        tensors.append(("input", "in", int(row["in_h"]), int(row["in_w"]), int(row["in_c"])))
     if flags & FLAGS["OUT_DDR"]:
-        tensors.append(("output", "out_offset", out_h, out_w, "out_buf_c", "out_ch_off", out_c))
+        tensors.append(("output", "out", out_h, out_w, out_c))
     if flags & FLAGS["ADD"] and not flags & FLAGS["RES_IBUF"]:
-        tensors.append(("residual", "res_offset", out_h, out_w, "res_buf_c", "res_ch_off", out_c))
-    for what, off, h, w, buf_c, ch_off, c in tensors:
-        if _extent(int(row[off]), h, w, int(row[buf_c]), int(row[ch_off]), c) > act_bytes:
-            return f"{what} outside the image's activation region"
+        tensors.append(("residual", "res", out_h, out_w, out_c))
+    for what, a, h, w, c in tensors:
+        extent = _extent(int(row[f"{a}_offset"]), h, w, int(row[f"{a}_buf_c"]),
+                         int(row[f"{a}_ch_off"]), c)  # fmt: skip
+        if extent > region_bytes[space(row, a)]:
+            return f"{what} outside the image's {SPACE_NAMES[space(row, a)]} region"
     return None
 
 
@@ -265,8 +283,11 @@ def _address_rule(row: np.void, f: Preset, act_bytes: int, wgt_bytes: int) -> st
 
 @dataclass(frozen=True)
 class DeviceImage:
-    """A program as the accelerator takes it: descriptors, weight region, activation layout
-    (per image; image n's region starts at n * image_bytes)."""
+    """A program as the accelerator takes it: descriptors, weight region, and the per-image
+    sizes of the three memory regions (image n's part of a region starts at n times its
+    size): the activation scratch ``image_bytes``, the input ``input_bytes`` and the output
+    ``output_bytes``; the program's input and output tensors are in regions ``input_space``
+    and ``output_space`` (SPACES codes)."""
 
     preset: Preset
     descriptors: np.ndarray
@@ -279,6 +300,15 @@ class DeviceImage:
     input_shape: tuple[int, int, int]
     output_at: tuple[int, int, int]
     output_shape: tuple[int, int, int]
+    input_bytes: int
+    output_bytes: int
+    input_space: int
+    output_space: int
+
+    @property
+    def region_bytes(self) -> tuple[int, int, int]:
+        """Bytes per image of each region, indexed by SPACES code (the strides of a run)."""
+        return by_space(self.image_bytes, self.input_bytes, self.output_bytes)
 
     @property
     def count(self) -> int:
@@ -291,8 +321,13 @@ class DeviceImage:
         h = hashlib.sha256()
         for part in (self.descriptors, self.weights):
             h.update(np.ascontiguousarray(part).tobytes())
-        h.update(f"{self.image_bytes} {self.preset.name}".encode())
+        h.update(f"{self.region_bytes} {self.preset.name}".encode())
         return h.hexdigest()
+
+
+def _space(program: Program, ref: TensorRef) -> int:
+    assert program.placement is not None
+    return program.placement.spaces[ref.buffer]
 
 
 def _at(program: Program, ref: TensorRef) -> tuple[int, int, int]:
@@ -448,6 +483,14 @@ def _descriptor(program: Program, instr: Instr, f: Preset, woff: int) -> np.void
         row["add_m0"], row["add_m1"] = int(m[0]), int(m[1])
         row["add_shift"] = int(program.weights[s_index].reshape(-1)[0])
     row["band_rows"], row["bands"], row["ring_rows"] = tile.band_rows, tile.bands, tile.ring_rows
+    ddr = {
+        "in": src if not tile.in_ibuf else None,
+        "out": instr.output if tile.out_ddr else None,
+        "res": residual if residual is not None and not tile.res_ibuf else None,
+    }
+    row["spaces"] = sum(
+        _space(program, ref) << SPACE_FIELDS[a] for a, ref in ddr.items() if ref is not None
+    )
     row["wgt_offset"] = woff
     row["wgt_bytes"] = derive(row, f).segment_bytes
     return row
@@ -478,9 +521,9 @@ def pack(program: Program, f: Preset | None = None) -> DeviceImage:
     weights = np.concatenate(segments) if segments else np.zeros(0, np.uint8)
     if weights.size == 0:
         weights = np.zeros(ALIGN, np.uint8)
-    image_bytes = program.placement.image_bytes
+    placement = program.placement
     for index, row in enumerate(rows):
-        bad = check(row, f, image_bytes, weights.size)
+        bad = check(row, f, placement.region_bytes(), weights.size)
         if bad:
             name = program.instrs[index].name or program.instrs[index].op.name
             raise PackError(f"instruction {index} ({name}): {bad[0]}: {bad[1]}")
@@ -488,11 +531,15 @@ def pack(program: Program, f: Preset | None = None) -> DeviceImage:
         preset=f,
         descriptors=rows.view(np.uint8).reshape(-1),
         weights=weights,
-        image_bytes=image_bytes,
+        image_bytes=placement.image_bytes,
         input_at=_at(program, program.input),
         input_shape=program.input_shape(),
         output_at=_at(program, program.output),
         output_shape=program.output_shape(),
+        input_bytes=placement.input_bytes,
+        output_bytes=placement.output_bytes,
+        input_space=_space(program, program.input),
+        output_space=_space(program, program.output),
     )
 
 
@@ -514,22 +561,39 @@ def traffic(row: np.void) -> dict[str, int]:
 # The host's side of a run --------------------------------------------------------------------
 
 
+REGION_REGISTERS = {
+    SPACES["ACT"]: ("ACT_ADDR", "ACT_STRIDE"),
+    SPACES["IN"]: ("IN_ADDR", "IN_STRIDE"),
+    SPACES["OUT"]: ("OUT_ADDR", "OUT_STRIDE"),
+}
+"""Each region's address register pair (``_LO``/``_HI``) and stride register, by SPACES code."""
+
 
 def run_registers(
-    image: DeviceImage, descs: int, activations: int, weights: int, batch: int
+    image: DeviceImage,
+    descs: int,
+    regions: tuple[int, int, int],
+    weights: int,
+    batch: int,
 ) -> list[tuple[int, int]]:
     """The register writes that start a run (offset, value), in order: what the PYNQ driver
-    writes and what the RTL testbenches play."""
+    writes and what the RTL testbenches play. ``regions``: the device addresses of the
+    activation scratch, the input and the output buffers (by SPACES code), image 0's."""
 
-    def split(lo: str, hi: str, address: int) -> list[tuple[int, int]]:
-        return [(REGISTERS[lo], address & 0xFFFFFFFF), (REGISTERS[hi], address >> 32)]
+    def split(name: str, address: int) -> list[tuple[int, int]]:
+        return [
+            (REGISTERS[f"{name}_LO"], address & 0xFFFFFFFF),
+            (REGISTERS[f"{name}_HI"], address >> 32),
+        ]
 
+    where = []
+    for code, (addr, stride) in sorted(REGION_REGISTERS.items()):
+        where += [*split(addr, regions[code]), (REGISTERS[stride], image.region_bytes[code])]
     return [
-        *split("DESC_ADDR_LO", "DESC_ADDR_HI", descs),
+        *split("DESC_ADDR", descs),
         (REGISTERS["DESC_COUNT"], image.count),
-        *split("ACT_ADDR_LO", "ACT_ADDR_HI", activations),
-        (REGISTERS["ACT_STRIDE"], image.image_bytes),
-        *split("WGT_ADDR_LO", "WGT_ADDR_HI", weights),
+        *where,
+        *split("WGT_ADDR", weights),
         (REGISTERS["WGT_BYTES"], int(image.weights.size)),
         (REGISTERS["BATCH"], batch),
         (REGISTERS["IRQ_STATUS"], 0x3),

@@ -251,13 +251,33 @@ class Instr:
     """How the accelerator runs it (compiler/plan.py); None until planned."""
 
 
+SPACES = {str(k): int(v) for k, v in SPEC["descriptor"]["spaces"].items()}
+"""The device memory regions a descriptor's accesses address (bitstreams/README.md, "Memory
+layout"): ACT the activation scratch, IN the network's input buffer, OUT its output buffer."""
+
+
+def by_space(act: int, inp: int, out: int) -> tuple[int, int, int]:
+    """One value per region (scratch, input, output), in SPACES code order."""
+    values = {SPACES["ACT"]: act, SPACES["IN"]: inp, SPACES["OUT"]: out}
+    return values[0], values[1], values[2]
+
+
 @dataclass(frozen=True)
 class Placement:
-    """Where each buffer lives in one image's activation region (bytes, 64-aligned; -1 for a
-    buffer that never reaches DDR: its producers only forward it on chip)."""
+    """Where each buffer lives in device memory, per image: in region ``spaces[b]`` (SPACES) at
+    byte offset ``offsets[b]`` (64-aligned; -1 for a buffer that never reaches DDR: its
+    producers only forward it on chip). Each region's bytes per image: ``image_bytes`` (the
+    activation scratch), ``input_bytes`` and ``output_bytes``."""
 
     offsets: list[int]
     image_bytes: int
+    spaces: list[int]
+    input_bytes: int
+    output_bytes: int
+
+    def region_bytes(self) -> tuple[int, int, int]:
+        """Bytes per image of each region, indexed by its SPACES code."""
+        return by_space(self.image_bytes, self.input_bytes, self.output_bytes)
 
 
 @dataclass

@@ -16,7 +16,12 @@ registers that are not the .hwh's preset, and (at each model load) a program pla
 preset than the bitstream's. A run completes on the interrupt (pynq.Interrupt) where the .hwh has
 the pin; where it has none (a block design of the user's that leaves it unwired), and on pynq's
 remote device (PYNQ.remote has no interrupts), on a short fixed poll of STATUS, said at start.
-Per run only the input tensors are flushed and the output tensors invalidated.
+Each program has, per batch, an input buffer, an output buffer and an activation scratch of
+its own (spec 2.1's IN, OUT and ACT regions): per run only the input buffer is flushed (its
+images' bytes) and only the output buffer invalidated; the scratch is flushed once when it is
+allocated (no line of it is dirty in the host's caches when the accelerator writes it) and never
+synced again. Over pynq's remote device a buffer syncs whole (no views there): the input goes to
+the board and the output comes back, the scratch never crosses the network.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from fpga_serve.core.isa import (
     ERROR_NAMES,
     PRESETS,
     REGISTERS,
+    SPACES,
     SPEC,
     SPEC_VERSION,
     STATUS_BITS,
@@ -69,17 +75,24 @@ def _board_env() -> bool:
     return any(os.environ.get(k) for k in ("XILINX_XRT", "PYNQ_REMOTE_DEVICES"))
 
 
-def device_memory(image: descriptors.DeviceImage, batch: int) -> int:
-    """The device (CMA) memory a program takes on a board for ``batch`` images: its
-    descriptors and weight region, uploaded once, and one activation region per image."""
+def device_memory(image: descriptors.DeviceImage, batch: int) -> dict[str, int]:
+    """The device (CMA) memory a program takes on a board for ``batch`` images, by buffer:
+    its descriptors and weight region, uploaded once, and per image its part of the input
+    buffer, the output buffer and the activation scratch (the driver's allocations)."""
     align = descriptors.ALIGN
-    once = max(image.descriptors.size, align) + max(image.weights.size, align)
-    return int(once + batch * image.image_bytes)
+    return {
+        "input": batch * image.input_bytes,
+        "output": batch * image.output_bytes,
+        "scratch": batch * image.image_bytes,
+        "weights": max(image.weights.size, align),
+        "descriptors": max(image.descriptors.size, align),
+    }
 
 
 class PynqProgram(LoadedProgram):
     """A program resident in board memory: its device image (core/descriptors.py) packed once,
-    descriptors and weights uploaded once; the activation region grows with the batch."""
+    descriptors and weights uploaded once; the input buffer, the output buffer and the
+    activation scratch (``regions``, by SPACES code) grow with the batch."""
 
     def __init__(self, device: PynqDevice, program: Program) -> None:
         super().__init__(device, program)
@@ -99,7 +112,7 @@ class PynqProgram(LoadedProgram):
         self.capacity = 0
         self.weights = self._upload(self.image.weights)
         self.descs = self._upload(self.image.descriptors)
-        self.activations: Any = None
+        self.regions: list[Any] = []
 
     def _upload(self, data: np.ndarray) -> Any:
         buf = self.pdevice.pdev.allocate((max(data.size, descriptors.ALIGN),), np.uint8)
@@ -107,51 +120,52 @@ class PynqProgram(LoadedProgram):
         buf.flush()
         return buf
 
+    def _grow(self, batch: int) -> None:
+        """Buffers for ``batch`` images: the three regions, the scratch flushed once."""
+        self._free(self.regions)
+        sizes = self.image.region_bytes
+        self.regions = [self.pdevice.pdev.allocate((batch * n,), np.uint8) for n in sizes]
+        self.capacity = batch
+        from pynq.buffer import PynqBuffer
+
+        scratch = self.regions[SPACES["ACT"]]
+        if isinstance(scratch, PynqBuffer):  # a remote buffer's flush would send it all
+            scratch.flush()
+
     def _run(self, x: np.ndarray) -> np.ndarray:
         batch = x.shape[0]
         image = self.image
         if batch > self.capacity:
-            if self.activations is not None and hasattr(self.activations, "freebuffer"):
-                self.activations.freebuffer()
-            self.activations = self.pdevice.pdev.allocate((batch * image.image_bytes,), np.uint8)
-            self.capacity = batch
-        region = np.asarray(self.activations)
-        packed.write_input(image, region, x)
-        # Only the input tensors go to the device and only the outputs come back: pynq syncs
-        # a PynqBuffer view's own bytes. pynq's remote buffers have no views (their flush of
-        # a slice writes it at offset 0): those are synced whole.
-        from pynq.buffer import PynqBuffer
-
-        whole = not isinstance(self.activations, PynqBuffer)
-        for span in (
-            [slice(None)] if whole else self.spans(image.input_at, image.input_shape, batch)
-        ):
-            self.activations[span].flush()
+            self._grow(batch)
+        inputs = self.regions[image.input_space]
+        outputs = self.regions[image.output_space]
+        packed.write_input(image, np.asarray(inputs), x)
+        self._used(inputs, image.input_space, batch).flush()
         self.pdevice.execute(self, batch)
         self.pdevice.report_cycles(self)
-        for span in (
-            [slice(None)] if whole else self.spans(image.output_at, image.output_shape, batch)
-        ):
-            self.activations[span].invalidate()
-        return packed.read_output(image, region, batch)
+        self._used(outputs, image.output_space, batch).invalidate()
+        return packed.read_output(image, np.asarray(outputs), batch)
 
-    def spans(
-        self, at: tuple[int, int, int], shape: tuple[int, int, int], batch: int
-    ) -> list[slice]:
-        """The bytes of one tensor in each image's activation region (whole pixels of its
-        buffer: a channel slice shares its pixels with the buffer's other channels)."""
-        offset, buffer_channels, _ = at
-        size = shape[0] * shape[1] * buffer_channels
-        starts = [n * self.image.image_bytes + offset for n in range(batch)]
-        return [slice(start, start + size) for start in starts]
+    def _used(self, buffer: Any, space: int, batch: int) -> Any:
+        """The part of a region's buffer this batch's images take; pynq's remote buffers have
+        no views (their flush of a slice writes it at offset 0): those are synced whole."""
+        from pynq.buffer import PynqBuffer
+
+        if not isinstance(buffer, PynqBuffer):
+            return buffer
+        return buffer[: batch * self.image.region_bytes[space]]
 
     def cma_bytes(self, batch: int) -> int:
-        return device_memory(self.image, batch)
+        return sum(device_memory(self.image, batch).values())
 
-    def close(self) -> None:
-        for buf in (self.weights, self.activations, self.descs):
+    @staticmethod
+    def _free(buffers: list[Any]) -> None:
+        for buf in buffers:
             if buf is not None and hasattr(buf, "freebuffer"):
                 buf.freebuffer()
+
+    def close(self) -> None:
+        self._free([self.weights, *self.regions, self.descs])
 
 
 ACCEL_VLNV = str(SPEC["ip"]["vlnv"])
@@ -445,10 +459,11 @@ class PynqDevice(Device):
     def execute(self, loaded: PynqProgram, batch: int) -> None:
         """One run: program the registers, START, poll STATUS (fault -> DeviceError naming the
         instruction)."""
+        a, b, c = (int(r.device_address) for r in loaded.regions)
         regs = descriptors.run_registers(
             loaded.image,
             int(loaded.descs.device_address),
-            int(loaded.activations.device_address),
+            (a, b, c),
             int(loaded.weights.device_address),
             batch,
         )

@@ -185,11 +185,13 @@ class SimulatedAccelerator:
         accelerator would stop)."""
         count = self.read(REGISTERS["DESC_COUNT"])
         batch = self.read(REGISTERS["BATCH"])
-        stride = self.read(REGISTERS["ACT_STRIDE"])
-        addrs = [self.address(f"{r}_LO", f"{r}_HI") for r in ("DESC_ADDR", "ACT_ADDR", "WGT_ADDR")]
-        if any(a % descriptors.ALIGN for a in (*addrs, stride)):
+        where = [descriptors.REGION_REGISTERS[code] for code in range(3)]
+        strides = [self.read(REGISTERS[stride]) for _, stride in where]
+        bases = [self.address(f"{addr}_LO", f"{addr}_HI") for addr, _ in where]
+        addrs = [self.address(f"{r}_LO", f"{r}_HI") for r in ("DESC_ADDR", "WGT_ADDR")]
+        if any(a % descriptors.ALIGN for a in (*addrs, *bases, *strides)):
             raise packed.AcceleratorFault(
-                "BAD_ADDRESS", 0, 0, "a region or the stride is not 64-byte aligned"
+                "BAD_ADDRESS", 0, 0, "a region or a stride is not 64-byte aligned"
             )
         if count == 0 or batch == 0:
             return
@@ -197,10 +199,13 @@ class SimulatedAccelerator:
             table = descriptors.unpack(
                 self.memory.view(addrs[0], count * descriptors.DESCRIPTOR_BYTES), count
             )
-            weights = self.memory.view(addrs[2], self.read(REGISTERS["WGT_BYTES"]))
-            act = self.memory.view(addrs[1], batch * stride)
+            weights = self.memory.view(addrs[1], self.read(REGISTERS["WGT_BYTES"]))
+            a, b, c = (
+                self.memory.view(at, batch * n) for at, n in zip(bases, strides, strict=True)
+            )
         except ValueError as exc:  # outside every allocation: a board would see a bus error
             raise packed.AcceleratorFault("BUS_ERROR", 0, 0, str(exc)) from exc
+        regions = packed.Regions((a, b, c), (strides[0], strides[1], strides[2]))
         self.step_seconds = []
         last = [time.perf_counter()]
 
@@ -210,7 +215,7 @@ class SimulatedAccelerator:
                 self.step_seconds.append(now - last[0])
             last[0] = now
 
-        packed.execute(self.preset, table, weights, act, batch, stride, numpy_path, timed)
+        packed.execute(self.preset, table, weights, regions, batch, numpy_path, timed)
         if self.perf_model is not None:
             for i in range(min(count, self.preset.perf_depth)):
                 self.regs[(REGISTERS["PERF_BASE"] + 4 * i) // 4] = self.perf_model(i)

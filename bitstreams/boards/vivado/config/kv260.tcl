@@ -5,7 +5,7 @@
 set cfg(board) kv260
 set cfg(title) {AMD Kria KV260 Vision AI Starter Kit}
 set cfg(preset) kv260
-set cfg(spec_version) 2.0
+set cfg(spec_version) 2.1
 set cfg(vivado_version) 2024.1
 set cfg(overlay_name) fpga_cnn
 set cfg(design_name) fpga_cnn
@@ -15,7 +15,7 @@ set cfg(board_connections) {som240_1_connector xilinx.com:kv260_carrier:som240_1
 set cfg(ip_vendor) fpga-serve.org
 set cfg(ip_library) overlay
 set cfg(ip_name) cnn_accel
-set cfg(ip_version) 2.0
+set cfg(ip_version) 2.1
 set cfg(module) cnn_accel
 set cfg(instance) cnn_accel_0
 set cfg(rtl_dir) bitstreams/fpga_cnn/rtl

@@ -5,7 +5,7 @@
 set cfg(board) pynq_z2
 set cfg(title) {TUL PYNQ-Z2}
 set cfg(preset) pynq_z2
-set cfg(spec_version) 2.0
+set cfg(spec_version) 2.1
 set cfg(vivado_version) 2024.1
 set cfg(overlay_name) fpga_cnn
 set cfg(design_name) fpga_cnn
@@ -15,7 +15,7 @@ set cfg(board_connections) {}
 set cfg(ip_vendor) fpga-serve.org
 set cfg(ip_library) overlay
 set cfg(ip_name) cnn_accel
-set cfg(ip_version) 2.0
+set cfg(ip_version) 2.1
 set cfg(module) cnn_accel
 set cfg(instance) cnn_accel_0
 set cfg(rtl_dir) bitstreams/fpga_cnn/rtl

@@ -1,11 +1,13 @@
 """The twin of the accelerator's bytes: a DeviceImage (core/descriptors.py) run descriptor by
-descriptor over a flat activation memory and the input-buffer banks, as the accelerator runs
-it (bitstreams/README.md, "Execution"). Every descriptor is checked with the packer's rules and
-its weight segment decoded from the array's order; the arithmetic is the twin's ops (the
-reference or the numpy path), so this is where the packed program and the spec meet.
+descriptor over the device memory's three regions (activation scratch, input, output: each
+a flat array, image n at n times the region's size) and the input-buffer banks, as the
+accelerator runs it (bitstreams/README.md, "Execution"). Every descriptor is checked with the
+packer's rules and its weight segment decoded from the array's order; the arithmetic is the
+twin's ops (the reference or the numpy path), so this is where the packed program and the spec
+meet.
 
 Used by the simulated PYNQ board (hw/pynq_sim.py) and the RTL tests and benches, which compare
-the RTL's memory with it tensor by tensor.
+the RTL's memory (each region) with it tensor by tensor.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fpga_serve.core.descriptors import (
     ceil_div,
     check,
     decode,
+    space,
 )
 from fpga_serve.core.isa import Opcode, Preset
 from fpga_serve.hw.twin.executor import Operands, apply
@@ -113,41 +116,70 @@ def _op(dec: Decoded, row: np.void, x: np.ndarray, ops: ModuleType) -> np.ndarra
     return apply(ops, dec.op, [x], operands)
 
 
+@dataclass(frozen=True)
+class Regions:
+    """Device memory as a run addresses it: per SPACES code (activation scratch, input,
+    output) a flat uint8 array holding ``batch`` images of ``sizes[code]`` bytes each."""
+
+    memory: tuple[np.ndarray, np.ndarray, np.ndarray]
+    sizes: tuple[int, int, int]
+
+    @classmethod
+    def of(cls, image: DeviceImage, batch: int) -> Regions:
+        """Zeroed regions for ``batch`` images of ``image``."""
+        sizes = image.region_bytes
+        a, b, c = (np.zeros(batch * size, np.uint8) for size in sizes)
+        return cls((a, b, c), sizes)
+
+    def image(self, n: int) -> tuple[np.ndarray, ...]:
+        """Image n's part of each region."""
+        return tuple(m[n * s : (n + 1) * s] for m, s in zip(self.memory, self.sizes, strict=True))
+
+
 def execute(
     f: Preset,
     table: np.ndarray,
     weights: np.ndarray,
-    memory: np.ndarray,
+    regions: Regions,
     batch: int,
-    image_bytes: int,
     ops: ModuleType,
     on_step: Callable[[int, int], None] | None = None,
 ) -> None:
     """Run the descriptors ``table`` (numpy DESCRIPTOR rows) with weight region ``weights``
-    for ``batch`` images over ``memory`` (uint8: image n's activation region at
-    n x image_bytes), as the accelerator would: AcceleratorFault where it would stop;
-    ``on_step(image, index)`` after each descriptor."""
+    for ``batch`` images over ``regions``, as the accelerator would: AcceleratorFault where it
+    would stop; ``on_step(image, index)`` after each descriptor."""
     banks = Banks.of(f)
     for n in range(batch):
-        act = memory[n * image_bytes : (n + 1) * image_bytes]
+        parts = regions.image(n)
         for index, row in enumerate(table):
-            run_descriptor(row, f, weights, image_bytes, act, banks, ops, index, n)
+            run_descriptor(row, f, weights, regions.sizes, parts, banks, ops, index, n)
             if on_step is not None:
                 on_step(n, index)
+
+
+def _access(
+    parts: tuple[np.ndarray, ...], row: np.void, a: str, h: int, w: int, c: int
+) -> np.ndarray:
+    """The tensor a descriptor's DDR access ``a`` ("in", "res", "out") addresses: in the
+    region its spaces field names, at its offset, buffer channels and channel offset."""
+    return tensor(parts[space(row, a)], int(row[f"{a}_offset"]), h, w, int(row[f"{a}_buf_c"]),
+                  int(row[f"{a}_ch_off"]), c)  # fmt: skip
 
 
 def run_descriptor(
     row: np.void,
     f: Preset,
     weights: np.ndarray,
-    image_bytes: int,
-    act: np.ndarray,
+    sizes: tuple[int, int, int],
+    parts: tuple[np.ndarray, ...],
     banks: Banks,
     ops: ModuleType,
     index: int,
     n: int,
 ) -> None:
-    bad = check(row, f, image_bytes, weights.size)
+    """One descriptor of image n; ``parts``: that image's part of each region (by SPACES
+    code), ``sizes`` their bytes."""
+    bad = check(row, f, sizes, weights.size)
     if bad:
         raise AcceleratorFault(bad[0], index, n, bad[1])
     woff, wlen = int(row["wgt_offset"]), int(row["wgt_bytes"])
@@ -161,10 +193,7 @@ def run_descriptor(
     if flags & FLAGS["IN_IBUF"]:
         x = np.array(banks.tensor(int(row["in_bank"]), g.heff, g.weff, in_c))
     else:
-        x = np.array(
-            tensor(act, int(row["in_offset"]), in_h, in_w, int(row["in_buf_c"]),
-                   int(row["in_ch_off"]), in_c)
-        )  # fmt: skip
+        x = np.array(_access(parts, row, "in", in_h, in_w, in_c))
         folded = _fold_rows(x, row, g) if flags & FLAGS["FOLD"] else x
         banks.load(int(row["in_bank"]), _words(folded, g.pw, f.array_co), int(row["ring_rows"]))
     y = _op(dec, row, x[None], ops)
@@ -173,15 +202,13 @@ def run_descriptor(
         if flags & FLAGS["RES_IBUF"]:
             r = banks.tensor(int(row["res_bank"]), out_h, out_w, out_c)
         else:
-            r = tensor(act, int(row["res_offset"]), out_h, out_w, int(row["res_buf_c"]),
-                       int(row["res_ch_off"]), out_c)  # fmt: skip
+            r = _access(parts, row, "res", out_h, out_w, out_c)
         m = np.array([int(row["add_m0"]), int(row["add_m1"])], np.int32)
         s = np.array([int(row["add_shift"])], np.int32)
         y = np.asarray(ops.add(y, np.array(r)[None], m, s, bool(flags & FLAGS["ADD_RELU"])))
     y = y[0]
     if flags & FLAGS["OUT_DDR"]:
-        tensor(act, int(row["out_offset"]), out_h, out_w, int(row["out_buf_c"]),
-               int(row["out_ch_off"]), out_c)[...] = y  # fmt: skip
+        _access(parts, row, "out", out_h, out_w, out_c)[...] = y
     if flags & FLAGS["OUT_IBUF"]:
         pw = ceil_div(out_c, f.array_co)
         words = _words(y, pw, f.array_co).reshape(-1, f.array_co)
@@ -189,20 +216,24 @@ def run_descriptor(
 
 
 def write_input(image: DeviceImage, memory: np.ndarray, x: np.ndarray) -> None:
-    """The host's part of a run: image n of x [N, H, W, C] into its input buffer."""
+    """The host's part of a run: image n of x [N, H, W, C] into ``memory``, the region of the
+    program's input (``image.input_space``: the input buffer)."""
     off, buf_c, ch_off = image.input_at
     h, w, c = image.input_shape
+    size = image.region_bytes[image.input_space]
     for n in range(x.shape[0]):
-        act = memory[n * image.image_bytes : (n + 1) * image.image_bytes]
-        tensor(act, off, h, w, buf_c, ch_off, c)[...] = x[n]
+        tensor(memory[n * size : (n + 1) * size], off, h, w, buf_c, ch_off, c)[...] = x[n]
 
 
 def read_output(image: DeviceImage, memory: np.ndarray, batch: int) -> np.ndarray:
+    """The program's output of ``batch`` images from ``memory``, the region of the program's
+    output (``image.output_space``: the output buffer)."""
     off, buf_c, ch_off = image.output_at
     h, w, c = image.output_shape
+    size = image.region_bytes[image.output_space]
     return np.stack(
         [
-            np.array(tensor(memory[n * image.image_bytes :], off, h, w, buf_c, ch_off, c))
+            np.array(tensor(memory[n * size : (n + 1) * size], off, h, w, buf_c, ch_off, c))
             for n in range(batch)
         ]
     )
@@ -210,7 +241,7 @@ def read_output(image: DeviceImage, memory: np.ndarray, batch: int) -> np.ndarra
 
 def run(image: DeviceImage, x: np.ndarray, ops: ModuleType) -> np.ndarray:
     """x int8 [N, H, W, C] -> the program's output, through the packed bytes."""
-    memory = np.zeros(x.shape[0] * image.image_bytes, np.uint8)
-    write_input(image, memory, x)
-    execute(image.preset, image.table(), image.weights, memory, x.shape[0], image.image_bytes, ops)
-    return read_output(image, memory, x.shape[0])
+    regions = Regions.of(image, x.shape[0])
+    write_input(image, regions.memory[image.input_space], x)
+    execute(image.preset, image.table(), image.weights, regions, x.shape[0], ops)
+    return read_output(image, regions.memory[image.output_space], x.shape[0])
