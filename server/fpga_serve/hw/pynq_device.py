@@ -121,7 +121,9 @@ class PynqProgram(LoadedProgram):
         return buf
 
     def _grow(self, batch: int) -> None:
-        """Buffers for ``batch`` images: the three regions, the scratch flushed once."""
+        """Buffers for ``batch`` images: the three regions. The scratch is flushed once, here,
+        so that no dirty line of it in the host's caches (from the allocator's zeroing) can be
+        written back over what the accelerator writes there; the host never touches it again."""
         self._free(self.regions)
         sizes = self.image.region_bytes
         self.regions = [self.pdevice.pdev.allocate((batch * n,), np.uint8) for n in sizes]
