@@ -413,6 +413,7 @@ def test_a_board_reached_through_pynqs_remote_device(
             PredictionClient(twin.address, input_name="images") as client,
         ):
             want = client.score_numpy(x)
+            want_one = client.score_numpy(x[:1])
         env = {"PYNQ_REMOTE_DEVICES": host, "FPGA_SERVE_PYNQ_SIMULATE": "0"}
         with (
             run_server(
@@ -421,7 +422,9 @@ def test_a_board_reached_through_pynqs_remote_device(
             PredictionClient(server.address, input_name="images") as client,
         ):
             got = client.score_numpy(x)
+            one = client.score_numpy(x[:1])  # a smaller batch in the same buffers
             log = "".join(server.log)
+        np.testing.assert_array_equal(one, want_one)
         np.testing.assert_array_equal(got, want)
         # PYNQ.remote has no interrupts: runs end on the fixed poll, said once at start (pynq's
         # RemoteInterrupt raises on every wait).
@@ -430,7 +433,7 @@ def test_a_board_reached_through_pynqs_remote_device(
         assert board.downloads == ["fpga_cnn.bin"]  # pynq converted and sent the bitstream
         assert board.accelerator.runs >= 1
         assert 0xFF5E00C0 in board.ps_registers  # pynq's clock code, over the remote MMIO
-        # Over the network go the weights and descriptors once, then per run the input buffer
+        # Over the network go the weights and descriptors once, then per run the input images
         # alone; only the output buffer comes back; the activation scratch never crosses.
         image = descriptors.pack(compiled.program)
         (weights, _), (descs, _), *regions = board.allocations
@@ -442,8 +445,12 @@ def test_a_board_reached_through_pynqs_remote_device(
         writes = [(b, n) for kind, b, n in board.transfers if kind == "write"]
         reads = [(b, n) for kind, b, n in board.transfers if kind == "read"]
         assert writes[:2] == [(weights, image.weights.size), (descs, image.descriptors.size)]
-        assert writes[2:] and all(inputs.get(b) == n for b, n in writes[2:])
-        assert reads and all(outputs.get(b) == n for b, n in reads)
+        # per run the batch's images (3, then 1 in a buffer of 3), whole output buffers back
+        assert [(inputs.get(b), n) for b, n in writes[2:]][-2:] == [
+            (3 * image.input_bytes, 3 * image.input_bytes),
+            (3 * image.input_bytes, image.input_bytes),
+        ]
+        assert len(writes) - 2 == len(reads) and all(outputs.get(b) == n for b, n in reads)
         assert not scratch & {b for _, b, _ in board.transfers}
     finally:
         remote.stop(0)

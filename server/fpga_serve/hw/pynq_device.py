@@ -20,8 +20,9 @@ Each program has, per batch, an input buffer, an output buffer and an activation
 its own (spec 2.1's IN, OUT and ACT regions): per run only the input buffer is flushed (its
 images' bytes) and only the output buffer invalidated; the scratch is flushed once when it is
 allocated (no line of it is dirty in the host's caches when the accelerator writes it) and never
-synced again. Over pynq's remote device a buffer syncs whole (no views there): the input goes to
-the board and the output comes back, the scratch never crosses the network.
+synced again. Over pynq's remote device only this batch's input images go to the board and the
+output buffer comes back (whole: a remote buffer is read back entire); the scratch never
+crosses the network.
 """
 
 from __future__ import annotations
@@ -142,20 +143,21 @@ class PynqProgram(LoadedProgram):
         inputs = self.regions[image.input_space]
         outputs = self.regions[image.output_space]
         packed.write_input(image, np.asarray(inputs), x)
-        self._used(inputs, image.input_space, batch).flush()
+        # This batch's images are the buffer's first bytes: pynq flushes a PynqBuffer view's own
+        # bytes, and a remote buffer's view is written at offset 0, where this prefix belongs.
+        inputs[: batch * image.region_bytes[image.input_space]].flush()
         self.pdevice.execute(self, batch)
         self.pdevice.report_cycles(self)
-        self._used(outputs, image.output_space, batch).invalidate()
+        self._invalidate(outputs, batch * image.region_bytes[image.output_space])
         return packed.read_output(image, np.asarray(outputs), batch)
 
-    def _used(self, buffer: Any, space: int, batch: int) -> Any:
-        """The part of a region's buffer this batch's images take; pynq's remote buffers have
-        no views (their flush of a slice writes it at offset 0): those are synced whole."""
+    @staticmethod
+    def _invalidate(buffer: Any, used: int) -> None:
+        """The first ``used`` bytes of a buffer from the device; a remote buffer's invalidate
+        reads the whole buffer back (into the whole array: a view cannot take it)."""
         from pynq.buffer import PynqBuffer
 
-        if not isinstance(buffer, PynqBuffer):
-            return buffer
-        return buffer[: batch * self.image.region_bytes[space]]
+        (buffer[:used] if isinstance(buffer, PynqBuffer) else buffer).invalidate()
 
     def cma_bytes(self, batch: int) -> int:
         return sum(device_memory(self.image, batch).values())
