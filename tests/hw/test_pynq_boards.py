@@ -18,7 +18,7 @@ import pytest
 from fpga_serve.compiler import CompileOptions, compile_model
 from fpga_serve.core.boards import ACCELERATOR, BOARDS, INTC
 from fpga_serve.core.errors import DeviceError
-from fpga_serve.core.isa import SPEC_VERSION, quantize_input
+from fpga_serve.core.isa import SPACES, SPEC_VERSION, quantize_input
 from fpga_serve.hw.pynq_device import PynqDevice
 from fpga_serve.hw.pynq_sim import simulate, write_simulation_bitstream
 from fpga_serve.hw.twin.device import TwinDevice
@@ -117,6 +117,37 @@ def test_runs_are_exact_end_on_the_interrupt_and_sync_only_their_tensors(
     # Without interrupt delivery the driver polls, and stays exact.
     device.interrupt = None
     assert np.array_equal(loaded.run(x[:1]), TwinDevice().load(program).run(x[:1]))
+
+
+def test_a_network_whose_output_buffer_holds_its_input_runs_in_the_output_region(
+    sim: Any, tmp_path: Path
+) -> None:
+    """Concatenate(input, conv(input)) as the output: one buffer is both, so it lives in the
+    output region (the input region is left its minimum); the host writes and flushes the input
+    there and invalidates it after the run."""
+    import keras
+
+    sim.use_board("zcu104")
+    device = PynqDevice(overlay(tmp_path, "zcu104"))
+    inp = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(5, 3, padding="same", activation="relu")(inp)
+    model = keras.Model(inp, keras.layers.Concatenate()([inp, conv]))
+    data = RNG.normal(0, 1, (2, 8, 8, 3)).astype(np.float32)
+    program = compile_model(model, data, CompileOptions(calibration_method="max")).program
+    assert program.input.buffer == program.output.buffer
+    loaded = device.load(program)
+    image = loaded.image
+    assert image.input_space == image.output_space == SPACES["OUT"]
+    assert (image.input_bytes, image.output_bytes) == (64, 8 * 8 * 8)
+    x = quantize_input(data, program.input_scale)
+    sim.synced.clear()
+    assert np.array_equal(loaded.run(x), TwinDevice().load(program).run(x))
+    scratch, _, outputs = (r.bo for r in loaded.regions)
+    assert list(sim.synced) == [
+        ("flush", scratch, 0, 2 * image.image_bytes),
+        ("flush", outputs, 0, 2 * image.output_bytes),
+        ("invalidate", outputs, 0, 2 * image.output_bytes),
+    ]
 
 
 def _param(name: str, value: str) -> Any:
