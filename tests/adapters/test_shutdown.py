@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -30,6 +31,8 @@ GRACE = 2.0
 HOLD = 20.0
 """Seconds the batch that is running at shutdown would take: an exit long before its end did
 not wait for it."""
+OUTLASTS = 5.0
+"""A batch that outlasts a short grace and its flush (it still spins in this process after)."""
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +136,63 @@ def test_cut_requests_are_counted_and_a_drained_stop_cuts_nothing(in_process: An
     assert all(o.startswith("UNAVAILABLE") for o in outcomes), outcomes
     cut = server.metrics.registry.get_sample_value("fpga_serve_shutdown_cut_requests_total")
     assert cut == 4, cut
+
+
+def test_cut_requests_are_answered_before_grpc_cancels_however_late_their_threads_run(
+    in_process: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a loaded machine the RPC threads the cut wakes get the CPU late: ``stop`` lets gRPC
+    cancel the calls still running only after their answers went out (a fixed window after
+    the grace, 0.15 s, lost that race: they were answered "Cancelling all calls")."""
+    from fpga_serve.adapters import calls
+
+    def late(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
+        time.sleep(0.3)  # the answering thread scheduled late
+        return status_answer(exc, method)
+
+    status_answer = calls.answer
+    monkeypatch.setattr(calls, "answer", late)
+    server = in_process
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        stub.Predict(hold_request(0.0), timeout=30)
+        running = stub.Predict.future(hold_request(OUTLASTS), timeout=60)
+        wait_until(lambda: _gauge(server, "fpga_serve_inflight_requests") == 1)
+        queued = [stub.Predict.future(hold_request(0.1), timeout=60) for _ in range(3)]
+        wait_until(lambda: _gauge(server, "fpga_serve_queue_depth") == 3)
+        stopper = threading.Thread(target=server.stop, kwargs={"grace": 0.2})
+        stopper.start()
+        stopper.join(HOLD)
+        outcomes = [_outcome(f) for f in queued]
+        cancelled = _outcome(running)
+    assert not stopper.is_alive()
+    assert all(o.startswith("UNAVAILABLE: the server is shutting down") for o in outcomes), outcomes
+    assert cancelled == "UNAVAILABLE: Cancelling all calls", cancelled
+
+
+def test_calls_made_during_the_grace_are_refused_unavailable_never_cancelled(
+    in_process: Any,
+) -> None:
+    """gRPC answers CANCELLED a call that reaches it while it shuts down: a client that saw
+    NOT_SERVING and called again at once got CANCELLED when the server shut gRPC down at the
+    start of the grace. gRPC now accepts through the grace and the server refuses new calls
+    itself, UNAVAILABLE."""
+    server = in_process
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        stub.Predict(hold_request(0.0), timeout=30)
+        running = stub.Predict.future(hold_request(OUTLASTS), timeout=60)  # keeps the grace open
+        wait_until(lambda: _gauge(server, "fpga_serve_inflight_requests") == 1)
+        stopper = threading.Thread(target=server.stop, kwargs={"grace": 2.0})
+        stopper.start()
+        wait_until(lambda: _refusing(channel))
+        late = [stub.Predict.future(hold_request(0.0), timeout=10) for _ in range(20)]
+        outcomes = Counter(_outcome(f) for f in late)
+        stopper.join(HOLD)
+        _outcome(running)
+    assert not stopper.is_alive()
+    refused = "UNAVAILABLE: the server is shutting down and takes no new calls"
+    assert all(o.startswith(refused) for o in outcomes), outcomes
 
 
 def _gauge(server: Any, name: str) -> float:

@@ -7,22 +7,31 @@ The data plane tells the call which model version it resolved through ``resolved
 request's hook, ``InferenceRequest.resolved``); a request that failed before resolution is
 counted under model ``_unknown``, so that clients cannot grow the label set. Health and
 reflection pass untouched.
+
+Each call is counted from gRPC queueing it for an RPC thread until gRPC has finished it
+(``grpc.ServicerContext.add_callback``). At shutdown (``refuse``) a call that arrives is
+answered UNAVAILABLE here while gRPC still accepts calls (a gRPC server shutting down answers
+CANCELLED), and the server waits for the calls it admitted (``wait_admitted``) and for the
+answers to the requests it cut off (``wait_answered``) before it stops gRPC.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from fpga_serve_client.protos import grpc_predict_v2_pb2, model_service_pb2, prediction_service_pb2
 
 from fpga_serve.adapters.status import answer, code_of
+from fpga_serve.core.errors import FpgaServeError
 from fpga_serve.service.dataplane import EncodedTensor, InferenceRequest
 from fpga_serve.service.metrics import Metrics
 
@@ -38,6 +47,7 @@ INFERENCE_METHODS: dict[str, str] = {
 }
 """The inference methods (counted in fpga_serve_requests_total) and their protocol label."""
 UNKNOWN_MODEL = "_unknown"
+T = TypeVar("T")
 
 _PREFIXES = tuple(f"/{name}/" for name in OWN_SERVICES)
 
@@ -141,6 +151,8 @@ class _Recorder:
 
 
 Behaviour = Callable[[Any, grpc.ServicerContext], Any]
+_Handlers = tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]
+"""A method's handler wrapped: for a call admitted, and for one refused (shutdown)."""
 
 
 def _answered(behaviour: Behaviour, method: str) -> Behaviour:
@@ -154,6 +166,74 @@ def _answered(behaviour: Behaviour, method: str) -> Behaviour:
             raise  # unreachable: abort raises
 
     return call
+
+
+class _Gate:
+    """Where each call to our services is counted, from gRPC queueing it for an RPC thread to
+    gRPC finishing it (its answer sent, or the call cancelled: ``add_callback``); a call that
+    arrived before ``refusal`` was set (shutdown) is admitted, one that arrived after is
+    answered with it."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition(threading.Lock())
+        self.queued = 0  # calls waiting for an RPC thread (gRPC runs every call it queues)
+        self.open = 0  # calls started in an RPC thread and not finished by gRPC
+        self.admitted = 0  # of those, the ones admitted
+        self.refusal: FpgaServeError | None = None
+        self._watched = False  # someone waits (shutdown): tell them of every change
+
+    def wrap(self, behaviour: Behaviour, admitted: bool) -> Behaviour:
+        def call(request: Any, context: grpc.ServicerContext) -> Any:
+            self._start(context, admitted)
+            return behaviour(request, context)
+
+        return call
+
+    def refused(self, request: Any, context: grpc.ServicerContext) -> Any:
+        raise self.refusal or AssertionError("refused before a refusal")
+
+    def queue(self, change: int) -> None:
+        with self.changed:
+            self.queued += change
+            if self._watched:
+                self.changed.notify_all()
+
+    def _start(self, context: grpc.ServicerContext, admitted: bool) -> None:
+        with self.changed:
+            self.open += 1
+            self.admitted += admitted
+        finished = functools.partial(self._finished, admitted)
+        if not context.add_callback(finished):  # gRPC had finished the call already
+            finished()
+
+    def _finished(self, admitted: bool) -> None:
+        with self.changed:
+            self.open -= 1
+            self.admitted -= admitted
+            if self._watched:
+                self.changed.notify_all()
+
+    def wait(self, done: Callable[[], bool], timeout: float) -> bool:
+        with self.changed:
+            self._watched = True
+            return self.changed.wait_for(done, timeout=max(0.0, timeout))
+
+
+class _Pool(futures.ThreadPoolExecutor):
+    """gRPC's RPC threads, telling the gate how many calls wait for one."""
+
+    def __init__(self, gate: _Gate, workers: int) -> None:
+        super().__init__(max_workers=workers, thread_name_prefix="rpc")
+        self._gate = gate
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> futures.Future[T]:
+        self._gate.queue(1)
+
+        def run() -> T:
+            self._gate.queue(-1)
+            return fn(*args, **kwargs)
+
+        return super().submit(run)
 
 
 def _counted(behaviour: Behaviour, recorder: _Recorder) -> Behaviour:
@@ -183,8 +263,33 @@ class Calls(grpc.ServerInterceptor):
         self._recorders = {
             method: _Recorder(metrics, protocol) for method, protocol in INFERENCE_METHODS.items()
         }
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-        """Per method: the handler as registered, and it wrapped (made once, reused)."""
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, _Handlers]] = {}
+        """Per method: the handler as registered, and it wrapped, admitted and refused (made
+        once, reused)."""
+        self._gate = _Gate()
+
+    def executor(self, workers: int) -> futures.ThreadPoolExecutor:
+        """The RPC threads for ``grpc.server``: the calls waiting for one are counted too."""
+        return _Pool(self._gate, workers)
+
+    def refuse(self, error: FpgaServeError) -> None:
+        """Answer every call that arrives from now on with ``error`` (shutdown: gRPC itself,
+        shut down, answers CANCELLED a call that reaches it)."""
+        with self._gate.changed:
+            self._gate.refusal = error
+
+    def wait_admitted(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until gRPC has finished every call admitted
+        before ``refuse``; True when it has."""
+        gate = self._gate
+        return gate.wait(lambda: gate.admitted == 0 and gate.queued == 0, timeout)
+
+    def wait_answered(self, running: Callable[[], int], timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until gRPC has finished every call but the
+        ``running()`` ones (inference still executing, with nothing to answer it), their
+        answers sent. True when it has."""
+        gate = self._gate
+        return gate.wait(lambda: gate.queued == 0 and gate.open <= running(), timeout)
 
     def intercept_service(
         self,
@@ -196,30 +301,40 @@ class Calls(grpc.ServerInterceptor):
             return None
         method = handler_call_details.method
         cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        if not method.startswith(_PREFIXES):
-            return handler
-        wrapped = self._wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        if cached is None or cached[0] is not handler:
+            if not method.startswith(_PREFIXES):
+                return handler
+            cached = self._wrapped[method] = (handler, self._wrap(method, handler))
+        admitted, refused = cached[1]
+        return admitted if self._gate.refusal is None else refused
 
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> _Handlers:
         recorder = self._recorders.get(method)
         if handler.request_streaming or handler.response_streaming:
             if handler.response_streaming or recorder is not None:
                 raise ValueError(f"{method}: only unary and client-streaming calls are wrapped")
             assert handler.stream_unary is not None
-            return grpc.stream_unary_rpc_method_handler(
-                _answered(handler.stream_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            stream_unary = handler.stream_unary
+            made = [
+                grpc.stream_unary_rpc_method_handler(
+                    _answered(self._gate.wrap(behaviour, admit), method),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+                for behaviour, admit in ((stream_unary, True), (self._gate.refused, False))
+            ]
+            return made[0], made[1]
         unary = handler.unary_unary
         assert unary is not None
-        counted = unary if recorder is None else _counted(unary, recorder)
-        return grpc.unary_unary_rpc_method_handler(
-            _answered(counted, method),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        made = []
+        for behaviour, admit in ((unary, True), (self._gate.refused, False)):
+            gated = self._gate.wrap(behaviour, admit)
+            counted = gated if recorder is None else _counted(gated, recorder)
+            made.append(
+                grpc.unary_unary_rpc_method_handler(
+                    _answered(counted, method),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+            )
+        return made[0], made[1]

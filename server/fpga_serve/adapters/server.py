@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from fpga_serve.adapters.kserve import InferenceServicer
 from fpga_serve.adapters.management import ModelServicer
 from fpga_serve.adapters.metrics_http import MetricsHTTP
 from fpga_serve.adapters.tfserving import PredictionServicer
-from fpga_serve.core.errors import FpgaServeError
+from fpga_serve.core.errors import FpgaServeError, ShuttingDown
 from fpga_serve.core.settings import ServerSettings
 from fpga_serve.service import DataPlane, Metrics, ModelRegistry
 from fpga_serve.service.devices import DeviceHolder
@@ -35,12 +34,14 @@ from fpga_serve.service.remote import ModelStore
 
 log = logging.getLogger(__name__)
 
-CUT_FLUSH_S = 0.15
-"""After the shutdown grace: how long the answers to cut-off requests have to go out before
-gRPC cancels the calls still running."""
+CUT_FLUSH_S = 0.5
+"""After the shutdown grace: the longest the answers to cut-off requests get to go out (the
+wait ends as soon as gRPC has sent them all) before gRPC cancels the calls still running."""
+CANCEL_FLUSH_S = 0.2
+"""Then the longest gRPC gets to end the calls it cancelled (UNAVAILABLE to their clients)."""
 STOP_SLACK_S = 1.0
-"""``stop`` returns within the grace plus this (the flush, then releasing the device and the
-models without waiting for work still running; README, Shutdown)."""
+"""``stop`` returns within the grace plus this (the two flushes, then releasing the device and
+the models without waiting for work still running; README, Shutdown)."""
 
 SERVING_SERVICES = (PREDICTION_DESCRIPTOR.full_name, INFERENCE_DESCRIPTOR.full_name)
 
@@ -90,10 +91,11 @@ class Server:
             [k.get_secret_value() for k in settings.api_keys], settings.api_keys_file
         )
         auth = [AuthInterceptor(self.keys)] if self.keys.enabled else []
+        self.calls = Calls(self.metrics)  # errors answered, requests counted and tracked
         self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
+            self.calls.executor(settings.workers),
             options=options,
-            interceptors=[*auth, Calls(self.metrics)],  # errors answered, requests counted
+            interceptors=[*auth, self.calls],
         )
         wire.add_service(
             self._grpc,
@@ -211,12 +213,29 @@ class Server:
         grace = 0.0 if grace is None else max(0.0, grace)
         deadline = time.monotonic() + grace
         self.health.enter_graceful_shutdown()
-        # gRPC refuses new calls now, and cancels the calls still running at the end (the
-        # client sees UNAVAILABLE "Cancelling all calls"): those still executing in an RPC
-        # thread when the data plane cut the rest off.
-        stopped = self._grpc.stop(grace + CUT_FLUSH_S)
-        self.plane.drain(deadline)
-        stopped.wait(max(0.0, deadline + CUT_FLUSH_S - time.monotonic()))
+        # New calls are answered UNAVAILABLE by the interceptor from now on, while gRPC still
+        # accepts them: gRPC answers CANCELLED a call that reaches it as it shuts down (a
+        # client that saw NOT_SERVING and called again at once got that), so it shuts down
+        # only at the end.
+        self.calls.refuse(
+            ShuttingDown(
+                "the server is shutting down and takes no new calls; retry (another replica "
+                "will answer)"
+            )
+        )
+        self.plane.drain(deadline)  # inference: finished within the grace, or cut off now
+        self.calls.wait_admitted(deadline - time.monotonic())  # every other call: the grace too
+        stopped = self._grpc.stop(CUT_FLUSH_S)  # no call starts any more
+        # The requests cut off are answered UNAVAILABLE by their RPC threads, which the cut
+        # woke: on a loaded machine that takes a while, and a call gRPC cancelled first was
+        # answered "Cancelling all calls" instead. gRPC cancels the calls still running only
+        # when every call but those still executing in the data plane has been answered.
+        if not self.calls.wait_answered(self.plane.running_unanswered, CUT_FLUSH_S):
+            log.warning(f"shutdown: answers still unsent after {CUT_FLUSH_S} s, cancelling them")
+        # What still runs (a batch executing in an RPC thread cannot be interrupted) gRPC
+        # cancels now: UNAVAILABLE "Cancelling all calls" to the client.
+        self._grpc.stop(0)
+        stopped.wait(CANCEL_FLUSH_S)
         if self._metrics_http is not None:
             self._metrics_http.close()
         self.devices.close()  # first: a worker still running cut-off work is killed

@@ -117,7 +117,7 @@ class ModelRetired(FpgaServeError):
 
 
 class ShuttingDown(FpgaServeError):
-    """The server is stopping and cut this request off at the end of its shutdown grace;
-    retryable (on another replica)."""
+    """The server is stopping: it takes no new calls, and cuts off what has not finished at
+    the end of its shutdown grace; retryable (on another replica)."""
 
     status = Status.UNAVAILABLE

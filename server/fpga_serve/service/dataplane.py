@@ -96,6 +96,7 @@ class DataPlane:
         self._inflight = 0
         self._idle = threading.Condition()
         self._cut: ShuttingDown | None = None
+        self._unanswered = 0  # cut off at the grace but not answered by it
 
     def infer(self, request: InferenceRequest) -> InferenceResponse:
         """``resolve_and_run`` for one request, counted as in flight (``drain`` waits for it)."""
@@ -111,13 +112,22 @@ class DataPlane:
                 if self._inflight == 0:
                     self._idle.notify_all()
 
+    def running_unanswered(self) -> int:
+        """Requests in flight that only their own end can answer: all of them before ``drain``
+        cut them off; after it, those it could not answer (executing in their RPC thread,
+        where nothing interrupts them) while they still run."""
+        with self._idle:
+            if self._cut is None:
+                return self._inflight
+            return min(self._inflight, self._unanswered)
+
     def drain(self, deadline: float) -> int:
         """Shutdown: let the requests in flight finish until ``deadline`` (time.monotonic()),
         then cut off the rest: they are answered ShuttingDown (UNAVAILABLE, retryable) now —
         those queued for a batch and those in a batch still executing on a batching worker;
         one executing in its RPC thread keeps it until gRPC cancels the call (also UNAVAILABLE
-        to the client). Returns how many were cut off, counted in
-        fpga_serve_shutdown_cut_requests_total."""
+        to the client; ``running_unanswered`` counts those). Returns how many were cut off,
+        counted in fpga_serve_shutdown_cut_requests_total."""
         with self._idle:
             self._idle.wait_for(
                 lambda: self._inflight == 0, timeout=max(0.0, deadline - time.monotonic())
@@ -127,8 +137,9 @@ class DataPlane:
                 "the server is shutting down and its shutdown grace ran out before this "
                 "request finished; retry (another replica will answer)"
             )
-        for model in self.registry.loaded():
-            model.cut(self._cut)
+        answered = sum(model.cut(self._cut) for model in self.registry.loaded())
+        with self._idle:
+            self._unanswered = max(0, cut - answered)
         if cut:
             self.metrics.shutdown_cut.inc(cut)
             log.warning(f"shutdown: {cut} requests still in flight at the grace, cut off")

@@ -96,13 +96,12 @@ class ServedModel:
     def outputs(self) -> tuple[TensorSpec, ...]:
         return self.pipeline.outputs
 
-    def cut(self, error: BaseException) -> None:
+    def cut(self, error: BaseException) -> int:
         """Shutdown's end of the grace: take no more work and answer the requests waiting in
-        the batching queue, or in a batch still executing, with ``error`` now."""
+        the batching queue, or in a batch still executing, with ``error`` now (how many)."""
         with self._cond:
             self._retired = True
-        if self.batcher is not None:
-            self.batcher.abort(error)
+        return 0 if self.batcher is None else self.batcher.abort(error)
 
     def close(self, drain: bool = True, timeout: float = CLOSE_TIMEOUT_S) -> None:
         """Refuse new work, let in-flight requests finish (up to ``timeout``), free the stages."""
