@@ -47,6 +47,7 @@ import grpc
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))  # the tests' hostile requests and models
 MiB = 1 << 20
 
 
@@ -97,18 +98,9 @@ def fpga_zip(path: Path) -> None:
 
 def hold_zip(path: Path) -> None:
     """FP32 [-1, 1]: busy-waits x[0, 0] seconds, then returns 2x (a long batch for the drain)."""
-    import tensorflow as tf
-    from fpga_serve.pipeline import ModelDefinition, TensorflowStage
+    from hostile import build_hold_model_def
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
-    def hold(x: tf.Tensor) -> dict[str, tf.Tensor]:
-        end = tf.timestamp() + tf.cast(x[0, 0], tf.float64)
-        spun = tf.while_loop(lambda i: tf.timestamp() < end, lambda i: i + 1, [tf.constant(0)])
-        return {"y": x * 2.0 + tf.cast(spun[0] * 0, tf.float32)}
-
-    model_def = ModelDefinition(name="hold")
-    model_def.pipeline.append(TensorflowStage(hold))
-    model_def.save(path)
+    build_hold_model_def("hold").save(path)
 
 
 # Requests ----------------------------------------------------------------------------------
@@ -126,39 +118,19 @@ def jpeg(size: tuple[int, int], seed: int = 0) -> bytes:
 
 
 def predict(model: str, key: str, dtype: int, shape: list[int], **values: Any) -> Any:
-    from fpga_serve_client.protos import predict_pb2
+    """A TF Serving PredictRequest of one input tensor (tests/helpers/hostile.py's)."""
+    from hostile import predict as predict_request
+    from hostile import tensor_proto
 
-    request = predict_pb2.PredictRequest()
-    if model:
-        request.model_spec.name = model
-    tensor = request.inputs[key]
-    tensor.dtype = dtype  # type: ignore[assignment]
-    for d in shape:
-        tensor.tensor_shape.dim.add(size=d)
-    for name, items in values.items():
-        if name == "tensor_content":
-            tensor.tensor_content = items
-        else:
-            getattr(tensor, name).extend(items)
-    return request
+    return predict_request(model, {key: tensor_proto(dtype, shape, **values)})
 
 
 def hostile_requests() -> list[tuple[str, str, Any]]:
     """(name, method, request or raw bytes)."""
     from fpga_serve_client.protos import grpc_predict_v2_pb2 as v2
     from fpga_serve_client.protos import tf_tensor_pb2 as tf
+    from hostile import png_claiming
     from PIL import Image
-
-    def png_claiming(width: int, height: int) -> bytes:
-        import struct
-        import zlib
-
-        buf = io.BytesIO()
-        Image.new("RGB", (1, 1)).save(buf, format="PNG")
-        data = bytearray(buf.getvalue())
-        data[16:24] = struct.pack(">II", width, height)
-        data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-        return bytes(data)
 
     frames = [Image.new("L", (500, 500), (i * 37) % 256).convert("P") for i in range(200)]
     gif = io.BytesIO()

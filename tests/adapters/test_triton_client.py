@@ -3,8 +3,6 @@ to fpga-serve's KServe v2 endpoint."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,26 +10,11 @@ import external_tools
 import numpy as np
 from conftest import LABELS
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def test_tritonclient_scores_a_photo(tiny_server: Any, photo_dir: Path, china_jpg: bytes) -> None:
-    python = external_tools.triton_python()
-    done = subprocess.run(
-        [
-            python,
-            str(ROOT / "tests" / "helpers" / "triton_probe.py"),
-            tiny_server.address,
-            "tiny",
-            str(photo_dir / "china.jpg"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    got = external_tools.triton_probe(
+        "triton_probe.py", tiny_server.address, "tiny", str(photo_dir / "china.jpg")
     )
-    assert done.returncode == 0, done.stderr
-    got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["live"] and got["ready"] and got["platform"] == "fpga_serve_pipeline"
     assert got["inputs"][0][1:] == ["BYTES", [-1]]
     scores = np.array(got["scores"], dtype=np.float32)

@@ -5,8 +5,6 @@ sent, and class_count answers Triton's "score:index:label" strings of the real s
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +16,24 @@ from fpga_serve.adapters.convert.triton import classify
 from fpga_serve.core.errors import InvalidInput
 from serving import run_server
 
-ROOT = Path(__file__).resolve().parents[2]
 REQUESTS = 4  # each of 2 images
 
 
 @pytest.fixture(scope="module")
 def probed(tiny_zip: Path, photo_dir: Path) -> dict[str, Any]:
-    python = external_tools.triton_python()
     settings = [
         "--max-batch-size", "16", "--batch-max-size", "4", "--batch-max-queue-delay-us", "500",
         "--batch-preferred-sizes", "2", "--batch-preferred-sizes", "4",
         "--max-queue-size", "33", "--batch-concurrency", "2",
     ]  # fmt: skip
     with run_server([tiny_zip], *settings) as server:
-        done = subprocess.run(
-            [python, str(ROOT / "tests" / "helpers" / "triton_extensions_probe.py"),
-             server.address, "tiny", str(photo_dir / "china.jpg"), str(REQUESTS)],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+        return external_tools.triton_probe(
+            "triton_extensions_probe.py",
+            server.address,
+            "tiny",
+            str(photo_dir / "china.jpg"),
+            str(REQUESTS),
+        )
 
 
 def test_model_config_describes_what_the_server_runs(probed: dict[str, Any]) -> None:

@@ -17,21 +17,7 @@ import numpy as np
 import pytest
 from brainwave_seed import HERE, SMALL_SIZE, run_seed
 from fpga_serve_client import PredictionClient
-from serving import run_server, server_env
-
-
-def _pipeline_scores(zip_path: Path, image: bytes) -> np.ndarray:
-    """What the saved zip computes, loaded as the server loads it (in this eager process)."""
-    from fpga_serve.modelzip import LoadContext, load_pipeline
-    from fpga_serve.runtime import Pipeline
-
-    archive = load_pipeline(zip_path, LoadContext())
-    try:
-        pipeline = Pipeline(archive.stages, input_aliases=archive.input_aliases)
-        (out,) = pipeline.run({"images": np.array([image], dtype=object)}).values()
-        return np.asarray(out[0])
-    finally:
-        archive.close()
+from serving import run_server, scores_in_process, server_env
 
 
 def _top(scores: Any, k: int = 5) -> list[int]:
@@ -106,7 +92,7 @@ def test_the_saved_zip_computes_what_the_users_session_computed(
     """The session runs the featurizer on the in-process twin; the zip, loaded as a server
     loads it, gives the same confidences (same integer program, same float stages)."""
     local = np.asarray(seeded.outcome["local"], np.float32)
-    loaded = _pipeline_scores(Path(str(seeded.outcome["zip"])), china_jpg)
+    loaded = scores_in_process(Path(str(seeded.outcome["zip"])), china_jpg)
     assert loaded.shape == (1000,)
     np.testing.assert_allclose(loaded, local, rtol=1e-5, atol=1e-7)
     assert _top(loaded) == _top(local)
@@ -153,7 +139,7 @@ def test_the_other_zoo_models_follow_the_same_flow(
     assert built["feature_shape"] == [None, features]
     local = np.asarray(built["local"], np.float32)[0]
     np.testing.assert_allclose(
-        _pipeline_scores(Path(built["zip"]), china_jpg), local, rtol=1e-5, atol=1e-7
+        scores_in_process(Path(built["zip"]), china_jpg), local, rtol=1e-5, atol=1e-7
     )
 
 

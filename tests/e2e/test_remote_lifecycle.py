@@ -22,7 +22,7 @@ from fpga_serve_client import PredictionClient, ServiceError
 from fpga_serve_client.protos import model_service_pb2 as pb
 from fpga_serve_client.protos import model_service_pb2_grpc
 from hostile import ARCHIVE_CASES, rewrite_archive
-from serving import run_server
+from serving import run_server, scores_in_process
 from waiting import wait_until
 
 KEY = "lifecycle-key-90d2"
@@ -91,19 +91,6 @@ def repo_contents(server: Any) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.name != ".staging")
 
 
-def expected_scores(zip_path: Path, image: bytes) -> np.ndarray:
-    from fpga_serve.modelzip import LoadContext, load_pipeline
-    from fpga_serve.runtime import Pipeline
-
-    archive = load_pipeline(zip_path, LoadContext())
-    try:
-        pipeline = Pipeline(archive.stages, input_aliases=archive.input_aliases)
-        (out,) = pipeline.run({"images": np.array([image], dtype=object)}).values()
-        return np.asarray(out[0])
-    finally:
-        archive.close()
-
-
 def header(data: bytes, name: str, **fields: Any) -> pb.UploadModelRequest:
     values = {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     values.update(fields)
@@ -123,7 +110,7 @@ def test_deploy_run_and_delete(
         service = client.deploy(tiny_zip, "tiny")
         assert (service.name, service.version, service.status.state) == ("tiny", "1", "READY")
         scores = service.run(small_jpeg)
-        np.testing.assert_allclose(scores, expected_scores(tiny_zip, small_jpeg), rtol=1e-5)
+        np.testing.assert_allclose(scores, scores_in_process(tiny_zip, small_jpeg), rtol=1e-5)
         assert len(scores) == len(LABELS)
         (listed,) = client.models()
         assert (listed.name, listed.state, listed.stored) == ("tiny", "READY", True)
@@ -481,7 +468,7 @@ def test_deploy_run_delete_cycles_under_load_from_a_second_client(
     results = {"ok": 0, "failed": []}  # type: dict[str, Any]
     with client_for(server) as admin:
         admin.deploy(tiny_zip, "steady")
-        want = expected_scores(tiny_zip, small_jpeg)
+        want = scores_in_process(tiny_zip, small_jpeg)
 
         def load() -> None:
             with client_for(server).for_model("steady") as steady:
@@ -524,34 +511,17 @@ def test_without_a_repository_the_lifecycle_says_so(tiny_server: Any, tiny_zip: 
 def test_tritonclient_deploys_with_files_and_loads_from_disk(
     server: Any, tiny_zip: Path, small_jpeg: bytes, tmp_path: Path
 ) -> None:
-    python = external_tools.triton_python()
     disk = server.repo / "ondisk" / "1"
     disk.mkdir(parents=True)
     (disk / "m.zip").write_bytes(tiny_zip.read_bytes())  # copied by hand, as before
     image = tmp_path / "small.jpg"
     image.write_bytes(small_jpeg)
-    import subprocess
-
-    done = subprocess.run(
-        [
-            python,
-            str(Path(__file__).parents[1] / "helpers" / "triton_deploy_probe.py"),
-            server.address,
-            str(tiny_zip),
-            str(image),
-            "ondisk",
-            KEY,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    got = external_tools.triton_probe(
+        "triton_deploy_probe.py", server.address, str(tiny_zip), str(image), "ondisk", KEY
     )
-    assert done.returncode == 0, done.stderr
-    got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["ready"] and got["disk_ready"] and not got["after_unload"]
     np.testing.assert_allclose(
-        got["scores"][0], expected_scores(tiny_zip, small_jpeg), rtol=1e-5
+        got["scores"][0], scores_in_process(tiny_zip, small_jpeg), rtol=1e-5
     )
     assert "version 1 is already stored" in got["again"]
     assert "the uploaded zip is refused" in got["junk"]

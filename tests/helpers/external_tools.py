@@ -9,10 +9,12 @@ the mark before the test runs), or call ``which`` / ``unavailable`` where the ne
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -64,3 +66,17 @@ def triton_python() -> str:
     if not TRITON_PYTHON.exists():
         unavailable("no .venv-triton (scripts/setup.sh creates it)")
     return str(TRITON_PYTHON)
+
+
+def triton_probe(script: str, *args: str) -> dict[str, Any]:
+    """Run tests/helpers/``script`` with the Triton venv's python (NVIDIA's tritonclient) and
+    return the JSON object on the last line it prints; its stderr fails the test if it fails."""
+    done = subprocess.run(
+        [triton_python(), str(Path(__file__).with_name(script)), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from waiting import wait_until
 
@@ -164,3 +164,19 @@ def run_server_expect_failure(models: Sequence[Path], *args: str, timeout: float
     )
     assert done.returncode != 0, "server started but should have refused:\n" + done.stderr
     return done.stderr
+
+
+def scores_in_process(zip_path: Path, image: bytes) -> Any:
+    """What the saved zip computes for one image, loaded as the server loads it, in this
+    process (its first output's first row)."""
+    import numpy as np
+    from fpga_serve.modelzip import LoadContext, load_pipeline
+    from fpga_serve.runtime import Pipeline
+
+    archive = load_pipeline(zip_path, LoadContext())
+    try:
+        pipeline = Pipeline(archive.stages, input_aliases=archive.input_aliases)
+        (out,) = pipeline.run({"images": np.array([image], dtype=object)}).values()
+        return np.asarray(out[0])
+    finally:
+        archive.close()

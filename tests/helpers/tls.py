@@ -7,30 +7,33 @@ import subprocess
 from pathlib import Path
 
 
+def _self_signed(subject: str, key: Path, cert: Path) -> tuple[str, ...]:
+    """openssl's arguments for a new RSA key and a certificate it signs itself, for a day."""
+    return (
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        subject,
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+    )
+
+
 def make_cert(tmp: Path) -> tuple[Path, Path]:
     cert, key = tmp / "cert.pem", tmp / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
+    args = (
+        *_self_signed("/CN=localhost", key, cert),
+        "-addext",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
     )
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
     return cert, key
 
 
@@ -40,21 +43,7 @@ def make_client_ca(tmp: Path) -> tuple[Path, Path, Path]:
         tmp / n for n in ("ca.key", "ca.pem", "client.key", "client.csr", "client.pem")
     )
     run = [
-        (
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=fpga-serve test client CA",
-            "-keyout",
-            str(ca_key),
-            "-out",
-            str(ca),
-        ),
+        _self_signed("/CN=fpga-serve test client CA", ca_key, ca),
         (
             "req",
             "-newkey",

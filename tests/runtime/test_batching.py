@@ -23,11 +23,11 @@ NEVER_US = 600_000_000
 """A queue delay no test waits out: a batch dispatched early was cut short by its company."""
 
 
-class GatedModel:
-    """A fake model: doubles its input, records every batch, can be held at a gate."""
+class Gated:
+    """A fake model whose batches can be held at a gate (open until cleared); ``started`` is
+    set when a batch reaches it."""
 
     def __init__(self) -> None:
-        self.batches: list[list[float]] = []
         self.gate = threading.Event()
         self.gate.set()
         self.started = threading.Event()
@@ -35,7 +35,20 @@ class GatedModel:
     def __call__(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         self.started.set()
         self.gate.wait(10)
-        x = arrays[0]
+        return self.compute(arrays[0])
+
+    def compute(self, x: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
+class GatedModel(Gated):
+    """Doubles its input and records every batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[float]] = []
+
+    def compute(self, x: np.ndarray) -> list[np.ndarray]:
         self.batches.append(x.tolist())
         if np.any(x < 0):
             raise InvalidInput(f"negative value in {x.tolist()}")
@@ -403,20 +416,16 @@ def test_the_server_setting_reaches_every_models_batcher(monkeypatch: pytest.Mon
     assert server.registry.batching.concurrency == 2
 
 
-class RowSums:
+class RowSums(Gated):
     """A model over rows of any width: each row's sum; records the shape of every batch."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.shapes: list[tuple[int, ...]] = []
-        self.gate = threading.Event()
-        self.gate.set()
-        self.started = threading.Event()
 
-    def __call__(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        self.started.set()
-        self.gate.wait(10)
-        self.shapes.append(arrays[0].shape)
-        return [arrays[0].sum(axis=1, keepdims=True)]
+    def compute(self, x: np.ndarray) -> list[np.ndarray]:
+        self.shapes.append(x.shape)
+        return [x.sum(axis=1, keepdims=True)]
 
 
 def test_only_requests_whose_other_dimensions_match_share_a_batch() -> None:

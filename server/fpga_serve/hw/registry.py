@@ -36,7 +36,8 @@ def available() -> list[str]:
 
 def select_device(name: str = "auto", options: dict[str, Any] | None = None) -> Device:
     """A device by name, or for ``auto`` the best one present (the twin when no board is).
-    ``options`` (e.g. ``overlay``, the bitstream path) go to the device's ``create``."""
+    ``options`` (the server's device settings, e.g. ``overlay``, ``pynq_simulate``) go to the
+    device's ``probe`` and ``create``."""
     options = options or {}
     _builtin()
     if name == "auto":
