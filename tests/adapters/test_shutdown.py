@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,15 +118,25 @@ def in_process(hold_zips: list[Path]) -> Iterator[Any]:
     server.stop(grace=0)
 
 
-def test_cut_requests_are_counted_and_a_drained_stop_cuts_nothing(in_process: Any) -> None:
-    server = in_process
+@contextmanager
+def _held(
+    server: Any, seconds: float, queued: int
+) -> Iterator[tuple[grpc.Channel, Future[Any], list[Future[Any]]]]:
+    """A channel to the in-process ``server``, a batch of ``seconds`` executing in an RPC
+    thread and ``queued`` requests waiting behind it."""
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         stub.Predict(hold_request(0.0), timeout=30)
-        running = stub.Predict.future(hold_request(HOLD), timeout=60)
+        running = stub.Predict.future(hold_request(seconds), timeout=60)
         wait_until(lambda: _gauge(server, "fpga_serve_inflight_requests") == 1)
-        queued = [stub.Predict.future(hold_request(0.1), timeout=60) for _ in range(3)]
-        wait_until(lambda: _gauge(server, "fpga_serve_queue_depth") == 3)
+        waiting = [stub.Predict.future(hold_request(0.1), timeout=60) for _ in range(queued)]
+        wait_until(lambda: _gauge(server, "fpga_serve_queue_depth") == queued)
+        yield channel, running, waiting
+
+
+def test_cut_requests_are_counted_and_a_drained_stop_cuts_nothing(in_process: Any) -> None:
+    server = in_process
+    with _held(server, HOLD, 3) as (_, running, queued):
         stopper = threading.Thread(target=server.stop, kwargs={"grace": 0.5})
         start = time.monotonic()
         stopper.start()
@@ -153,13 +164,7 @@ def test_cut_requests_are_answered_before_grpc_cancels_however_late_their_thread
     status_answer = calls.answer
     monkeypatch.setattr(calls, "answer", late)
     server = in_process
-    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        stub.Predict(hold_request(0.0), timeout=30)
-        running = stub.Predict.future(hold_request(OUTLASTS), timeout=60)
-        wait_until(lambda: _gauge(server, "fpga_serve_inflight_requests") == 1)
-        queued = [stub.Predict.future(hold_request(0.1), timeout=60) for _ in range(3)]
-        wait_until(lambda: _gauge(server, "fpga_serve_queue_depth") == 3)
+    with _held(server, OUTLASTS, 3) as (_, running, queued):
         stopper = threading.Thread(target=server.stop, kwargs={"grace": 0.2})
         stopper.start()
         stopper.join(HOLD)
@@ -178,11 +183,8 @@ def test_calls_made_during_the_grace_are_refused_unavailable_never_cancelled(
     start of the grace. gRPC now accepts through the grace and the server refuses new calls
     itself, UNAVAILABLE."""
     server = in_process
-    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+    with _held(server, OUTLASTS, 0) as (channel, running, _):  # the batch keeps the grace open
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        stub.Predict(hold_request(0.0), timeout=30)
-        running = stub.Predict.future(hold_request(OUTLASTS), timeout=60)  # keeps the grace open
-        wait_until(lambda: _gauge(server, "fpga_serve_inflight_requests") == 1)
         stopper = threading.Thread(target=server.stop, kwargs={"grace": 2.0})
         stopper.start()
         wait_until(lambda: _refusing(channel))
