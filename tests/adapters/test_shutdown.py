@@ -197,6 +197,31 @@ def test_calls_made_during_the_grace_are_refused_unavailable_never_cancelled(
     assert all(o.startswith(refused) for o in outcomes), outcomes
 
 
+def test_a_request_not_yet_in_the_data_plane_at_the_stop_gets_the_grace(
+    in_process: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request still being converted when the stop begins is in flight, though the data
+    plane does not count it yet: it is served within the grace, not cut off at once."""
+    from fpga_serve.adapters import tfserving
+
+    converting = threading.Event()
+
+    def slow(request: Any, context: Any) -> Any:
+        converting.set()
+        time.sleep(0.5)  # a large request being decoded
+        return predict_request(request, context)
+
+    predict_request = tfserving.convert.predict_request
+    monkeypatch.setattr(tfserving.convert, "predict_request", slow)
+    server = in_process
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = stub.Predict.future(hold_request(0.0), timeout=30)
+        assert converting.wait(10)
+        server.stop(grace=5.0)
+        assert _outcome(request) == "OK"
+
+
 def _gauge(server: Any, name: str) -> float:
     """The sum of an in-process server's samples of metric ``name``."""
     return sum(

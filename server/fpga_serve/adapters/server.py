@@ -223,8 +223,11 @@ class Server:
                 "will answer)"
             )
         )
-        self.plane.drain(deadline)  # inference: finished within the grace, or cut off now
-        self.calls.wait_admitted(deadline - time.monotonic())  # every other call: the grace too
+        # Every call admitted before the stop gets the grace (an inference request still being
+        # converted has not reached the data plane yet); what is still in flight then, the
+        # data plane cuts off.
+        self.calls.wait_admitted(deadline - time.monotonic())
+        self.plane.drain(deadline)
         stopped = self._grpc.stop(CUT_FLUSH_S)  # no call starts any more
         # The requests cut off are answered UNAVAILABLE by their RPC threads, which the cut
         # woke: on a loaded machine that takes a while, and a call gRPC cancelled first was
