@@ -169,10 +169,14 @@ def _x(program: Program, batch: int = 1) -> np.ndarray:
 
 
 def _check(
-    program: Program, x: np.ndarray, ddr: harness.Ddr = SLOW_DDR, **kw: Any
+    program: Program,
+    x: np.ndarray,
+    ddr: harness.Ddr = SLOW_DDR,
+    image: descriptors.DeviceImage | None = None,
+    **kw: Any,
 ) -> harness.Result:
     """RTL == packed twin (reference ops) == the logical program on the reference."""
-    image = descriptors.pack(program)
+    image = image or descriptors.pack(program)
     run = harness.run(image, x, ddr=ddr, **kw)
     assert run.done and run.error is None, (run.status, run.error, run.error_index)
     assert run.irq
@@ -311,6 +315,24 @@ def test_the_cases_cover_the_datapath_features() -> None:
     ops = {i.op for fn in CASES.values() for i in fn().instrs}
     assert ops == set(Opcode)
     assert any(i.residual is not None for i in _bottleneck().instrs)
+
+
+def test_a_bank_of_more_words_than_a_multiple_of_4096_is_exact_in_its_last_words() -> None:
+    """An input buffer of 4096 + 512 words a bank (cnn_ibank: 4096 words in one memory, the
+    512 above in a block RAM of their own, as the zcu104's 13,312 are 3 x 4096 + 1024): a
+    48 x 48 x 64 tensor kept in a bank fills all 4608 words and the next layer reads it back."""
+    f = dataclasses.replace(TINY, ibuf_words=4096 + 512)
+    p = _P()
+    x = p.buf(48, 48, 16)
+    y = p.conv(x, 64, (1, 1))
+    z = p.conv(y, 32, (3, 3), 1, (1, 1, 1, 1))
+    program = p.program(x, z, f)
+    first, second = (i.tile for i in program.instrs)
+    assert first is not None and second is not None
+    assert first.out_ibuf and not first.out_ddr and second.in_ibuf  # y: 48 * 48 * 2 = 4608 words
+    image = descriptors.pack(program, f)
+    assert image.preset == f
+    _check(program, _x(program), image=image)
 
 
 def test_batch_of_two_under_random_stalls_and_slow_ddr() -> None:

@@ -348,8 +348,8 @@ module cnn_accel #(
     );
     wire core_busy, err_const;
     wire [15:0] out_space = (1 << OFA) + 1 - of_count;
-    cnn_core #(.CI(CI), .CO(CO), .AAW(AAW), .IBW(IBW), .BANKS(IBUF_BANKS), .S(PACK_SHIFT),
-               .G(PACK_GROUP), .ADD_DSP(ADD_DSP)) u_core (
+    cnn_core #(.CI(CI), .CO(CO), .AAW(AAW), .IBW(IBW), .IBUF_WORDS(IBUF_WORDS),
+               .BANKS(IBUF_BANKS), .S(PACK_SHIFT), .G(PACK_GROUP), .ADD_DSP(ADD_DSP)) u_core (
         .clk(clk), .rst(unit_rst), .start(unit_start), .busy(core_busy), .err_const(err_const),
         .c_mode(x_mode), .c_opcode(`D_OPCODE(d)), .c_relu(flags[`FLAG_RELU]), .c_add(f_add),
         .c_add_relu(flags[`FLAG_ADD_RELU]), .c_in_ibuf(f_in_ibuf), .c_out_ddr(f_out_ddr),

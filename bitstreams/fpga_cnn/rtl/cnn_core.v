@@ -23,7 +23,8 @@ module cnn_core #(
     parameter integer CI = 32,
     parameter integer CO = 64,
     parameter integer AAW = 11,             // log2(acc depth)
-    parameter integer IBW = 14,             // log2(input buffer words per bank)
+    parameter integer IBW = 14,             // input buffer address bits
+    parameter integer IBUF_WORDS = 1 << IBW, // words per bank
     parameter integer BANKS = 2,
     parameter integer S = 18,
     parameter integer G = 8,
@@ -236,21 +237,20 @@ module cnn_core #(
     wire [IBW-1:0] fw_addr = pfwd[NST-1];
     wire fw_we = pv[NST-1] && plast[NST-1] && c_out_ibuf;
     reg  [IBW-1:0] ib_raddr;
-    reg  [CO*8-1:0] ib_q [0:BANKS-1];
+    wire [CO*8-1:0] ib_q [0:BANKS-1];
     reg  [CO*8-1:0] ib_word;                       // stage 3
     wire [CO*8-1:0] result;
     genvar gb;
     generate
         for (gb = 0; gb < BANKS; gb = gb + 1) begin : g_bank
-            reg [CO*8-1:0] mem [0:(1<<IBW)-1];
             wire lw = ld_we && (c_in_bank == gb);
             wire fw = fw_we && (c_out_bank == gb);
-            always @(posedge clk) begin
-                if (lw) mem[ld_addr] <= ld_data;
-                else if (fw) mem[fw_addr] <= result;
-                // the residual's bank is read for the pixel about to enter stage 11
-                ib_q[gb] <= mem[(c_res_ibuf && c_res_bank == gb) ? pfwd[10] : ib_raddr];
-            end
+            // the residual's bank is read for the pixel about to enter stage 11
+            cnn_ibank #(.W(CO*8), .AW(IBW), .WORDS(IBUF_WORDS)) u_mem (
+                .clk(clk), .we(lw || fw), .waddr(lw ? ld_addr : fw_addr),
+                .wdata(lw ? ld_data : result),
+                .raddr((c_res_ibuf && c_res_bank == gb) ? pfwd[10] : ib_raddr), .q(ib_q[gb])
+            );
         end
     endgenerate
 

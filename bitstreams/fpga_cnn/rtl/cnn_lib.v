@@ -1,4 +1,4 @@
-// Library: FIFOs used across the accelerator.
+// Library: FIFOs used across the accelerator, and the input buffer's bank memory.
 `default_nettype none
 
 // First-word-fall-through FIFO on a synchronous-read memory (maps to BRAM/URAM or LUT RAM).
@@ -76,5 +76,53 @@ module cnn_rfifo #(
             count <= count + {{AW{1'b0}}, push} - {{AW{1'b0}}, do_pop};
         end
     end
+endmodule
+// An input-buffer bank: WORDS words of W bits, one write and one registered read a cycle.
+// A URAM288 holds 4096 words deep, so WORDS above a multiple of 4096 would take a whole
+// URAM column more: the words from HI = WORDS - WORDS % 4096 on (when WORDS is above 4096 and
+// not a multiple of it) are a memory of their own in block RAM. The zcu104 bank of 13,312 words
+// is thus 3 URAMs deep plus 1,024 words of BRAM, not 4 URAMs deep.
+module cnn_ibank #(
+    parameter integer W = 512,
+    parameter integer AW = 14,
+    parameter integer WORDS = 16384
+) (
+    input  wire          clk,
+    input  wire          we,
+    input  wire [AW-1:0] waddr,
+    input  wire [W-1:0]  wdata,
+    input  wire [AW-1:0] raddr,
+    output wire [W-1:0]  q
+);
+    localparam integer HI = (WORDS > 4096) ? WORDS - WORDS % 4096 : WORDS;
+    localparam integer LO = WORDS - HI;             // < 4096
+    localparam integer LAW = (LO > 1) ? $clog2(LO) : 1;
+    reg [W-1:0] mem [0:HI-1];
+    reg [W-1:0] q_hi;
+    /* verilator lint_off WIDTH */
+    wire w_lo = (LO > 0) && (waddr >= HI);
+    /* verilator lint_on WIDTH */
+    always @(posedge clk) begin
+        if (we && !w_lo) mem[waddr] <= wdata;
+        q_hi <= mem[raddr];
+    end
+    generate
+        if (LO > 0) begin : g_lo
+            // HI is a multiple of 4096 >= 2^LAW: word HI + i is at i = address[LAW-1:0]
+            (* ram_style = "block" *) reg [W-1:0] mem_lo [0:(1<<LAW)-1];
+            reg [W-1:0] q_lo;
+            reg         sel;
+            /* verilator lint_off WIDTH */
+            always @(posedge clk) begin
+                if (we && w_lo) mem_lo[waddr[LAW-1:0]] <= wdata;
+                q_lo <= mem_lo[raddr[LAW-1:0]];
+                sel <= (raddr >= HI);
+            end
+            /* verilator lint_on WIDTH */
+            assign q = sel ? q_lo : q_hi;
+        end else begin : g_one
+            assign q = q_hi;
+        end
+    endgenerate
 endmodule
 `default_nettype wire
