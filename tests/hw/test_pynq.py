@@ -196,10 +196,12 @@ def test_register_traffic_follows_the_spec(device: PynqDevice, compiled: Any) ->
 def test_a_program_for_another_array_is_refused_naming_both(
     device: PynqDevice, compiled: Any
 ) -> None:
-    from fpga_serve.compiler.plan import plan
-    from fpga_serve.core.isa import preset
-
-    other = plan(compiled.program, preset("pynq_z2"))
+    # the same network, built for the PYNQ-Z2's 16 x 16 array: a program consistent in itself
+    other = compile_model(
+        small_network(),
+        RNG.normal(0, 1, (8, 16, 16, 3)).astype(np.float32),
+        CompileOptions(calibration_method="max", target="pynq_z2"),
+    ).program
     with pytest.raises(
         DeviceError,
         match=r"built for pynq_z2 \(array 16x16.*; the bitstream \S+fpga_cnn\.bit reports array "
