@@ -5,13 +5,14 @@
 For each preset: cnn_accel with the preset's parameters (Preset.rtl_parameters), synthesised
 by yosys (`synth_xilinx -family xcup -uram` for Zynq UltraScale+, `-family xc7` for Zynq-7000),
 asserting no latches. Printed: DSP, BRAM (RAMB36 + RAMB18 / 2), URAM, LUT (logic, LUT RAM and
-SRLs) and FF, as numbers and as a share of the part, plus the MAC array module alone, and the
-yosys run's time and peak memory.
+SRLs) and FF, as numbers and as a share of the part, plus the MAC array alone (cnn_array with
+the adder trees it instantiates), and the yosys run's time and peak memory.
 
 What yosys cannot see, said plainly: it maps each packed multiply of the array to one DSP, but
-keeps the DSPs' cascade (PCIN) and post-adders in fabric, so the array's group and field sums
-appear as LUTs and carry chains that Vivado would mostly put inside the DSP48 chain: the
-"array" row is an upper bound on its LUT/FF cost, the DSP count is right. It does no
+on UltraScale+ (DSP48E2) keeps the DSPs' cascade (PCIN) and post-adders in fabric, so the
+array's group sums appear as adder trees on carry chains (cnn_sum) that Vivado would mostly put
+inside the DSP48 chain: the "array" row is an upper bound on its LUT/FF cost, the DSP count is
+right. On 7-series yosys packs the group sums into the DSP48E1s' post-adders. It does no
 placement, routing or timing (nothing here says a clock rate is met), no retiming, and its
 memory mapping (BRAM/URAM/LUT RAM choice) is its own, not Vivado's. Resource use for a board is
 only known from Vivado.
@@ -71,12 +72,20 @@ def script(preset) -> str:  # type: ignore[no-untyped-def]
     )
 
 
-def cells(stat: str) -> dict[str, int]:
+def cells(stat: str, modules: dict[str, str] | None = None) -> dict[str, int]:
+    """Cell counts of one module's `stat` text; with ``modules`` (sections()), the cells of the
+    submodules it instantiates counted in, times their instances."""
     out: dict[str, int] = {}
     for line in stat.splitlines():
-        m = re.match(r"\s+(\w+)\s+(\d+)$", line)
-        if m:
-            out[m.group(1)] = out.get(m.group(1), 0) + int(m.group(2))
+        m = re.match(r"\s+(\S+)\s+(\d+)$", line)
+        if not m:
+            continue
+        name, n = m.group(1), int(m.group(2))
+        if modules is not None and name in modules:
+            for cell, k in cells(modules[name], modules).items():
+                out[cell] = out.get(cell, 0) + n * k
+        elif re.fullmatch(r"\w+", name):
+            out[name] = out.get(name, 0) + n
     return out
 
 
@@ -93,12 +102,10 @@ def counts(c: dict[str, int]) -> dict[str, float]:
 
 
 def sections(log: str) -> dict[str, str]:
-    """yosys `stat` text per module ('design' for the total)."""
+    """yosys `stat` text per module, by its full (parametrised) name ('design' for the total)."""
     text = log[log.rindex("Printing statistics.") :]
     parts = re.split(r"\n=== (.+?) ===\n", text)
-    out = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=False):
-        out[name.split("\\")[-1]] = body
+    out = dict(zip(parts[1::2], parts[2::2], strict=False))
     if "design hierarchy" in out:
         out["design"] = out.pop("design hierarchy")
     return out
@@ -127,7 +134,7 @@ def run(preset, log_dir: Path) -> dict[str, object]:  # type: ignore[no-untyped-
         per = sections(text)
         result["total"] = counts(cells(per["design"]))
         array = next((body for name, body in per.items() if name.endswith("cnn_array")), "")
-        result["array"] = counts(cells(array))
+        result["array"] = counts(cells(array, per))  # with its adder trees (cnn_sum, cnn_add)
     return result
 
 
