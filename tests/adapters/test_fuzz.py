@@ -32,6 +32,7 @@ from fpga_serve_client.protos import tf_tensor_pb2 as tf
 from hostile import (
     build_strings_model_def,
     build_widths_model_def,
+    memory_bound,
     peak,
     png_claiming,
     reset_peak,
@@ -47,7 +48,7 @@ MESSAGE = 4 * MiB
 REQUEST_BYTES = 8 * MiB
 FIELDS = 1 << 16
 PIXELS = 1 << 22
-BOUND = 4 * MESSAGE + 2 * REQUEST_BYTES + 64 * FIELDS + 16 * PIXELS  # README, Limits
+BOUND = memory_bound(MESSAGE, REQUEST_BYTES, FIELDS, PIXELS)
 ACCEPTABLE = {
     "OK",
     "INVALID_ARGUMENT",

@@ -19,6 +19,7 @@ from hostile import (
     build_widths_model_def,
     code_of,
     infer,
+    memory_bound,
     peak,
     predict,
     reset_peak,
@@ -35,10 +36,8 @@ ELEMENTS = 1 << 21
 FIELDS = 1 << 16
 PIXELS = 1 << 22  # 4 Mpx
 
-BOUND = 4 * MESSAGE + 2 * REQUEST_BYTES + 64 * FIELDS + 16 * PIXELS
-"""README, Limits: 4 x max_message_bytes + 2 x max_request_bytes + 64 B x max_request_fields
-+ 16 B x max_image_pixels (+ the model's own work on the batch, ~nothing for these models):
-here 32 + 16 + 4 + 64 = 116 MiB."""
+BOUND = memory_bound(MESSAGE, REQUEST_BYTES, FIELDS, PIXELS)
+"""Here 32 + 16 + 4 + 64 = 116 MiB."""
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,13 @@ from fpga_serve_client.protos import predict_pb2, tf_tensor_pb2
 from PIL import Image
 
 
+def memory_bound(message_bytes: int, request_bytes: int, fields: int, pixels: int) -> int:
+    """README, Limits: the most a request may grow the server's memory, 4 x max_message_bytes +
+    2 x max_request_bytes + 64 B x max_request_fields + 16 B x max_image_pixels (+ the model's
+    own work on the batch, ~nothing for the test models)."""
+    return 4 * message_bytes + 2 * request_bytes + 64 * fields + 16 * pixels
+
+
 def build_strings_model_def(name: str = "strings") -> Any:
     """BYTES [-1] -> INT32 [-1]: the length of every string, so a test sees what arrived."""
     import tensorflow as tf
