@@ -5,10 +5,12 @@ Its CPU self-check refuses a GEMM that saturates like ``vpmaddubsw``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from fpga_serve.core.isa import Buffer, Instr, Opcode, Program, TensorRef, quantize_multiplier
-from fpga_serve.hw.twin import gemm, native, reference
+from fpga_serve.hw.twin import gemm, native, reference, share
 from fpga_serve.hw.twin.device import TwinDevice
 from fpga_serve.hw.twin.executor import execute
 
@@ -59,6 +61,11 @@ def assert_native_equals_reference(program: Program, *extra_inputs: np.ndarray, 
     assert np.array_equal(got, want)
 
 
+def share_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Element-wise passes of more than 1024 elements split over threads (share.bind)."""
+    monkeypatch.setattr(share, "SPLIT_ELEMENTS", 1024)
+
+
 CONV_CASES = [
     # (name, H, W, Cin, Cout, k, stride, pad, n)
     ("7x7/2 pad 3 (stem)", 20, 20, 3, 16, 7, 2, (3, 3, 3, 3), 2),
@@ -74,8 +81,10 @@ CONV_CASES = [
 
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
-def test_conv(case: tuple, relu: bool) -> None:  # type: ignore[type-arg]
-    _, h, w, cin, cout, k, stride, pad, n = case
+def test_conv(case: tuple, relu: bool, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[type-arg]
+    name, h, w, cin, cout, k, stride, pad, n = case
+    if "split" in name:
+        share_rows(monkeypatch)
     ho = (h + pad[0] + pad[1] - k) // stride + 1
     wo = (w + pad[2] + pad[3] - k) // stride + 1
     m, s = requant(cout, k * k * cin)
@@ -122,7 +131,7 @@ def test_conv_in_blocks_of_output_rows(case: tuple, monkeypatch: pytest.MonkeyPa
     for n in (2, 3, 3):
         x = i8(n, h, w, cin)
         assert np.array_equal(plan.run(x), execute(program, x, reference))
-    assert len(plan._views[0][1]) >= 3 * ho // 2  # blocks of at most two output rows
+    assert len(plan._gathers[0](plan._kept)[1]) >= 3 * ho // 2  # blocks of <= 2 output rows
     fused = _residual_program(12, 1 << 29, True)
     x = i8(2, 12, 12, 8)
     assert np.array_equal(native.NativePlan(fused).run(x), execute(fused, x, reference))
@@ -225,9 +234,13 @@ def _residual_program(size: int, mult: int, add_relu: bool) -> Program:
 @pytest.mark.parametrize("add_relu", [False, True])
 @pytest.mark.parametrize("mult", [1 << 18, 1 << 29])
 @pytest.mark.parametrize("size", [9, 48])
-def test_conv_with_a_fused_residual_add(size: int, mult: int, add_relu: bool) -> None:
+def test_conv_with_a_fused_residual_add(
+    size: int, mult: int, add_relu: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """CONV + fused ADD in one pass (kernels.requant_add) equals the CONV then the ADD of the
     spec, also when the CONV saturates and over rows split between threads (48 x 48)."""
+    if size == 48:
+        share_rows(monkeypatch)
     program = _residual_program(size, mult, add_relu)
     x = i8(1, size, size, 8)
     want = execute(program, x, reference)
@@ -262,9 +275,17 @@ def test_a_wrapped_accumulator_comes_back_with_the_bias(native_path: bool | None
     ("kernel", "stride", "pad", "pad_value"),
     [((3, 3), 2, (1, 1, 1, 1), 0), ((3, 3), 2, (0, 1, 0, 1), -128), ((2, 2), 2, (0, 0, 0, 0), 0)],
 )
+@pytest.mark.parametrize("shared", [False, True], ids=["one thread", "rows shared"])
 def test_maxpool(
-    kernel: tuple[int, int], stride: int, pad: tuple[int, int, int, int], pad_value: int
+    kernel: tuple[int, int],
+    stride: int,
+    pad: tuple[int, int, int, int],
+    pad_value: int,
+    shared: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if shared:
+        monkeypatch.setattr(share, "SPLIT_ELEMENTS", 64)
     ho = (11 + pad[0] + pad[1] - kernel[0]) // stride + 1
     instr = Instr(
         Opcode.MAXPOOL,
@@ -443,13 +464,30 @@ def _saturating_gemm(cols: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return (pairs + rest - zero_point).astype(np.int32)
 
 
-def test_self_check_refuses_a_saturating_gemm(monkeypatch: pytest.MonkeyPatch) -> None:
-    class Saturating:
+@pytest.mark.parametrize("form", ["call", "bound"])
+def test_self_check_refuses_a_saturating_gemm(form: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GEMM that saturates like ``vpmaddubsw`` in either form the plan uses (a call, or
+    bound in place to kept arrays) makes the self-check refuse the native path."""
+    real = gemm.Int8Gemm
+
+    class Saturating(real):  # type: ignore[misc, valid-type]
         def __init__(self, weight: np.ndarray) -> None:
+            super().__init__(weight)
             self.weight = weight
 
         def __call__(self, cols: np.ndarray) -> np.ndarray:
-            return _saturating_gemm(cols, self.weight)
+            if form == "call":
+                return _saturating_gemm(cols, self.weight)
+            return super().__call__(cols)
+
+        def bind(self, cols: np.ndarray, out: np.ndarray) -> Callable[[], None]:
+            if form == "call":
+                return super().bind(cols, out)
+
+            def call() -> None:
+                out[:] = _saturating_gemm(cols, self.weight)
+
+            return call
 
     gemm.exact_here.cache_clear()
     try:

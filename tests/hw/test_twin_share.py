@@ -26,8 +26,30 @@ def test_every_row_once_in_several_chunks() -> None:
     share.split(kernel, len(counts), counts)
     assert (counts == 1).all()
     assert len(calls) == 2 * share.CHUNKS_PER_THREAD
-    share.split(kernel, 100, counts[:100])  # below SPLIT_ROWS: one call on this thread
-    assert (counts[:100] == 2).all() and calls[-1] == (0, 100)
+    share.split(kernel, 100, counts[:100])  # fewer rows than chunks: still every row once
+    assert (counts[:100] == 2).all()
+
+
+def test_bind_shares_only_calls_of_at_least_split_elements() -> None:
+    """A bound call below SPLIT_ELEMENTS (rows x width) is one call on this thread; at it, the
+    rows are shared in chunks; with one twin thread, never."""
+    calls: list[tuple[int, int]] = []
+
+    def kernel(r0: int, r1: int) -> None:
+        calls.append((r0, r1))
+
+    width = 64
+    rows = share.SPLIT_ELEMENTS // width
+    share.bind(kernel, rows - 1, width)()
+    assert calls == [(0, rows - 1)]
+    calls.clear()
+    share.bind(kernel, rows, width)()
+    assert len(calls) == 2 * share.CHUNKS_PER_THREAD
+    assert sorted(calls)[0][0] == 0 and sorted(calls)[-1][1] == rows
+    calls.clear()
+    gemm.set_twin_threads(1)
+    share.bind(kernel, rows, width)()
+    assert calls == [(0, rows)]
 
 
 def test_a_helper_that_never_starts_costs_nothing() -> None:

@@ -3,15 +3,19 @@
 At load, each CONV gets its int8 GEMM (twin/gemm.py, weights packed once) and each op its
 requantisation constants as int64 arrays; at run time a CONV step is a patch gather (one strided
 numpy copy of a window view into a scratch matrix; none for a 1x1/1 CONV, whose input rows are
-the GEMM's rows), the GEMM and one requantisation pass that also does a fused residual ADD
-(twin/kernels.py). Activations stay offset bytes (v + 128) from input to output, in buffers
-kept from run to run; only the buffers a run reads before writing are reset. Large element-wise
-passes are split over the CPU's cores by output rows. The result equals the reference (the
-spec) bit for bit: tests/hw/test_twin_native.py checks it op by op and on whole programs.
+the GEMM's rows), the GEMM into a kept int32 scratch and one requantisation pass that also does
+a fused residual ADD (twin/kernels.py). Activations stay offset bytes (v + 128) from input to
+output, in buffers kept from run to run; only the buffers a run reads before writing are reset.
+Each step is *bound* to the buffers of a run (every view, kernel argument and GEMM I/O binding
+made once), and a plan's kept buffers keep their bound steps, so a run on them is one call per
+step with no per-run allocation or view building. Element-wise passes above share.SPLIT_ELEMENTS
+are split over the CPU's cores by output rows. The result equals the reference (the spec) bit
+for bit: tests/hw/test_twin_native.py checks it op by op and on whole programs.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -23,21 +27,26 @@ import numpy as np
 from fpga_serve.core.isa import Instr, Program, TensorRef
 from fpga_serve.core.windows import windows
 from fpga_serve.hw.twin.executor import KERNELS
-from fpga_serve.hw.twin.share import split
+from fpga_serve.hw.twin.share import bind as share
 
 log = logging.getLogger(__name__)
 
 Buffers = dict[int, np.ndarray]
 Step = Callable[[Buffers], None]
+Bound = Callable[[], None]
+"""A step bound to one run's buffers."""
+Bind = Callable[[Buffers], Bound]
 
 REUSE_BYTES = 64 << 20
 """Most bytes of activation buffers a plan keeps between runs (ResNet-50 224, batch 1: 16.5 MB)."""
 COLS = -1
+"""The key of the shared im2col scratch among a run's buffers (program buffers are 0..)."""
+ACC = -2
+"""The key of the shared int32 GEMM output scratch (flat; each CONV uses a [rows, Cout] view)."""
 BLOCK_BYTES = 512 << 10
 """About the bytes of one block of a blocked CONV's patch matrix (see NativePlan._im2col)."""
 BLOCKED_BYTES = 4 << 20
 """Patch matrices above this many bytes per image are made in blocks."""
-"""The key of the shared im2col scratch among a run's buffers (program buffers are 0..)."""
 
 
 def _half(shift: np.ndarray) -> np.ndarray:
@@ -78,6 +87,15 @@ def available() -> bool:
     return exact_here()
 
 
+def _unbound(bind: Bind) -> Step:
+    """A step on any buffers: bound to them and run (tests run steps on buffers of their own)."""
+
+    def step(bufs: Buffers) -> None:
+        bind(bufs)()
+
+    return step
+
+
 class NativePlan:
     """Program -> steps over offset-byte NHWC buffers; ``run`` takes and returns int8."""
 
@@ -87,18 +105,20 @@ class NativePlan:
         self.program = program
         self._k = kernels
         # Scratch arrays a run needs besides the program's buffers, under negative keys of the
-        # same dict: COLS (one flat im2col matrix shared by all CONVs) and each padded CONV's
-        # staging copy of its input. Shapes per image; the staging borders stay ZERO.
-        self._scratch: dict[int, tuple[int, ...]] = {}
-        # Views into the kept buffers built once per batch size (building a window view costs
-        # more than some copies): one builder per gathering CONV, their results for the kept.
-        self._views_of: list[Callable[[Buffers], Any]] = []
-        self._views: list[Any] = []
-        self.steps: list[tuple[Instr, Step]] = [(i, self._step(i)) for i in program.instrs]
+        # same dict: COLS (one flat im2col matrix shared by all CONVs), ACC (the GEMMs' int32
+        # output) and each padded CONV's staging copy of its input. Shapes per image, with
+        # their dtypes; the staging borders stay ZERO.
+        self._scratch: dict[int, tuple[tuple[int, ...], type]] = {}
+        self._gathers: list[Gather] = []  # the gathering CONVs' patch gathers, in order
+        self._binds: list[Bind] = [self._step(i) for i in program.instrs]
+        self.steps: list[tuple[Instr, Step]] = [
+            (i, _unbound(b)) for i, b in zip(program.instrs, self._binds, strict=True)
+        ]
         self._reset = sorted(reset_buffers(program))
         self._idle = threading.Lock()
         self._kept: dict[int, np.ndarray] = {}
         self._kept_n = 0
+        self._bound: list[Bound] = []  # the steps bound to the kept buffers
 
     def run(
         self, x: np.ndarray, on_step: Callable[[Instr, float], None] | None = None
@@ -106,48 +126,53 @@ class NativePlan:
         n = x.shape[0]
         if self._idle.acquire(blocking=False):  # no other run is using the kept buffers
             try:
-                return self._run(self._kept_buffers(n), x, on_step)
+                return self._run(*self._kept_buffers(n), x, on_step)
             finally:
                 self._idle.release()
-        return self._run(self._new_buffers(n), x, on_step)
+        bufs = self._new_buffers(n)
+        return self._run(bufs, [b(bufs) for b in self._binds], x, on_step)
 
     def _new_buffers(self, n: int) -> dict[int, np.ndarray]:
         bufs = {
             i: np.full((n, b.height, b.width, b.channels), 128, np.uint8)
             for i, b in enumerate(self.program.buffers)
         }
-        for key, shape in self._scratch.items():
-            bufs[key] = np.full((n, *shape), 128, np.uint8)
+        for key, (shape, dtype) in self._scratch.items():
+            bufs[key] = np.full((n, *shape), 128, dtype)
         return bufs
 
-    def _kept_buffers(self, n: int) -> dict[int, np.ndarray]:
-        """Buffers kept from the last run of this batch size, the ones a run reads before it
-        writes them reset to the spec's initial zeros (128 as offset bytes; reset_buffers): a
-        fresh allocation of large arrays costs a page fault per 4 KiB (6.6 ms for ResNet-50
-        224's 16.5 MB), a fill does not, and most buffers need none. Kept only while they take
-        at most REUSE_BYTES, so an idle plan holds no more than that."""
+    def _kept_buffers(self, n: int) -> tuple[dict[int, np.ndarray], list[Bound]]:
+        """Buffers kept from the last run of this batch size with the steps bound to them,
+        the ones a run reads before it writes them reset to the spec's initial zeros (128 as
+        offset bytes; reset_buffers): a fresh allocation of large arrays costs a page fault per
+        4 KiB (6.6 ms for ResNet-50 224's 16.5 MB), a fill does not, and most buffers need
+        none. Kept only while they take at most REUSE_BYTES, so an idle plan holds no more."""
         if self._kept_n == n:
             for i in self._reset:
                 self._kept[i].fill(128)
-            return self._kept
+            return self._kept, self._bound
         bufs = self._new_buffers(n)
+        bound = [b(bufs) for b in self._binds]
         if sum(b.nbytes for b in bufs.values()) <= REUSE_BYTES:
-            self._kept, self._kept_n = bufs, n
-            self._views = [views(bufs) for views in self._views_of]
-        return bufs
+            self._kept, self._kept_n, self._bound = bufs, n, bound
+        return bufs, bound
 
     def _run(
         self,
         bufs: dict[int, np.ndarray],
+        bound: list[Bound],
         x: np.ndarray,
         on_step: Callable[[Instr, float], None] | None,
     ) -> np.ndarray:
         inp = self.program.input
         bufs[inp.buffer][..., inp.offset : inp.offset + inp.channels] = x.view(np.uint8) ^ 0x80
-        for instr, step in self.steps:
-            start = time.perf_counter()
-            step(bufs)
-            if on_step is not None:
+        if on_step is None:
+            for step in bound:
+                step()
+        else:
+            for instr, step in zip(self.program.instrs, bound, strict=True):
+                start = time.perf_counter()
+                step()
                 on_step(instr, time.perf_counter() - start)
         out = self.program.output
         res = bufs[out.buffer][..., out.offset : out.offset + out.channels] ^ 0x80
@@ -155,65 +180,88 @@ class NativePlan:
 
     # Steps -----------------------------------------------------------------------------
 
-    def _step(self, instr: Instr) -> Step:
+    def _step(self, instr: Instr) -> Bind:
         """The step of one instruction, built by ``_`` + its kernel's name (executor.KERNELS)."""
-        build: Callable[[Instr], Step] = getattr(self, "_" + KERNELS[instr.op])
+        build: Callable[[Instr], Bind] = getattr(self, "_" + KERNELS[instr.op])
         return build(instr)
 
     def _geometry(self, instr: Instr) -> tuple[int, int]:
         out = self.program.buffer(instr.output)
         return out.height, out.width
 
-    def _conv(self, instr: Instr) -> Step:
+    def _need(self, key: int, elements: int, dtype: type) -> None:
+        """A flat scratch array of at least ``elements`` per image under ``key``."""
+        have = self._scratch.get(key, ((0,), dtype))[0][0]
+        self._scratch[key] = ((max(have, elements),), dtype)
+
+    def _conv(self, instr: Instr) -> Bind:
         from fpga_serve.hw.twin.gemm import Int8Gemm
 
         w = self.program.weights
         weight = w[instr.weight]
         kh, kw, cin, cout = weight.shape
         gemm = Int8Gemm(weight.reshape(kh * kw * cin, cout))
-        bias = w[instr.bias].astype(np.int32)
-        mult = w[instr.multiplier].astype(np.int32)
-        shift = w[instr.shift].astype(np.int64)
-        half = _half(shift)
-        low = 0 if instr.relu else -128
+        requant = (
+            w[instr.bias].astype(np.int32),
+            w[instr.multiplier].astype(np.int32),
+            _half(w[instr.shift]),
+            w[instr.shift].astype(np.int64),
+            0 if instr.relu else -128,
+        )
         src, dst = instr.inputs[0], instr.output
         ho, wo = self._geometry(instr)
         src_buf = self.program.buffer(src)
         whole = src.offset == 0 and src.channels == src_buf.channels
         direct = kh == kw == 1 and instr.stride == 1 and whole and not any(instr.pad)
         gather = None if direct else self._im2col(instr, src_buf.height, src_buf.width)
+        self._need(ACC, (ho * wo if gather is None else gather.rows) * cout, np.int32)
         k = self._k
         fused = self._fused_add(instr) if instr.residual is not None else None
 
-        def finish(bufs: Buffers, acc: np.ndarray, r0: int, r1: int) -> None:
+        def finish(bufs: Buffers, acc: np.ndarray, r0: int, r1: int) -> Bound:
             """Requantise the accumulators of output rows [r0, r1) into the output buffer."""
             out = bufs[dst.buffer]
             out2 = out.reshape(-1, out.shape[-1])[r0:r1]
             if fused is None:
-                split(k.requant, r1 - r0, acc, bias, mult, half, shift, low, out2, dst.offset)
-            else:  # the CONV's requantisation and the ADD in one pass
-                fused(bufs, r0, r1, acc, bias, mult, half, shift, low, out2)
+                return share(k.requant, r1 - r0, cout, acc, *requant, out2, dst.offset)
+            return fused(bufs, r0, r1, acc, *requant, out2)  # requantisation and ADD, one pass
 
-        def step(bufs: Buffers) -> None:
+        def bind(bufs: Buffers) -> Bound:
+            acc_flat = bufs[ACC].reshape(-1)
             if gather is None:
                 x = bufs[src.buffer]
                 rows = x.shape[0] * ho * wo
-                finish(bufs, gemm(x.reshape(rows, cin)), 0, rows)
-                return
+                acc = acc_flat[: rows * cout].reshape(rows, cout)
+                multiply, done = gemm.bind(x.reshape(rows, cin), acc), finish(bufs, acc, 0, rows)
+
+                def direct_step() -> None:
+                    multiply()
+                    done()
+
+                return direct_step
             staging, blocks = gather(bufs)
-            for to, part in staging:
-                np.copyto(to, part)
+            calls = []
             for to, part, cols, r0, r1 in blocks:  # gathered, multiplied, requantised in turn
-                np.copyto(to, part)
-                finish(bufs, gemm(cols), r0, r1)
+                acc = acc_flat[: (r1 - r0) * cout].reshape(r1 - r0, cout)
+                calls.append((to, part, gemm.bind(cols, acc), finish(bufs, acc, r0, r1)))
 
-        return step
+            def gather_step() -> None:
+                for to, part in staging:
+                    np.copyto(to, part)
+                for to, part, multiply, done in calls:
+                    np.copyto(to, part)
+                    multiply()
+                    done()
 
-    def _im2col(self, instr: Instr, h: int, w: int) -> Callable[[Buffers], Any]:
-        """bufs -> (staging copies, blocks): each block a (destination, source) copy that
-        gathers some output rows' patches into the shared COLS scratch, the [rows, kh*kw*c]
-        patch matrix it fills (K ordered kh, kw, c like the weights) and its output rows. A
-        copy is one strided numpy copy of a window view (each window row a run of kw*c
+            return gather_step
+
+        return bind
+
+    def _im2col(self, instr: Instr, h: int, w: int) -> Gather:
+        """A Gather (bufs -> staging copies, blocks): each block a (destination, source) copy
+        that gathers some output rows' patches into the shared COLS scratch, the [rows,
+        kh*kw*c] patch matrix it fills (K ordered kh, kw, c like the weights) and its output
+        rows. A copy is one strided numpy copy of a window view (each window row a run of kw*c
         contiguous bytes); a padding CONV first copies its input channels into a staging
         buffer whose borders stay ZERO (the spec's zero padding). A patch matrix larger than
         BLOCKED_BYTES per image is made in blocks of whole output rows of about BLOCK_BYTES,
@@ -226,11 +274,11 @@ class NativePlan:
         ho, wo = self._geometry(instr)
         k = kh * kw * c
         by = ho if ho * wo * k <= BLOCKED_BYTES else max(1, BLOCK_BYTES // (wo * k))
-        self._scratch[COLS] = (max(self._scratch.get(COLS, (0,))[0], by * wo * k),)
+        self._need(COLS, by * wo * k, np.uint8)
         stage = None
         if any(instr.pad):
-            stage = -2 - len(self._scratch)
-            self._scratch[stage] = (h + top + bottom, w + left + right, c)
+            stage = -3 - sum(1 for key in self._scratch if key <= -3)
+            self._scratch[stage] = ((h + top + bottom, w + left + right, c), np.uint8)
 
         def views(bufs: Buffers) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[Any]]:
             x = bufs[src.buffer][..., src.offset : src.offset + c]
@@ -253,15 +301,10 @@ class NativePlan:
                 blocks.append((to, win[i0:i1, y0:y1], cols.reshape(rows, k), r0, r0 + rows))
             return staging, blocks
 
-        key = len(self._views_of)
-        self._views_of.append(views)
+        self._gathers.append(Gather(views, by * wo))
+        return self._gathers[-1]
 
-        def gather(bufs: Buffers) -> Any:
-            return self._views[key] if bufs is self._kept else views(bufs)
-
-        return gather
-
-    def _fused_add(self, instr: Instr) -> Callable[..., None]:
+    def _fused_add(self, instr: Instr) -> Callable[..., Bound]:
         """A fused ADD: ADD(the CONV's requantised result, residual), exactly an ADD
         instruction, computed in the CONV's requantisation pass (kernels.requant_add)."""
         assert instr.residual is not None
@@ -273,51 +316,35 @@ class NativePlan:
         low = np.int64(0 if instr.add_relu else -128)
         k = self._k
 
-        def run(bufs: Buffers, r0: int, r1: int, *requant: Any) -> None:
+        def bind(bufs: Buffers, r0: int, r1: int, *requant: Any) -> Bound:
             *conv, out = requant
             vb = bufs[b.buffer]
             rows_b = vb.reshape(-1, vb.shape[-1])[r0:r1]
-            split(k.requant_add, r1 - r0, *conv, rows_b, b.offset, *add, low, out, dst.offset)
-
-        return run
-
-    def _add_rows(
-        self,
-        b: TensorRef,
-        dst: TensorRef,
-        m0: np.int64,
-        m1: np.int64,
-        half: np.int64,
-        shift: np.int64,
-        relu: bool,
-    ) -> Callable[[dict[int, np.ndarray], np.ndarray, int], None]:
-        """dst = ADD(a, b) where a comes as [rows, C] rows at a channel offset."""
-        low = np.int64(0 if relu else -128)
-        k = self._k
-
-        def run(bufs: dict[int, np.ndarray], va: np.ndarray, a_offset: int) -> None:
-            vb, out = bufs[b.buffer], bufs[dst.buffer]
-            rows = out.shape[0] * out.shape[1] * out.shape[2]
-            split(
-                k.add,
-                rows,
-                va.reshape(rows, -1),
-                a_offset,
-                vb.reshape(rows, -1),
-                b.offset,
-                dst.channels,
-                m0,
-                m1,
-                half,
-                shift,
-                low,
-                out.reshape(rows, -1),
+            return share(
+                k.requant_add, r1 - r0, dst.channels, *conv, rows_b, b.offset, *add, low, out,
                 dst.offset,
-            )
+            )  # fmt: skip
 
-        return run
+        return bind
 
-    def _window(self, instr: Instr, kernel: Callable[..., None], *params: Any) -> Step:
+    def _rows(self, instr: Instr, kernel: Callable[..., None], *params: Any) -> Bind:
+        """An element-wise step over [N*H*W, C] row views: kernel(x, x_off, *params..., out,
+        o_off, r0, r1) where params come between the first input and the output (see ``_add``
+        and ``_scale_shift``); the first input is instr.inputs[0]."""
+        src, dst = instr.inputs[0], instr.output
+
+        def bind(bufs: Buffers) -> Bound:
+            out = bufs[dst.buffer]
+            rows = out.shape[0] * out.shape[1] * out.shape[2]
+            resolved = [p(bufs, rows) if callable(p) else p for p in params]
+            return share(
+                kernel, rows, dst.channels, bufs[src.buffer].reshape(rows, -1), src.offset,
+                *resolved, out.reshape(rows, -1), dst.offset,
+            )  # fmt: skip
+
+        return bind
+
+    def _window(self, instr: Instr, kernel: Callable[..., None], *params: Any) -> Bind:
         """A pooling step: kernel(x, c_off, c_n, kh, kw, stride, top, left, *params, ho, wo,
         out, o_off, r0, r1) over the output rows."""
         src, dst = instr.inputs[0], instr.output
@@ -325,13 +352,14 @@ class NativePlan:
         top, _, left, _ = instr.pad
         geometry = (src.offset, src.channels, *instr.kernel, instr.stride, top, left)
 
-        def step(bufs: dict[int, np.ndarray]) -> None:
+        def bind(bufs: Buffers) -> Bound:
             x, out = bufs[src.buffer], bufs[dst.buffer]
-            split(kernel, x.shape[0] * ho * wo, x, *geometry, *params, ho, wo, out, dst.offset)
+            rows = x.shape[0] * ho * wo
+            return share(kernel, rows, dst.channels, x, *geometry, *params, ho, wo, out, dst.offset)
 
-        return step
+        return bind
 
-    def _maxpool(self, instr: Instr) -> Step:
+    def _maxpool(self, instr: Instr) -> Bind:
         return self._window(instr, self._k.maxpool, np.uint8(instr.pad_value + 128))
 
     def _shift(self, instr: Instr) -> tuple[np.int64, np.int64]:
@@ -342,66 +370,52 @@ class NativePlan:
     def _scalar_requant(self, instr: Instr) -> tuple[np.int64, np.int64, np.int64]:
         return np.int64(self.program.weights[instr.multiplier][0]), *self._shift(instr)
 
-    def _avgpool(self, instr: Instr) -> Step:
+    def _avgpool(self, instr: Instr) -> Bind:
         return self._window(instr, self._k.avgpool, *self._scalar_requant(instr))
 
-    def _global_avgpool(self, instr: Instr) -> Step:
+    def _global_avgpool(self, instr: Instr) -> Bind:
         src, dst = instr.inputs[0], instr.output
         mult, half, shift = self._scalar_requant(instr)
         k = self._k
 
-        def step(bufs: dict[int, np.ndarray]) -> None:
-            k.global_avgpool(
-                bufs[src.buffer],
-                src.offset,
-                src.channels,
-                mult,
-                half,
-                shift,
-                bufs[dst.buffer],
-                dst.offset,
-            )
+        def bind(bufs: Buffers) -> Bound:
+            return functools.partial(
+                k.global_avgpool, bufs[src.buffer], src.offset, src.channels, mult, half, shift,
+                bufs[dst.buffer], dst.offset,
+            )  # fmt: skip
 
-        return step
+        return bind
 
-    def _add(self, instr: Instr) -> Step:
-        a, b = instr.inputs
+    def _add(self, instr: Instr) -> Bind:
+        b = instr.inputs[1]
         m = self.program.weights[instr.multiplier]
         half, shift = self._shift(instr)
-        run = self._add_rows(
-            b, instr.output, np.int64(m[0]), np.int64(m[1]), half, shift, instr.relu
-        )
+        low = np.int64(0 if instr.relu else -128)
 
-        def step(bufs: dict[int, np.ndarray]) -> None:
-            run(bufs, bufs[a.buffer], a.offset)
+        def rows_b(bufs: Buffers, rows: int) -> np.ndarray:
+            return bufs[b.buffer].reshape(rows, -1)
 
-        return step
+        m0, m1 = np.int64(m[0]), np.int64(m[1])
+        params = (rows_b, b.offset, instr.output.channels, m0, m1, half, shift, low)
+        return self._rows(instr, self._k.add, *params)
 
-    def _scale_shift(self, instr: Instr) -> Step:
-        src, dst = instr.inputs[0], instr.output
+    def _scale_shift(self, instr: Instr) -> Bind:
         w = self.program.weights
         mult = w[instr.multiplier].astype(np.int64)
         bias = w[instr.bias].astype(np.int64)
         half, shift = self._shift(instr)
         low = np.int64(0 if instr.relu else -128)
-        k = self._k
+        params = (instr.output.channels, mult, bias, half, shift, low)
+        return self._rows(instr, self._k.scale_shift, *params)
 
-        def step(bufs: dict[int, np.ndarray]) -> None:
-            x, out = bufs[src.buffer], bufs[dst.buffer]
-            rows = out.shape[0] * out.shape[1] * out.shape[2]
-            split(
-                k.scale_shift,
-                rows,
-                x.reshape(rows, -1),
-                src.offset,
-                dst.channels,
-                mult,
-                bias,
-                half,
-                shift,
-                low,
-                out.reshape(rows, -1),
-                dst.offset,
-            )
 
-        return step
+class Gather:
+    """A CONV's patch gather (NativePlan._im2col): ``views(bufs)`` gives its staging copies
+    and blocks for one run's buffers; ``rows`` is the most output rows of one block per
+    image (the GEMM output scratch it needs)."""
+
+    def __init__(self, views: Callable[[Buffers], Any], rows: int) -> None:
+        self.views, self.rows = views, rows
+
+    def __call__(self, bufs: Buffers) -> Any:
+        return self.views(bufs)

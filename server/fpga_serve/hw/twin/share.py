@@ -1,4 +1,5 @@
-"""One kernel call's output rows shared between the calling thread and helper threads.
+"""One kernel call's output rows shared between the calling thread and helper threads, when
+the call is large enough to gain from it (``bind``).
 
 The rows are cut into a few chunks per thread and every thread claims chunks until none are
 left, the caller included, so the caller waits only for chunks a helper has already begun: a
@@ -10,6 +11,7 @@ worker has not started is taken back by the caller).
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +19,11 @@ from typing import Any
 
 from fpga_serve.hw.twin.gemm import twin_threads
 
-SPLIT_ROWS = 2048
-"""Below this many output rows a call runs on the calling thread (hand-off costs more)."""
+SPLIT_ELEMENTS = 1 << 21
+"""Below this many output elements (rows x channels) a call runs on the calling thread: the
+hand-off to the pool (~50 us) and the helper's cold cache cost more than the second core gains
+(bench/README.md, bench_twin: a requantisation of 12544 x 64 took 0.12 ms on one thread and
+0.14 ms shared, of 50176 x 64 0.49 and 0.30 ms)."""
 CHUNKS_PER_THREAD = 4
 _POOL: list[ThreadPoolExecutor] = []  # made on first use
 _POOL_LOCK = threading.Lock()
@@ -61,11 +66,19 @@ def _pool(helpers: int) -> ThreadPoolExecutor:
         return _POOL[0]
 
 
+def bind(kernel: Callable[..., None], rows: int, width: int, *args: Any) -> Callable[[], None]:
+    """A call of kernel(*args, r0, r1) over [0, rows) of ``width`` elements each: on this
+    thread below SPLIT_ELEMENTS elements or with one twin thread, else ``split``."""
+    if rows * width < SPLIT_ELEMENTS or twin_threads() == 1:
+        return functools.partial(kernel, *args, 0, rows)
+    return functools.partial(split, kernel, rows, *args)
+
+
 def split(kernel: Callable[..., None], rows: int, *args: Any) -> None:
-    """kernel(*args, r0, r1) over [0, rows): all on this thread below SPLIT_ROWS rows or with
-    one twin thread, else in chunks claimed by this thread and twin_threads() - 1 helpers."""
+    """kernel(*args, r0, r1) over [0, rows) in chunks claimed by this thread and
+    twin_threads() - 1 helpers (all on this thread with one twin thread)."""
     parts = twin_threads()
-    if rows < SPLIT_ROWS or parts == 1:
+    if parts == 1:
         kernel(*args, 0, rows)
         return
     chunks = parts * CHUNKS_PER_THREAD
