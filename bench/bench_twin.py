@@ -2,6 +2,7 @@
 instead: TensorFlow float32, ONNX Runtime float32 and ONNX Runtime int8, side by side.
 
     python bench/bench_twin.py [--size 224] [--reps 5] [--models resnet50,densenet121,...]
+                               [--kinds]
 
 Prints one table: median milliseconds per image at batch 1 for TensorFlow float32
 (tf.function around model(x, training=False)); ONNX Runtime float32 (the same Keras network
@@ -18,11 +19,17 @@ e.g. the shared pool's workers, against the next call). All five are
 timed in turns, rep by rep, so machine noise hits all alike; ONNX Runtime and the twin share
 one process-wide intra-op pool of one thread per core (the twin's, hw/twin/gemm.py). Random
 weights: speed does not depend on weight values.
+
+With --kinds, a second table per model: the twin's native-path steps grouped by kind (opcode;
+for a CONV its kernel, stride and whether it has a fused ADD), the number of steps and the sum of
+each step's median time over --reps runs of the native plan (timed after the table above, one
+run after another), with each kind's share of the sum.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import statistics
 import subprocess
@@ -57,6 +64,30 @@ def interleaved_ms(fns, reps: int, cpu: list[float] | None = None) -> list[float
     if cpu is not None:
         cpu[:] = [statistics.median(c) for c in cpus]
     return [statistics.median(t) for t in times]
+
+
+def kind(instr) -> str:  # type: ignore[no-untyped-def]
+    """A step's kind for --kinds: the opcode; a CONV with kernel, stride and a fused ADD."""
+    name = str(instr.op.name)
+    if name == "CONV":
+        kh, kw = instr.kernel
+        name += f" {kh}x{kw}/{instr.stride}" + (" +ADD" if instr.residual is not None else "")
+    return name
+
+
+def step_kinds(plan, x: np.ndarray, reps: int) -> list[tuple[str, int, float]]:  # type: ignore[no-untyped-def]
+    """(kind, steps, sum of the steps' median ms) of a NativePlan over ``reps`` runs of x,
+    largest first."""
+    times: list[list[float]] = [[] for _ in plan.program.instrs]
+    for _ in range(reps):
+        done: list[float] = []
+        plan.run(x, lambda _instr, seconds: done.append(seconds * 1000))  # noqa: B023
+        for bucket, ms in zip(times, done, strict=True):
+            bucket.append(ms)
+    kinds: dict[str, list[float]] = collections.defaultdict(list)
+    for instr, ms in zip(plan.program.instrs, times, strict=True):
+        kinds[kind(instr)].append(statistics.median(ms))
+    return sorted(((k, len(v), sum(v)) for k, v in kinds.items()), key=lambda r: -r[2])
 
 
 def export_onnx(folder: Path) -> None:
@@ -127,6 +158,7 @@ def main() -> None:
     parser.add_argument("--exact-size", type=int, default=64)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--models", default="resnet50,resnet152,densenet121,vgg16")
+    parser.add_argument("--kinds", action="store_true", help="the twin's time by step kind")
     ns = parser.parse_args()
 
     import tensorflow as tf
@@ -172,7 +204,8 @@ def main() -> None:
         macs = sum(compiled.program.macs(i) for i in compiled.program.instrs)
         times = (tf_ms, fp32_ms, int8_ms, native_ms, numpy_ms)
         at = os.getloadavg()[0]
-        rows.append((family, macs / 1e9, times, (cpu[2], cpu[3]), exact, native.path, at))
+        kinds = step_kinds(native.plan, q, ns.reps) if ns.kinds and native.plan else []
+        rows.append((family, macs / 1e9, times, (cpu[2], cpu[3]), exact, native.path, at, kinds))
     load = os.getloadavg()[0]
     print(
         f"\nbatch 1, {ns.size}x{ns.size}, median of {ns.reps}; {os.cpu_count()} cores; "
@@ -184,7 +217,7 @@ def main() -> None:
         f"{'exact @' + str(ns.exact_size):>10} {'load':>5}  |  {'CPU ms: ORT int8':>16} "
         f"{'twin':>6} {'twin/ORT int8':>14}"
     )
-    for family, gmac, walls, (int8_cpu, twin_cpu), exact, path, at in rows:
+    for family, gmac, walls, (int8_cpu, twin_cpu), exact, path, at, _ in rows:
         tf_ms, fp32_ms, int8_ms, native_ms, numpy_ms = walls
         label = "" if path == "native" else f" (twin ran the {path} path)"
         print(
@@ -193,6 +226,15 @@ def main() -> None:
             f"{native_ms / int8_ms:14.2f} {'yes' if exact else 'NO':>10} {at:5.1f}  |  "
             f"{int8_cpu:16.1f} {twin_cpu:6.1f} {twin_cpu / int8_cpu:14.2f}{label}"
         )
+
+    for family, *_, kinds in rows:
+        if not kinds:
+            continue
+        total = sum(ms for _, _, ms in kinds)
+        print(f"\n{family}: twin native steps by kind, sum of per-step medians ({total:.2f} ms)")
+        print(f"{'kind':18} {'steps':>5} {'ms':>7} {'share':>6}")
+        for name, count, ms in kinds:
+            print(f"{name:18} {count:5d} {ms:7.3f} {ms / total:6.1%}")
 
 
 if __name__ == "__main__":

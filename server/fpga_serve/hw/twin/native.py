@@ -165,7 +165,8 @@ class NativePlan:
         on_step: Callable[[Instr, float], None] | None,
     ) -> np.ndarray:
         inp = self.program.input
-        bufs[inp.buffer][..., inp.offset : inp.offset + inp.channels] = x.view(np.uint8) ^ 0x80
+        to = bufs[inp.buffer][..., inp.offset : inp.offset + inp.channels]
+        np.bitwise_xor(x.view(np.uint8), np.uint8(0x80), out=to)  # int8 -> offset bytes, in place
         if on_step is None:
             for step in bound:
                 step()
