@@ -76,6 +76,8 @@ CONV_CASES = [
     ("3x3x512 K=4608", 4, 4, 512, 8, 3, 1, (1, 1, 1, 1), 2),
     ("dense as 1x1 K=2048", 1, 1, 2048, 10, 1, 1, (0, 0, 0, 0), 3),
     ("rows split over threads", 48, 48, 8, 16, 3, 1, (1, 1, 1, 1), 1),
+    ("5x5/2 a different pad on every side, odd sizes", 11, 13, 5, 7, 5, 2, (2, 1, 0, 3), 3),
+    ("1x1/1 direct, odd sizes, batch 3", 5, 3, 3, 5, 1, 1, (0, 0, 0, 0), 3),
 ]
 
 

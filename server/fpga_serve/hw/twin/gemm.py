@@ -107,6 +107,8 @@ class Int8Gemm:
 
         if cols.shape[0] != out.shape[0] or out.dtype != np.int32:
             raise ValueError("Int8Gemm.bind needs int32 out rows matching cols")
+        if not (cols.flags.c_contiguous and out.flags.c_contiguous):
+            raise ValueError("Int8Gemm.bind needs C-contiguous arrays (bound as they are)")
         binding = self._session.io_binding()
         values = [ort.OrtValue.ortvalue_from_numpy(a) for a in (cols, out)]  # views, no copy
         binding.bind_ortvalue_input("a", values[0])
