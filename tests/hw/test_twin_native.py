@@ -466,6 +466,24 @@ def _saturating_gemm(cols: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return (pairs + rest - zero_point).astype(np.int32)
 
 
+def test_a_bound_gemm_reads_its_input_at_each_call_and_refuses_copies() -> None:
+    """Int8Gemm.bind: the call multiplies what the bound input holds when it is called, into
+    the bound output; an array ONNX Runtime would bind as a copy (not C-contiguous) is refused."""
+    weight = i8(40, 12)
+    g = gemm.Int8Gemm(weight)
+    cols = RNG.integers(0, 256, (7, 40), dtype=np.uint8)
+    out = np.zeros((7, 12), np.int32)
+    call = g.bind(cols, out)
+    for _ in range(2):
+        cols[:] = RNG.integers(0, 256, cols.shape, dtype=np.uint8)
+        call()
+        assert np.array_equal(out, (cols.astype(np.int64) - 128) @ weight.astype(np.int64))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        g.bind(np.zeros((7, 80), np.uint8)[:, ::2], out)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        g.bind(cols, np.zeros((7, 24), np.int32)[:, ::2])
+
+
 @pytest.mark.parametrize("form", ["call", "bound"])
 def test_self_check_refuses_a_saturating_gemm(form: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A GEMM that saturates like ``vpmaddubsw`` in either form the plan uses (a call, or
