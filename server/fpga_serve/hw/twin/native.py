@@ -43,8 +43,10 @@ COLS = -1
 """The key of the shared im2col scratch among a run's buffers (program buffers are 0..)."""
 ACC = -2
 """The key of the shared int32 GEMM output scratch (flat; each CONV uses a [rows, Cout] view)."""
-BLOCK_BYTES = 512 << 10
-"""About the bytes of one block of a blocked CONV's patch matrix (see NativePlan._im2col)."""
+BLOCK_BYTES = 2 << 20
+"""About the bytes of one block of a blocked CONV's patch matrix (see NativePlan._im2col).
+With bound GEMM calls, 2 MB blocks beat 512 KB ones on VGG-16 224 (fastest of 11-15 runs in
+turns, load 1.6-2.1: 25.0 -> 24.1 ms and 25.9 -> 24.4 ms; 4 and 8 MB within 2% of 2 MB)."""
 BLOCKED_BYTES = 4 << 20
 """Patch matrices above this many bytes per image are made in blocks."""
 
@@ -266,8 +268,8 @@ class NativePlan:
         contiguous bytes); a padding CONV first copies its input channels into a staging
         buffer whose borders stay ZERO (the spec's zero padding). A patch matrix larger than
         BLOCKED_BYTES per image is made in blocks of whole output rows of about BLOCK_BYTES,
-        each multiplied and requantised while it is in cache (VGG-16's first CONVs: 29 MB;
-        blocking ResNet-50's 1.8 MB ones too gained nothing measurable)."""
+        each multiplied and requantised while it is in the last-level cache (VGG-16's first
+        CONVs: 29 MB; blocking ResNet-50's 1.8 MB ones too gained nothing measurable)."""
         src = instr.inputs[0]
         kh, kw = instr.kernel
         c = src.channels
