@@ -332,6 +332,8 @@ def run(ns: argparse.Namespace, tmp: Path) -> None:
         "-1",
         "--shutdown-grace-s",
         str(ns.grace),
+        "--inline-max-us",  # the hold model's long run on an RPC thread (hostile.py)
+        "0",
         "--log-level",
         "INFO",
     ]

@@ -24,7 +24,7 @@ import grpc
 import pytest
 from fpga_serve_client.protos import prediction_service_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from hostile import build_hold_model_def, hold_request, save
+from hostile import HOLD_INLINE_MAX_US, build_hold_model_def, hold_request, save
 from serving import metric_value, run_server
 from waiting import wait_until
 
@@ -67,7 +67,10 @@ def test_sigterm_exits_within_the_grace_and_answers_what_it_cut_unavailable(
     hold_zips: list[Path],
 ) -> None:
     with (
-        run_server(hold_zips, "--shutdown-grace-s", str(GRACE)) as server,
+        run_server(
+            hold_zips,
+            *("--shutdown-grace-s", str(GRACE), "--inline-max-us", str(HOLD_INLINE_MAX_US)),
+        ) as server,
         grpc.insecure_channel(server.address) as channel,
     ):
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -111,7 +114,9 @@ def in_process(hold_zips: list[Path]) -> Iterator[Any]:
     from fpga_serve.adapters.server import Server
     from fpga_serve.core.settings import ServerSettings
 
-    server = Server(ServerSettings(port=0, metrics_port=-1, device="twin"))
+    server = Server(
+        ServerSettings(port=0, metrics_port=-1, device="twin", inline_max_us=HOLD_INLINE_MAX_US)
+    )
     server.start()
     server.load_models(hold_zips[:1])
     yield server

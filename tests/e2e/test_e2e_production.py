@@ -30,7 +30,7 @@ from fpga_serve_client.protos import (
     tf_tensor_pb2,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from hostile import build_hold_model_def, hold_request, save
+from hostile import HOLD_INLINE_MAX_US, build_hold_model_def, hold_request, save
 from serving import run_server, wait_for_metric
 from tls import make_cert, make_client_ca
 from waiting import wait_until
@@ -267,6 +267,7 @@ def test_deadlines_queue_bound_and_graceful_shutdown(slow_zip: Path, tmp_path: P
         run_server(
             [slow_zip, hold_zip],
             *("--max-queue-size", "2", "--batch-max-size", "4", "--workers", "16"),
+            *("--inline-max-us", str(HOLD_INLINE_MAX_US)),
         ) as server,
         grpc.insecure_channel(server.address) as ch,
     ):

@@ -255,7 +255,8 @@ def test_a_stream_that_stalls_is_cut_off_at_the_upload_timeout(
             stub(channel).UploadModel(stalled())
         elapsed = time.monotonic() - start
         release.set()
-        assert err.value.code() == grpc.StatusCode.CANCELLED
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "not finished within 1 s (--upload-timeout-s)" in (err.value.details() or "")
         assert 1.0 <= elapsed < 30
         wait_until(lambda: not any((repo / ".staging").glob("upload-*")))
         assert any("not finished within 1 s" in line for line in stalling.log)

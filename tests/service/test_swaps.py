@@ -3,16 +3,19 @@ once, in the data plane, which retries once when the version it picked was retir
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 import pytest
+from fpga_serve.adapters.calls import Runner
 from fpga_serve.adapters.kserve import InferenceServicer
 from fpga_serve.adapters.tfserving import PredictionServicer
 from fpga_serve.modelzip import LoadContext
@@ -30,6 +33,10 @@ class Aborted(Exception):
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(f"{code.name}: {details}")
         self.code = code
+
+
+INLINE = Runner(ThreadPoolExecutor(1), lambda model, version: True)
+"""The servicers' bodies run in the test's own thread (the lookup hook sees every lookup)."""
 
 
 class FakeContext:
@@ -83,10 +90,10 @@ def test_tf_serving_request_survives_a_swap_between_lookup_and_execution(
     plane: tuple[DataPlane, ModelRegistry], widths_zips: tuple[Path, Path]
 ) -> None:
     data_plane, registry = plane
-    servicer = PredictionServicer(data_plane)
+    servicer = PredictionServicer(data_plane, INLINE)
     seen = _swap_on_first_lookup(registry, widths_zips[1])
     request = predict("widths", {"x": tensor_proto(tf.DT_FLOAT, [1, 3], float_val=[1, 2, 3])})
-    reply = servicer.Predict(request, FakeContext())  # type: ignore[arg-type]
+    reply = asyncio.run(servicer.Predict(request, FakeContext()))  # type: ignore[arg-type]
     assert reply.model_spec.version.value == 2
     np.testing.assert_allclose(np.frombuffer(reply.outputs["y"].tensor_content, "<f4"), [12.0])
     assert seen[0] == "widths:None"  # resolved by the data plane, from what the request named
@@ -96,11 +103,11 @@ def test_v2_request_survives_a_swap_between_lookup_and_execution(
     plane: tuple[DataPlane, ModelRegistry], widths_zips: tuple[Path, Path]
 ) -> None:
     data_plane, registry = plane
-    servicer = InferenceServicer(data_plane, ModelManager(registry))
+    servicer = InferenceServicer(data_plane, ModelManager(registry), INLINE)
     _swap_on_first_lookup(registry, widths_zips[1])
     request = infer("widths", [("x", "FP32", [1, 2])])
     request.inputs[0].contents.fp32_contents.extend([1.0, 1.0])
-    reply = servicer.ModelInfer(request, FakeContext())  # type: ignore[arg-type]
+    reply = asyncio.run(servicer.ModelInfer(request, FakeContext()))  # type: ignore[arg-type]
     assert reply.model_version == "2"
     np.testing.assert_allclose(np.frombuffer(reply.raw_output_contents[0], "<f4"), [4.0])
 

@@ -8,24 +8,33 @@ request's hook, ``InferenceRequest.resolved``); a request that failed before res
 counted under model ``_unknown``, so that clients cannot grow the label set. Health and
 reflection pass untouched.
 
-Each call is counted from gRPC queueing it for an RPC thread until gRPC has finished it
-(``grpc.ServicerContext.add_callback``). At shutdown (``refuse``) a call that arrives is
-answered UNAVAILABLE here while gRPC still accepts calls (a gRPC server shutting down answers
-CANCELLED), and the server waits for the calls it admitted (``wait_admitted``) and for the
-answers to the requests it cut off (``wait_answered``) before it stops gRPC.
+The server is grpc.aio's (adapters/server.py): one event loop thread does all of gRPC's work.
+The inference methods are coroutines whose body (conversion, checks, the data plane) ``Runner``
+runs on the loop itself when the model's runs are short and would start at once (no thread
+hand-off: a hand-off per call costs more than a small model's whole run), else on an RPC
+thread of the pool, so a long run never holds the loop. Every other method is a plain function,
+which grpc.aio runs on an RPC thread of the same pool.
+
+Each call is counted from gRPC queueing it for an RPC thread (or starting its coroutine) until
+gRPC has finished it (the context's done callback). At shutdown (``refuse``) a call that
+arrives is answered UNAVAILABLE here while gRPC still accepts calls (a gRPC server shutting
+down answers CANCELLED), and the server waits for the calls it admitted (``wait_admitted``) and
+for the answers to the requests it cut off (``wait_answered``) before it stops gRPC.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
+import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable
 from concurrent import futures
-from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 from fpga_serve_client.protos import grpc_predict_v2_pb2, model_service_pb2, prediction_service_pb2
@@ -55,14 +64,18 @@ log = logging.getLogger(__name__)
 _CURRENT: ContextVar[_Call | None] = ContextVar("fpga_serve_call", default=None)
 
 
-def deadline_of(context: grpc.ServicerContext) -> float | None:
+AnyContext = grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]
+"""A call's context: a plain function's (an RPC thread) or a coroutine's (the loop)."""
+
+
+def deadline_of(context: AnyContext) -> float | None:
     """The call's deadline as a time.monotonic() value (None when the client set none)."""
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
 
 
 def inference_request(
-    context: grpc.ServicerContext,
+    context: AnyContext,
     inputs: dict[str, EncodedTensor],
     model: str,
     version: str | None,
@@ -78,9 +91,39 @@ def inference_request(
         outputs=outputs,
         output_alias=output_alias,
         deadline=deadline_of(context),
-        cancelled=lambda: not context.is_active(),
+        cancelled=gone(context),
         resolved=resolved,
     )
+
+
+def gone(context: AnyContext) -> Callable[[], bool]:
+    """True once the call's client has gone away (a grpc.aio context says so with
+    ``cancelled``, a thread-pool server's with ``is_active``)."""
+    active = getattr(context, "is_active", None)
+    if active is not None:
+        return lambda: not active()
+    return cast("grpc.aio.ServicerContext[Any, Any]", context).cancelled
+
+
+class Runner:
+    """Where an inference call's body runs: on the event loop itself when ``inline(model,
+    version)`` says the model's runs are short and would start at once, else on an RPC thread
+    (``pool``), awaited, so that the loop goes on serving other calls meanwhile."""
+
+    def __init__(self, pool: futures.Executor, inline: Callable[[str, str | None], bool]) -> None:
+        self._pool = pool
+        self._inline = inline
+
+    async def run(self, body: Callable[[], T], model: str, version: str | None) -> T:
+        if self._inline(model, version):
+            return body()
+        return await self.on_thread(body)
+
+    def on_thread(self, body: Callable[[], T]) -> asyncio.Future[T]:
+        """``body`` on an RPC thread, with the call's context variables (the request being
+        counted); awaitable from the loop."""
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._pool, contextvars.copy_context().run, body)
 
 
 def resolved(model: str, version: str) -> None:
@@ -88,24 +131,6 @@ def resolved(model: str, version: str) -> None:
     call = _CURRENT.get()
     if call is not None:
         call.model, call.version = model, version
-
-
-@contextmanager
-def cancelled_after(context: grpc.ServicerContext, seconds: float, what: str) -> Iterator[None]:
-    """Cancel the call if the block has not finished within ``seconds`` (a stalled client
-    stream then ends with an error inside the block)."""
-
-    def expire() -> None:
-        log.warning("%s cancelled: not finished within %.0f s", what, seconds)
-        context.cancel()
-
-    timer = threading.Timer(seconds, expire)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
 
 
 class _Call:
@@ -150,13 +175,25 @@ class _Recorder:
             latency.observe(seconds)
 
 
-Behaviour = Callable[[Any, grpc.ServicerContext], Any]
+Behaviour = Callable[[Any, Any], Any]
+"""A method's behaviour: a function of (request, context), or a coroutine function (grpc.aio
+runs those on its loop, the others on an RPC thread): each wrapper below keeps its kind."""
 _Handlers = tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]
 """A method's handler wrapped: for a call admitted, and for one refused (shutdown)."""
 
 
 def _answered(behaviour: Behaviour, method: str) -> Behaviour:
     """``behaviour`` with its exceptions answered by status (``context.abort`` raises)."""
+    if inspect.iscoroutinefunction(behaviour):
+
+        async def acall(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await behaviour(request, context)
+            except Exception as exc:
+                await context.abort(*answer(exc, method))
+                raise  # unreachable: abort raises
+
+        return acall
 
     def call(request: Any, context: grpc.ServicerContext) -> Any:
         try:
@@ -183,14 +220,26 @@ class _Gate:
         self._watched = False  # someone waits (shutdown): tell them of every change
 
     def wrap(self, behaviour: Behaviour, admitted: bool) -> Behaviour:
+        if inspect.iscoroutinefunction(behaviour):
+
+            async def acall(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                self._start(context, admitted)
+                return await behaviour(request, context)
+
+            return acall
+
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             self._start(context, admitted)
             return behaviour(request, context)
 
         return call
 
-    def refused(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def refused(self, request: Any, context: AnyContext) -> Any:
         raise self.refusal or AssertionError("refused before a refusal")
+
+    async def refused_on_loop(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """``refused`` for a coroutine method (answered on the loop, no RPC thread taken)."""
+        return self.refused(request, context)
 
     def queue(self, change: int) -> None:
         with self.changed:
@@ -198,12 +247,15 @@ class _Gate:
             if self._watched:
                 self.changed.notify_all()
 
-    def _start(self, context: grpc.ServicerContext, admitted: bool) -> None:
+    def _start(self, context: Any, admitted: bool) -> None:
         with self.changed:
             self.open += 1
             self.admitted += admitted
         finished = functools.partial(self._finished, admitted)
-        if not context.add_callback(finished):  # gRPC had finished the call already
+        add = getattr(context, "add_callback", None)  # a plain function's context
+        if add is None:  # a coroutine's: called with the context when gRPC has finished
+            context.add_done_callback(lambda _: finished())
+        elif add(finished) is False:  # gRPC had finished the call already (grpc.aio: None)
             finished()
 
     def _finished(self, admitted: bool) -> None:
@@ -237,15 +289,19 @@ class _Pool(futures.ThreadPoolExecutor):
 
 
 def _counted(behaviour: Behaviour, recorder: _Recorder) -> Behaviour:
-    """``behaviour`` with the request counted under the code its outcome is answered with."""
+    """``behaviour`` (an inference method: a coroutine function) with the request counted
+    under the code its outcome is answered with."""
+    if not inspect.iscoroutinefunction(behaviour):
+        raise TypeError("inference methods are coroutine functions (see Runner)")
+    run: Callable[[Any, Any], Awaitable[Any]] = behaviour
 
-    def call(request: Any, context: grpc.ServicerContext) -> Any:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         tracked = _Call()
         token = _CURRENT.set(tracked)
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            return behaviour(request, context)
+            return await run(request, context)
         except Exception as exc:
             code = code_of(exc)
             raise
@@ -256,10 +312,11 @@ def _counted(behaviour: Behaviour, recorder: _Recorder) -> Behaviour:
     return call
 
 
-class Calls(grpc.ServerInterceptor):
-    """Answers errors and counts inference requests for every method of ``OWN_SERVICES``."""
+class Calls(grpc.aio.ServerInterceptor):
+    """Answers errors and counts inference requests for every method of ``OWN_SERVICES``, of
+    which ``concurrency`` calls at most are under way at a time (the others wait, unread)."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, concurrency: int) -> None:
         self._recorders = {
             method: _Recorder(metrics, protocol) for method, protocol in INFERENCE_METHODS.items()
         }
@@ -267,9 +324,11 @@ class Calls(grpc.ServerInterceptor):
         """Per method: the handler as registered, and it wrapped, admitted and refused (made
         once, reused)."""
         self._gate = _Gate()
+        self._slots = asyncio.Semaphore(concurrency)
 
     def executor(self, workers: int) -> futures.ThreadPoolExecutor:
-        """The RPC threads for ``grpc.server``: the calls waiting for one are counted too."""
+        """The RPC threads (``grpc.aio.server``'s ``migration_thread_pool``, and the Runner's):
+        the calls waiting for one are counted too."""
         return _Pool(self._gate, workers)
 
     def refuse(self, error: FpgaServeError) -> None:
@@ -291,12 +350,12 @@ class Calls(grpc.ServerInterceptor):
         gate = self._gate
         return gate.wait(lambda: gate.queued == 0 and gate.open <= running(), timeout)
 
-    def intercept_service(
+    async def intercept_service(  # type: ignore[override]  # grpc-stubs: never None
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
@@ -305,8 +364,33 @@ class Calls(grpc.ServerInterceptor):
             if not method.startswith(_PREFIXES):
                 return handler
             cached = self._wrapped[method] = (handler, self._wrap(method, handler))
+        await self._slot()
         admitted, refused = cached[1]
         return admitted if self._gate.refusal is None else refused
+
+    async def _slot(self) -> None:
+        """Wait for one of the ``concurrency`` slots of our services' calls, held until the
+        call's task ends (answered, or cancelled before it started): gRPC reads a call's
+        request only after this, so at most that many requests are in memory at a time (a
+        thread-pool server reads it in its RPC thread). Waiting calls count as queued."""
+        gate = self._gate
+        gate.queue(1)
+        try:
+            await self._slots.acquire()
+        finally:
+            gate.queue(-1)
+        task = asyncio.current_task()
+        assert task is not None
+        task.add_done_callback(self._free)
+
+    def _free(self, task: asyncio.Task[Any]) -> None:
+        self._slots.release()
+
+    def _refused(self, behaviour: Behaviour) -> Behaviour:
+        """The refusal of the same kind as ``behaviour`` (coroutine or plain function)."""
+        if inspect.iscoroutinefunction(behaviour):
+            return self._gate.refused_on_loop
+        return self._gate.refused
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> _Handlers:
         recorder = self._recorders.get(method)
@@ -321,13 +405,13 @@ class Calls(grpc.ServerInterceptor):
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer,
                 )
-                for behaviour, admit in ((stream_unary, True), (self._gate.refused, False))
+                for behaviour, admit in ((stream_unary, True), (self._refused(stream_unary), False))
             ]
             return made[0], made[1]
         unary = handler.unary_unary
         assert unary is not None
         made = []
-        for behaviour, admit in ((unary, True), (self._gate.refused, False)):
+        for behaviour, admit in ((unary, True), (self._refused(unary), False)):
             gated = self._gate.wrap(behaviour, admit)
             counted = gated if recorder is None else _counted(gated, recorder)
             made.append(

@@ -13,6 +13,7 @@ from fpga_serve_client.protos import grpc_predict_v2_pb2_grpc
 from fpga_serve_client.protos import triton_pb2 as tp
 
 from fpga_serve import __version__
+from fpga_serve.adapters.calls import Runner
 from fpga_serve.adapters.convert import kserve as convert
 from fpga_serve.adapters.convert import triton
 from fpga_serve.core.errors import InvalidInput
@@ -26,10 +27,15 @@ EXTENSIONS = ("model_repository", *triton.EXTENSIONS)
 
 class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(
-        self, plane: DataPlane, manager: ModelManager, store: ModelStore | None = None
+        self,
+        plane: DataPlane,
+        manager: ModelManager,
+        runner: Runner,
+        store: ModelStore | None = None,
     ) -> None:
         self.plane = plane
         self.manager = manager
+        self.runner = runner
         self.store = store
 
     def ServerLive(
@@ -63,12 +69,16 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         meta = self.plane.metadata(request.name, request.version or None)
         return convert.metadata_response(meta)
 
-    def ModelInfer(
-        self, request: v2.ModelInferRequest, context: grpc.ServicerContext
+    async def ModelInfer(  # type: ignore[override]
+        self, request: v2.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> v2.ModelInferResponse:
         classes = triton.class_counts(request)  # checked before anything runs
-        result = self.plane.infer(convert.infer_request(request, context))
-        return convert.infer_response(result, request, classes)
+
+        def infer() -> v2.ModelInferResponse:
+            result = self.plane.infer(convert.infer_request(request, context))
+            return convert.infer_response(result, request, classes)
+
+        return await self.runner.run(infer, request.model_name, request.model_version or None)
 
     # Triton's extensions -----------------------------------------------------------------
 

@@ -1,12 +1,22 @@
-"""Assembles the gRPC server: servicers, health, reflection and the Prometheus endpoint."""
+"""Assembles the gRPC server: servicers, health, reflection and the Prometheus endpoint.
+
+gRPC is grpc.aio's server, on an asyncio event loop in a thread of its own (``_Loop``): one
+thread receives, parses and answers every call, with no hand-off to another thread for the
+calls the loop can run itself (calls.py, ``Runner``). Everything else in the server is plain
+threads, as before: ``Server``'s methods may be called from any thread but the loop's.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent import futures
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from fpga_serve_client.protos import model_service_pb2_grpc
@@ -20,6 +30,7 @@ from fpga_serve.adapters.calls import (
     MODEL_SERVICE_DESCRIPTOR,
     PREDICTION_DESCRIPTOR,
     Calls,
+    Runner,
 )
 from fpga_serve.adapters.kserve import InferenceServicer
 from fpga_serve.adapters.management import ModelServicer
@@ -44,6 +55,38 @@ STOP_SLACK_S = 1.0
 the models without waiting for work still running; README, Shutdown)."""
 
 SERVING_SERVICES = (PREDICTION_DESCRIPTOR.full_name, INFERENCE_DESCRIPTOR.full_name)
+T = TypeVar("T")
+
+
+class _Loop:
+    """An asyncio event loop running in a daemon thread of its own (gRPC's)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="grpc-loop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, work: Coroutine[Any, Any, T]) -> futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(work, self.loop)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """``fn()`` run on the loop's thread (grpc.aio's objects live there), its result."""
+
+        async def run() -> T:
+            return fn()
+
+        return self.submit(run()).result()
+
+    async def after(self, work: Awaitable[object]) -> None:
+        """Await ``work``, then stop the loop (its thread ends)."""
+        try:
+            await work
+        finally:
+            self.loop.stop()
 
 
 class Server:
@@ -77,6 +120,7 @@ class Server:
             self.metrics,
             limits=settings.request_limits(),
             batching=settings.batching(),
+            inline_max_s=settings.inline_max_us / 1e6,
         )
         self.plane = DataPlane(self.registry, self.metrics)
         self.manager = ModelManager(self.registry, settings.model_repository, self._sync_health)
@@ -91,28 +135,44 @@ class Server:
             [k.get_secret_value() for k in settings.api_keys], settings.api_keys_file
         )
         auth = [AuthInterceptor(self.keys)] if self.keys.enabled else []
-        self.calls = Calls(self.metrics)  # errors answered, requests counted and tracked
-        self._grpc = grpc.server(
-            self.calls.executor(settings.workers),
-            options=options,
-            interceptors=[*auth, self.calls],
+        # Errors answered, requests counted and tracked, at most `workers` calls at a time.
+        self.calls = Calls(self.metrics, settings.workers)
+        pool = self.calls.executor(settings.workers)
+        self.runner = Runner(pool, self.registry.runs_inline)
+        self._loop = _Loop()
+        self._grpc = self._loop.call(lambda: self._build(pool, options, auth))
+        self.grpc_port = 0
+        self.metrics_port: int | None = None
+        self._metrics_http: MetricsHTTP | None = None
+        self._stopped = threading.Event()
+        self._terminated = threading.Event()
+        self._supervisor = threading.Thread(
+            target=self._supervise, name="device-supervisor", daemon=True
+        )
+        self._health_models: set[str] = set()
+        self._set_health(serving=False)
+
+    def _build(
+        self, pool: futures.Executor, options: list[tuple[str, Any]], auth: list[Any]
+    ) -> grpc.aio.Server:
+        """The gRPC server and its services (on the loop's thread)."""
+        server = grpc.aio.server(
+            migration_thread_pool=pool, options=options, interceptors=[*auth, self.calls]
+        )
+        fields = self.settings.max_request_fields
+        wire.add_service(
+            server, PredictionServicer(self.plane, self.runner), PREDICTION_DESCRIPTOR, fields
         )
         wire.add_service(
-            self._grpc,
-            PredictionServicer(self.plane),
-            PREDICTION_DESCRIPTOR,
-            settings.max_request_fields,
-        )
-        wire.add_service(
-            self._grpc,
-            InferenceServicer(self.plane, self.manager, self.store),
+            server,
+            InferenceServicer(self.plane, self.manager, self.runner, self.store),
             INFERENCE_DESCRIPTOR,
-            settings.max_request_fields,
+            fields,
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(self.store, settings.upload_timeout_s), self._grpc
+            ModelServicer(self.store, self.runner, self.settings.upload_timeout_s), server
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (
                 *SERVING_SERVICES,
@@ -120,17 +180,9 @@ class Server:
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
-            self._grpc,
+            server,
         )
-        self.grpc_port = 0
-        self.metrics_port: int | None = None
-        self._metrics_http: MetricsHTTP | None = None
-        self._stopped = threading.Event()
-        self._supervisor = threading.Thread(
-            target=self._supervise, name="device-supervisor", daemon=True
-        )
-        self._health_models: set[str] = set()
-        self._set_health(serving=False)
+        return server
 
     def start(self) -> None:
         """Bind and start answering (health says NOT_SERVING until models are loaded)."""
@@ -138,13 +190,14 @@ class Server:
         address = f"{cfg.host}:{cfg.port}"
         tls = _tls_files(cfg)
         if tls is None:
-            port = self._grpc.add_insecure_port(address)
+            port = self._loop.call(lambda: self._grpc.add_insecure_port(address))
         else:
-            port = self._grpc.add_secure_port(address, _server_credentials(cfg))
+            creds = _server_credentials(cfg)
+            port = self._loop.call(lambda: self._grpc.add_secure_port(address, creds))
         if port == 0:
             raise FpgaServeError(f"cannot bind gRPC to {address}")
         self.grpc_port = port
-        self._grpc.start()
+        self._loop.submit(self._grpc.start()).result()
         self._supervisor.start()
         if cfg.metrics_port >= 0:
             self._metrics_http = MetricsHTTP(
@@ -228,7 +281,7 @@ class Server:
         # data plane cuts off.
         self.calls.wait_admitted(deadline - time.monotonic())
         self.plane.drain(deadline)
-        stopped = self._grpc.stop(CUT_FLUSH_S)  # no call starts any more
+        stopped = self._loop.submit(self._grpc.stop(CUT_FLUSH_S))  # no call starts any more
         # The requests cut off are answered UNAVAILABLE by their RPC threads, which the cut
         # woke: on a loaded machine that takes a while, and a call gRPC cancelled first was
         # answered "Cancelling all calls" instead. gRPC cancels the calls still running only
@@ -237,15 +290,22 @@ class Server:
             log.warning(f"shutdown: answers still unsent after {CUT_FLUSH_S} s, cancelling them")
         # What still runs (a batch executing in an RPC thread cannot be interrupted) gRPC
         # cancels now: UNAVAILABLE "Cancelling all calls" to the client.
-        self._grpc.stop(0)
-        stopped.wait(CANCEL_FLUSH_S)
+        cancelled = self._loop.submit(self._grpc.stop(0))
+        for stopping in (stopped, cancelled):
+            with contextlib.suppress(futures.TimeoutError):
+                stopping.result(CANCEL_FLUSH_S)
         if self._metrics_http is not None:
             self._metrics_http.close()
         self.devices.close()  # first: a worker still running cut-off work is killed
         self.registry.close(drain=False)
+        # The loop ends when gRPC has: until then it still answers (a call gRPC cancelled
+        # reaches its client through the loop) and a cut-off call's thread may still finish.
+        self._loop.submit(self._loop.after(self._grpc.wait_for_termination()))
+        self._terminated.set()
 
     def wait(self) -> None:
-        self._grpc.wait_for_termination()
+        """Until ``stop`` has finished."""
+        self._terminated.wait()
 
 
 def _tls_files(settings: ServerSettings) -> tuple[Path, Path] | None:

@@ -15,6 +15,7 @@ in the method's place, and answered like any other error (``calls.py``).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -122,7 +123,10 @@ def guarded_deserializer(cls: Any, max_fields: int) -> Callable[[bytes], Any]:
 
 
 def add_service(
-    server: grpc.Server, servicer: Any, service: ServiceDescriptor, max_fields: int
+    server: grpc.Server | grpc.aio.Server,
+    servicer: Any,
+    service: ServiceDescriptor,
+    max_fields: int,
 ) -> None:
     """Register every unary method of ``service`` on ``servicer`` (what the generated
     ``add_*Servicer_to_server`` does), with the guarded deserializer; a refused request is
@@ -143,7 +147,18 @@ def add_service(
     )
 
 
-def _behaviour(impl: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
+def _behaviour(impl: Callable[[Any, Any], Any]) -> Callable[..., Any]:
+    """``impl`` behind the refusal, of its kind: a coroutine function stays one (grpc.aio
+    runs it on its loop; a plain function runs on an RPC thread)."""
+    if inspect.iscoroutinefunction(impl):
+
+        async def on_loop(request: Any, context: Any) -> Any:
+            if isinstance(request, Refused):
+                raise InvalidInput(request.message)
+            return await impl(request, context)
+
+        return on_loop
+
     def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
         if isinstance(request, Refused):
             raise InvalidInput(request.message)

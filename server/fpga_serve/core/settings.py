@@ -103,7 +103,15 @@ class ServerSettings(BaseSettings):
     """How often a failed device is reset and re-verified (health is NOT_SERVING meanwhile)."""
 
     workers: int = Field(8, ge=1, le=256)
-    """Threads answering RPCs."""
+    """Calls of the serving and model services under way at a time (more wait, their requests
+    not yet read: what bounds the memory requests take), and the RPC threads that run what the
+    event loop does not run itself."""
+
+    inline_max_us: int = Field(200, ge=0)
+    """A model whose recent runs took less than this (microseconds) is run by the event loop
+    that received the call, with no hand-off to a thread and back; slower models run on RPC
+    threads. 0: never on the loop. A run that is suddenly much slower holds up the other calls
+    for its length once; the runs after it go to threads."""
 
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     """Largest gRPC message accepted or sent (default 64 MiB, room for a batch of JPEGs)."""
@@ -162,8 +170,8 @@ class ServerSettings(BaseSettings):
     (RESOURCE_EXHAUSTED) before a byte is stored, one sending more than it declared is cut off."""
 
     upload_timeout_s: float = Field(600.0, gt=0)
-    """Longest one upload may take, header to last byte (and validation and load). A stream
-    that stalls is cancelled then and nothing of it is kept, so a silent client cannot hold a
+    """Longest one upload's stream may take, header to last byte. A stream that stalls is
+    answered DEADLINE_EXCEEDED then and nothing of it is kept, so a silent client cannot hold a
     model name or staging space longer."""
 
     api_keys: list[SecretStr] = Field(default_factory=list)

@@ -195,6 +195,11 @@ class Batcher:
             answered += _settle(pending.future, error=error)
         return answered
 
+    def waits_only_for_slots(self) -> bool:
+        """Whether a request waits only for the batches already running or queued (no queue
+        delay to gather others): with short runs, a short wait."""
+        return self.config.max_queue_delay_us == 0
+
     def depth(self) -> int:
         with self._lock:
             return len(self._queue)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,27 @@ CLOSE_TIMEOUT_S = 60.0
 """How long retiring a version waits for its in-flight requests."""
 
 
+class RunTime:
+    """A model's recent run time: each run's seconds, smoothed over about eight runs (an
+    exponential average; infinite before the first run). Updated by whichever thread ran."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self) -> None:
+        self.seconds = math.inf
+
+    def timed(
+        self, run: Callable[[list[np.ndarray]], list[np.ndarray]], arrays: list[np.ndarray]
+    ) -> list[np.ndarray]:
+        start = time.perf_counter()
+        try:
+            return run(arrays)
+        finally:
+            took = time.perf_counter() - start
+            seconds = self.seconds
+            self.seconds = took if seconds == math.inf else seconds + (took - seconds) / 8
+
+
 @dataclass(eq=False)
 class ServedModel:
     """One loaded model version. Counts its in-flight requests so that it is freed only after
@@ -46,6 +68,7 @@ class ServedModel:
     load_seconds: float
     observer: StageObserver
     batcher: Batcher | None = None
+    run_time: RunTime = field(default_factory=RunTime)
     inflight_gauge: Any = None
     """This version's fpga_serve_inflight_requests child (looked up once, at load)."""
     loaded_at: float = field(default_factory=time.time)
@@ -74,7 +97,7 @@ class ServedModel:
             if self.batcher is None:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise DeadlineExceeded("deadline passed before execution")
-                return self.pipeline.execute(bound, self.observer)
+                return self.run_time.timed(self._run, bound)
             return self.batcher.run(bound, deadline, cancelled)
         finally:
             if gauge is not None:
@@ -83,6 +106,18 @@ class ServedModel:
                 self._inflight -= 1
                 if self._retired:  # only close() waits, and only once retired
                     self._cond.notify_all()
+
+    def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return self.pipeline.execute(arrays, self.observer)
+
+    def runs_inline(self, max_seconds: float) -> bool:
+        """Whether this model's recent runs took less than ``max_seconds`` and its requests
+        never wait for a queue delay: the thread that received a request may run it itself
+        (one that finds a batch of this model running waits for that short run there). A
+        model's first runs, not timed yet, never qualify."""
+        if self.run_time.seconds >= max_seconds:
+            return False
+        return self.batcher is None or self.batcher.waits_only_for_slots()
 
     @property
     def labels(self) -> list[str] | None:
@@ -131,8 +166,11 @@ class ModelRegistry:
         *,
         limits: RequestLimits | None = None,
         batching: BatchingConfig | None = None,
+        inline_max_s: float = 0.0,
     ) -> None:
         self.limits = limits or RequestLimits(max_image_pixels=None)
+        self.inline_max_s = inline_max_s
+        """``runs_inline``'s bound (the ``inline_max_us`` setting); 0: never."""
         self._context_factory = context_factory
         self._metrics = metrics
         self.batching = batching
@@ -161,10 +199,15 @@ class ModelRegistry:
             archive.close()
             raise
         observer = self._metrics.stage_observer(model_name, model_version, pipeline.stages)
+        run_time = RunTime()
         batcher = None
         if self.batching is not None and self.batching.max_size > 1:
+
+            def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
+                return pipeline.execute(arrays, observer)
+
             batcher = Batcher(
-                lambda arrays: pipeline.execute(arrays, observer),
+                lambda arrays: run_time.timed(run, arrays),
                 self.batching,
                 self._metrics.batch_observer(model_name, model_version),
                 name=f"{model_name}:{model_version}",
@@ -178,6 +221,7 @@ class ModelRegistry:
             load_seconds=time.perf_counter() - start,
             observer=observer,
             batcher=batcher,
+            run_time=run_time,
             inflight_gauge=self._metrics.inflight.labels(model_name, model_version),
         )
 
@@ -259,6 +303,18 @@ class ModelRegistry:
                 old.name,
                 old.version,
             )
+
+    def runs_inline(self, name: str, version: str | None = None) -> bool:
+        """``ServedModel.runs_inline`` (``inline_max_s``) of the model a request names; False
+        when there is none (its error is answered from an RPC thread, like any request whose
+        run time is unknown)."""
+        if self.inline_max_s <= 0:
+            return False
+        try:
+            served = self.get(name, version)
+        except FpgaServeError:
+            return False
+        return served.runs_inline(self.inline_max_s)
 
     def get(self, name: str = "", version: str | None = None) -> ServedModel:
         """The named model (the default one when ``name`` is empty), newest version unless given."""

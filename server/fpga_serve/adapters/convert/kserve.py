@@ -4,11 +4,10 @@ that ask for it), model metadata and the repository index."""
 
 from __future__ import annotations
 
-import grpc
 from fpga_serve_client.convert import from_infer_input, infer_input_header, to_infer_output
 from fpga_serve_client.protos import grpc_predict_v2_pb2 as v2
 
-from fpga_serve.adapters.calls import inference_request
+from fpga_serve.adapters.calls import AnyContext, inference_request
 from fpga_serve.adapters.convert import triton
 from fpga_serve.core.errors import InvalidInput, shown
 from fpga_serve.core.types import TensorHeader, TensorSpec
@@ -33,7 +32,7 @@ def _encoded(tensor: v2.ModelInferRequest.InferInputTensor, raw: bytes | None) -
     )
 
 
-def infer_request(request: v2.ModelInferRequest, context: grpc.ServicerContext) -> InferenceRequest:
+def infer_request(request: v2.ModelInferRequest, context: AnyContext) -> InferenceRequest:
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
         raise InvalidInput(

@@ -3,9 +3,8 @@ and chunks, every version's status."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-import grpc
 from fpga_serve_client.protos import model_service_pb2 as pb
 
 from fpga_serve.core.errors import FpgaServeError, InvalidInput, Status
@@ -37,17 +36,19 @@ def upload_header(first: pb.UploadModelRequest | None) -> UploadHeader:
     )
 
 
-def chunks(messages: Iterator[pb.UploadModelRequest]) -> Iterator[bytes]:
-    """The bytes of the chunks after the header; a stream cut off is CANCELLED."""
-    try:
-        for message in messages:
-            if message.WhichOneof("part") != "chunk":
-                raise InvalidInput("an upload is one header, then chunks: a second header came")
-            yield message.chunk
-    except grpc.RpcError:
-        raise FpgaServeError(
-            "the upload stream was cut off before its end; nothing was stored", Status.CANCELLED
-        ) from None
+def chunks(messages: Iterable[pb.UploadModelRequest]) -> Iterator[bytes]:
+    """The bytes of the chunks after the header."""
+    for message in messages:
+        if message.WhichOneof("part") != "chunk":
+            raise InvalidInput("an upload is one header, then chunks: a second header came")
+        yield message.chunk
+
+
+def cut_off() -> FpgaServeError:
+    """What an upload whose stream ended before its last chunk (the client went away) is."""
+    return FpgaServeError(
+        "the upload stream was cut off before its end; nothing was stored", Status.CANCELLED
+    )
 
 
 def upload_response(status: VersionStatus, header: UploadHeader) -> pb.UploadModelResponse:

@@ -4,7 +4,6 @@ requests and back: model specs, inputs by name or alias (``images``), outputs by
 
 from __future__ import annotations
 
-import grpc
 import numpy as np
 from fpga_serve_client import anytensor
 from fpga_serve_client.convert import (
@@ -16,7 +15,7 @@ from fpga_serve_client.convert import (
 from fpga_serve_client.protos import get_model_metadata_pb2, model_pb2, predict_pb2, tf_tensor_pb2
 from google.protobuf import any_pb2
 
-from fpga_serve.adapters.calls import inference_request
+from fpga_serve.adapters.calls import AnyContext, inference_request
 from fpga_serve.core.errors import InvalidInput, shown
 from fpga_serve.core.types import DType, TensorHeader, TensorSpec
 from fpga_serve.service.dataplane import (
@@ -82,7 +81,7 @@ def _encoded(proto: tf_tensor_pb2.TensorProto, key: str) -> EncodedTensor:
 
 
 def predict_request(
-    request: predict_pb2.PredictRequest, context: grpc.ServicerContext
+    request: predict_pb2.PredictRequest, context: AnyContext
 ) -> InferenceRequest:
     name, version = requested(request.model_spec)
     return inference_request(
