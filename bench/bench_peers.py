@@ -11,7 +11,8 @@ over), and every server serves the same trivial model (bench/peers/trivial.py: U
   parses ``raw_input_contents`` with ``np.frombuffer``, computes the model and answers, and does
   nothing else; grpcio pinned to fpga-serve's own version (1.64.0, pynq's pin), stubs generated
   in its venv from the project's .proto, no fpga-serve code. ``sync`` is a grpc.server thread
-  pool as fpga-serve uses, ``aio`` grpc.aio's event loop as KServe uses. The lower of the two
+  pool (what fpga-serve used up to 0c50707), ``aio`` grpc.aio's event loop as KServe and
+  fpga-serve use. The lower of the two
   is the floor.
 - KServe: the ``kserve`` package's ModelServer (peers/kserve_server.py), a ``kserve.Model``
   subclass as KServe's docs write one, logs quiet.
