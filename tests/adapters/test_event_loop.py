@@ -19,7 +19,9 @@ from fpga_serve.adapters.server import Server
 from fpga_serve.core.settings import ServerSettings
 from fpga_serve.modelzip.stages.onnx_stage import OnnxStage
 from fpga_serve.pipeline import ModelDefinition
+from fpga_serve_client.protos import grpc_predict_v2_pb2 as v2
 from fpga_serve_client.protos import grpc_predict_v2_pb2_grpc, prediction_service_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hostile import build_hold_model_def, hold_request, infer, save
 from onnx import TensorProto, helper
 from waiting import wait_until
@@ -135,3 +137,24 @@ def test_calls_beyond_the_workers_wait_with_their_requests_unread_and_all_are_an
     assert len(parsed) == 5
     for reply in replies:
         assert np.frombuffer(reply.outputs["y"].tensor_content, "<f4").tolist() == [2.0]
+
+
+def test_health_watchers_hold_no_rpc_thread(zips: list[Path]) -> None:
+    """Watch streams wait on the loop: more watchers than RPC threads still leave the threads
+    to the calls that need one (metadata, a model's first run)."""
+    server = _serving(zips[:1], workers=2)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=30) for _ in range(4)]
+            for watch in watches:
+                assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            kserve = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+            meta = kserve.ModelMetadata(v2.ModelMetadataRequest(name="add_one"), timeout=5)
+            answer = _add_one(kserve)
+            for watch in watches:
+                watch.cancel()
+    finally:
+        server.stop(grace=0)
+    assert meta.name == "add_one"
+    np.testing.assert_array_equal(answer, np.arange(4) + 1)

@@ -73,6 +73,14 @@ class _Loop:
     def submit(self, work: Coroutine[Any, Any, T]) -> futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(work, self.loop)
 
+    def run(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` on the loop: waited for from another thread, only scheduled from the
+        loop's own (which must not wait for itself)."""
+        if threading.current_thread() is self._thread:
+            self.loop.create_task(work)
+        else:
+            self.submit(work).result()
+
     def call(self, fn: Callable[[], T]) -> T:
         """``fn()`` run on the loop's thread (grpc.aio's objects live there), its result."""
 
@@ -125,7 +133,9 @@ class Server:
         self.plane = DataPlane(self.registry, self.metrics)
         self.manager = ModelManager(self.registry, settings.model_repository, self._sync_health)
         self.store = ModelStore(self.manager, settings.max_upload_bytes)
-        self.health = health.HealthServicer()
+        self._loop = _Loop()
+        # grpc.aio's own health servicer: a Watch stream waits on the loop, holding no thread.
+        self.health = self._loop.call(health.aio.HealthServicer)  # type: ignore[attr-defined]
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -139,7 +149,6 @@ class Server:
         self.calls = Calls(self.metrics, settings.workers)
         pool = self.calls.executor(settings.workers)
         self.runner = Runner(pool, self.registry.runs_inline)
-        self._loop = _Loop()
         self._grpc = self._loop.call(lambda: self._build(pool, options, auth))
         self.grpc_port = 0
         self.metrics_port: int | None = None
@@ -237,13 +246,13 @@ class Server:
         healthy device."""
         if not self.devices.healthy():
             for name in ("", *SERVING_SERVICES, *self._health_models):
-                self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+                self._health(name, health_pb2.HealthCheckResponse.NOT_SERVING)
             return
         loaded = {m.name for m in self.registry.loaded()}
         for name in self._health_models - loaded:
-            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            self._health(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         for name in loaded:
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            self._health(name, health_pb2.HealthCheckResponse.SERVING)
         self._health_models |= loaded
         self._set_health(serving=bool(loaded))
 
@@ -254,7 +263,11 @@ class Server:
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for name in ("", *SERVING_SERVICES):
-            self.health.set(name, status)
+            self._health(name, status)
+
+    def _health(self, name: str, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        """Set one health status (on the loop, where the servicer and its watchers live)."""
+        self._loop.run(self.health.set(name, status))
 
     def stop(self, grace: float | None = 5.0) -> None:
         """Stop accepting at once, let in-flight and queued work finish within ``grace``
@@ -265,7 +278,7 @@ class Server:
         self._stopped.set()
         grace = 0.0 if grace is None else max(0.0, grace)
         deadline = time.monotonic() + grace
-        self.health.enter_graceful_shutdown()
+        self._loop.run(self.health.enter_graceful_shutdown())
         # New calls are answered UNAVAILABLE by the interceptor from now on, while gRPC still
         # accepts them: gRPC answers CANCELLED a call that reaches it as it shuts down (a
         # client that saw NOT_SERVING and called again at once got that), so it shuts down
