@@ -10,10 +10,10 @@ reflection pass untouched.
 
 The server is grpc.aio's (adapters/server.py): one event loop thread does all of gRPC's work.
 The inference methods are coroutines whose body (conversion, checks, the data plane) ``Runner``
-runs on the loop itself when the model's runs are short and would start at once (no thread
-hand-off: a hand-off per call costs more than a small model's whole run), else on an RPC
-thread of the pool, so a long run never holds the loop. Every other method is a plain function,
-which grpc.aio runs on an RPC thread of the same pool.
+runs on the loop itself when the model's recent runs were short and its batching never delays
+a request (no thread hand-off: a hand-off per call costs more than a small model's whole run),
+else on an RPC thread of the pool, so a long run never holds the loop. Every other method is a
+plain function, which grpc.aio runs on an RPC thread of the same pool.
 
 Each call is counted from gRPC queueing it for an RPC thread (or starting its coroutine) until
 gRPC has finished it (the context's done callback). At shutdown (``refuse``) a call that
@@ -107,7 +107,8 @@ def gone(context: AnyContext) -> Callable[[], bool]:
 
 class Runner:
     """Where an inference call's body runs: on the event loop itself when ``inline(model,
-    version)`` says the model's runs are short and would start at once, else on an RPC thread
+    version)`` says so (the model's recent runs were short: ModelRegistry.runs_inline), else
+    on an RPC thread
     (``pool``), awaited, so that the loop goes on serving other calls meanwhile."""
 
     def __init__(self, pool: futures.Executor, inline: Callable[[str, str | None], bool]) -> None:
@@ -372,13 +373,17 @@ class Calls(grpc.aio.ServerInterceptor):
         """Wait for one of the ``concurrency`` slots of our services' calls, held until the
         call's task ends (answered, or cancelled before it started): gRPC reads a call's
         request only after this, so at most that many requests are in memory at a time (a
-        thread-pool server reads it in its RPC thread). Waiting calls count as queued."""
-        gate = self._gate
-        gate.queue(1)
-        try:
+        thread-pool server reads it in its RPC thread). Waiting calls count as queued (a free
+        slot is taken at once, with no await in between: nothing to count)."""
+        if self._slots.locked():
+            gate = self._gate
+            gate.queue(1)
+            try:
+                await self._slots.acquire()
+            finally:
+                gate.queue(-1)
+        else:
             await self._slots.acquire()
-        finally:
-            gate.queue(-1)
         task = asyncio.current_task()
         assert task is not None
         task.add_done_callback(self._free)

@@ -43,12 +43,10 @@ class RunTime:
     def __init__(self) -> None:
         self.seconds = math.inf
 
-    def timed(
-        self, run: Callable[[list[np.ndarray]], list[np.ndarray]], arrays: list[np.ndarray]
-    ) -> list[np.ndarray]:
+    def timed(self, run: Callable[[], list[np.ndarray]]) -> list[np.ndarray]:
         start = time.perf_counter()
         try:
-            return run(arrays)
+            return run()
         finally:
             took = time.perf_counter() - start
             seconds = self.seconds
@@ -97,7 +95,7 @@ class ServedModel:
             if self.batcher is None:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise DeadlineExceeded("deadline passed before execution")
-                return self.run_time.timed(self._run, bound)
+                return self.run_timed(bound)
             return self.batcher.run(bound, deadline, cancelled)
         finally:
             if gauge is not None:
@@ -107,8 +105,9 @@ class ServedModel:
                 if self._retired:  # only close() waits, and only once retired
                     self._cond.notify_all()
 
-    def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        return self.pipeline.execute(arrays, self.observer)
+    def run_timed(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """The pipeline on ``arrays`` (a batch, or one request), its time kept in run_time."""
+        return self.run_time.timed(lambda: self.pipeline.execute(arrays, self.observer))
 
     def runs_inline(self, max_seconds: float) -> bool:
         """Whether this model's recent runs took less than ``max_seconds`` and its requests
@@ -199,20 +198,7 @@ class ModelRegistry:
             archive.close()
             raise
         observer = self._metrics.stage_observer(model_name, model_version, pipeline.stages)
-        run_time = RunTime()
-        batcher = None
-        if self.batching is not None and self.batching.max_size > 1:
-
-            def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
-                return pipeline.execute(arrays, observer)
-
-            batcher = Batcher(
-                lambda arrays: run_time.timed(run, arrays),
-                self.batching,
-                self._metrics.batch_observer(model_name, model_version),
-                name=f"{model_name}:{model_version}",
-            )
-        return ServedModel(
+        served = ServedModel(
             name=model_name,
             version=model_version,
             pipeline=pipeline,
@@ -220,10 +206,16 @@ class ModelRegistry:
             source=Path(path),
             load_seconds=time.perf_counter() - start,
             observer=observer,
-            batcher=batcher,
-            run_time=run_time,
             inflight_gauge=self._metrics.inflight.labels(model_name, model_version),
         )
+        if self.batching is not None and self.batching.max_size > 1:
+            served.batcher = Batcher(
+                served.run_timed,
+                self.batching,
+                self._metrics.batch_observer(model_name, model_version),
+                name=f"{model_name}:{model_version}",
+            )
+        return served
 
     def build(self, path: Path, name: str | None = None, version: str | None = None) -> ServedModel:
         """Validate and load a pipeline zip without serving it yet (``commit`` does); raises
