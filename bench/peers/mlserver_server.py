@@ -17,7 +17,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-RUNTIME = '''
+RUNTIME = """
 import sys
 sys.path.insert(0, {here!r})
 from mlserver import MLModel
@@ -35,7 +35,7 @@ class Trivial(MLModel):
         return InferenceResponse(
             model_name=self.name, outputs=[NumpyCodec.encode_output(OUTPUT, y)]
         )
-'''
+"""
 
 
 def free_port() -> int:

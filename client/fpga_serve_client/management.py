@@ -156,9 +156,7 @@ class ManagementMixin:
                     progress(min(start + chunk_bytes, len(data)), len(data))
 
         try:
-            reply = self._models.UploadModel(
-                messages(), timeout=timeout, metadata=self._metadata
-            )
+            reply = self._models.UploadModel(messages(), timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise ServiceError(exc.code(), exc.details() or "") from None
         return ModelStatus.from_proto(reply.model)
@@ -188,9 +186,7 @@ class ManagementMixin:
 
     def models(self, name: str = "") -> list[ModelStatus]:
         """Every model version the server knows (or only ``name``'s), with its state."""
-        reply = self._call(
-            self._models.ListModels, pb.ListModelsRequest(name=name), self.timeout
-        )
+        reply = self._call(self._models.ListModels, pb.ListModelsRequest(name=name), self.timeout)
         return [ModelStatus.from_proto(m) for m in reply.models]
 
     def load_model(
@@ -198,22 +194,16 @@ class ManagementMixin:
     ) -> ModelStatus:
         """Load (or reload) a stored version, the highest unless given."""
         request = pb.LoadModelRequest(name=name, version="" if version is None else str(version))
-        return ModelStatus.from_proto(
-            self._call(self._models.LoadModel, request, timeout).model
-        )
+        return ModelStatus.from_proto(self._call(self._models.LoadModel, request, timeout).model)
 
     def unload_model(self, name: str, version: str | int | None = None) -> list[ModelStatus]:
         """Stop serving a version (every version unless given); it stays stored."""
-        request = pb.UnloadModelRequest(
-            name=name, version="" if version is None else str(version)
-        )
+        request = pb.UnloadModelRequest(name=name, version="" if version is None else str(version))
         reply = self._call(self._models.UnloadModel, request, UPLOAD_TIMEOUT_S)
         return [ModelStatus.from_proto(m) for m in reply.models]
 
     def delete_model(self, name: str, version: str | int | None = None) -> list[ModelStatus]:
         """Unload (in-flight requests finish first) and remove a version, or every version."""
-        request = pb.DeleteModelRequest(
-            name=name, version="" if version is None else str(version)
-        )
+        request = pb.DeleteModelRequest(name=name, version="" if version is None else str(version))
         reply = self._call(self._models.DeleteModel, request, UPLOAD_TIMEOUT_S)
         return [ModelStatus.from_proto(m) for m in reply.models]

@@ -84,9 +84,10 @@ def test_each_inference_request_is_counted_once_under_its_resolved_version_and_c
     wrong.inputs[0].contents.int_contents.extend([1, 2])
     assert code_of(kserve.ModelInfer, wrong, timeout=30)[0] == "INVALID_ARGUMENT"
     # Never resolved: counted under _unknown (clients cannot grow the label set).
-    assert code_of(kserve.ModelInfer, infer("nope", [("x", "FP32", [1, 1])]), timeout=30)[
-        0
-    ] == "NOT_FOUND"
+    assert (
+        code_of(kserve.ModelInfer, infer("nope", [("x", "FP32", [1, 1])]), timeout=30)[0]
+        == "NOT_FOUND"
+    )
 
     assert _requests(server, "widths", "1", "tfserving", "OK") - before["tfs_ok"] == 3
     assert _requests(server, "widths", "1", "kserve_v2", "OK") - before["v2_ok"] == 2

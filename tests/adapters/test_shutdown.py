@@ -85,8 +85,9 @@ def test_sigterm_exits_within_the_grace_and_answers_what_it_cut_unavailable(
         wait_until(lambda: metric_value(server, "fpga_serve_queue_depth", model="hold") == 2)
         # the quick one running (or done: then it was answered before the signal)
         wait_until(
-            lambda: quick.done()
-            or metric_value(server, "fpga_serve_inflight_requests", model="quick")
+            lambda: (
+                quick.done() or metric_value(server, "fpga_serve_inflight_requests", model="quick")
+            )
         )
         start = time.monotonic()
         server.process.send_signal(signal.SIGTERM)

@@ -103,9 +103,7 @@ def raw_upload(server: Any, messages: list[pb.UploadModelRequest]) -> grpc.RpcEr
     return err.value
 
 
-def test_deploy_run_and_delete(
-    server: Any, tiny_zip: Path, small_jpeg: bytes
-) -> None:
+def test_deploy_run_and_delete(server: Any, tiny_zip: Path, small_jpeg: bytes) -> None:
     with client_for(server) as client:
         service = client.deploy(tiny_zip, "tiny")
         assert (service.name, service.version, service.status.state) == ("tiny", "1", "READY")
@@ -161,9 +159,7 @@ def test_store_load_unload_and_versions(server: Any, tiny_zip: Path, small_jpeg:
     assert repo_contents(server) == []
 
 
-def test_a_zip_larger_than_one_message_uploads_in_chunks(
-    server: Any, tmp_path: Path
-) -> None:
+def test_a_zip_larger_than_one_message_uploads_in_chunks(server: Any, tmp_path: Path) -> None:
     big = padded_zip(tmp_path / "padded.zip", 3 * MESSAGE_LIMIT)
     size = big.stat().st_size
     assert MESSAGE_LIMIT * 2 < size < UPLOAD_LIMIT
@@ -247,9 +243,12 @@ def test_a_stream_that_stalls_is_cut_off_at_the_upload_timeout(
         yield pb.UploadModelRequest(chunk=data[:5000])
         release.wait(60)
 
-    with run_server(
-        [], "--model-repository", str(repo), "--upload-timeout-s", "1", "--metrics-port", "-1"
-    ) as stalling, grpc.insecure_channel(stalling.address) as channel:
+    with (
+        run_server(
+            [], "--model-repository", str(repo), "--upload-timeout-s", "1", "--metrics-port", "-1"
+        ) as stalling,
+        grpc.insecure_channel(stalling.address) as channel,
+    ):
         start = time.monotonic()
         with pytest.raises(grpc.RpcError) as err:
             stub(channel).UploadModel(stalled())
@@ -268,9 +267,7 @@ def test_a_stream_that_stalls_is_cut_off_at_the_upload_timeout(
 def test_a_checksum_mismatch_is_data_loss(server: Any, tiny_zip: Path) -> None:
     data = tiny_zip.read_bytes()
     wrong = hashlib.sha256(data + b"x").hexdigest()
-    err = raw_upload(
-        server, [header(data, "sum", sha256=wrong), pb.UploadModelRequest(chunk=data)]
-    )
+    err = raw_upload(server, [header(data, "sum", sha256=wrong), pb.UploadModelRequest(chunk=data)])
     assert err.code() == grpc.StatusCode.DATA_LOSS
     assert f"the header says {wrong}" in (err.details() or "")
     for messages, needle in (
@@ -311,9 +308,7 @@ HOSTILE = [(case, edit, fix, needle) for case, edit, fix, needle in ARCHIVE_CASE
 ]
 
 
-@pytest.mark.parametrize(
-    ("case", "edit", "fix", "needle"), HOSTILE, ids=[c[0] for c in HOSTILE]
-)
+@pytest.mark.parametrize(("case", "edit", "fix", "needle"), HOSTILE, ids=[c[0] for c in HOSTILE])
 def test_hostile_zips_are_refused_and_nothing_is_stored_or_loaded(
     server: Any, tiny_zip: Path, tmp_path: Path, case: str, edit: Any, fix: bool, needle: str
 ) -> None:
@@ -342,9 +337,7 @@ def test_corrupt_zips_are_refused_naming_the_member(
     assert repo_contents(server) == []
 
 
-def test_links_and_unloadable_zips_are_refused(
-    server: Any, tiny_zip: Path, tmp_path: Path
-) -> None:
+def test_links_and_unloadable_zips_are_refused(server: Any, tiny_zip: Path, tmp_path: Path) -> None:
     link = _symlinked(tiny_zip, tmp_path / "link.zip")
     garbage = rewrite_archive(
         tiny_zip,
@@ -426,9 +419,7 @@ def test_keys_guard_the_lifecycle(server: Any, tiny_zip: Path) -> None:
     assert repo_contents(server) == []
 
 
-def test_deleting_a_model_in_use_lets_its_requests_finish(
-    server: Any, tmp_path: Path
-) -> None:
+def test_deleting_a_model_in_use_lets_its_requests_finish(server: Any, tmp_path: Path) -> None:
     slow_zip = tmp_path / "slow.zip"
     build_slow_model_def(seconds_of_work=120, name="busy").save(slow_zip)  # type: ignore[attr-defined]
     outcome: dict[str, Any] = {}
@@ -521,9 +512,7 @@ def test_tritonclient_deploys_with_files_and_loads_from_disk(
         "triton_deploy_probe.py", server.address, str(tiny_zip), str(image), "ondisk", KEY
     )
     assert got["ready"] and got["disk_ready"] and not got["after_unload"]
-    np.testing.assert_allclose(
-        got["scores"][0], scores_in_process(tiny_zip, small_jpeg), rtol=1e-5
-    )
+    np.testing.assert_allclose(got["scores"][0], scores_in_process(tiny_zip, small_jpeg), rtol=1e-5)
     assert "version 1 is already stored" in got["again"]
     assert "the uploaded zip is refused" in got["junk"]
     assert ["uploaded", "1", "READY"] in got["index"] and ["ondisk", "1", "READY"] in got["index"]

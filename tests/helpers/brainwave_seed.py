@@ -35,8 +35,7 @@ IMPORTS = {
     ),
     "from azureml.contrib.brainwave.pipeline import ModelDefinition, TensorflowStage, "
     "BrainWaveStage": (
-        "from fpga_serve.brainwave.pipeline import ModelDefinition, TensorflowStage, "
-        "BrainWaveStage"
+        "from fpga_serve.brainwave.pipeline import ModelDefinition, TensorflowStage, BrainWaveStage"
     ),
     "from azureml.core import Workspace": "from fpga_serve.brainwave.deploy import Workspace",
     "from azureml.core.model import Model": "from fpga_serve.brainwave.deploy import Model",
@@ -114,7 +113,11 @@ def run_seed(
     (workdir / "seed.py").write_text(script)
     env = server_env({"HOME": str(workdir), "PYTHONPATH": str(HERE)})
     done = subprocess.run(  # noqa: PLW1510 - the exit code is checked below
-        [sys.executable, "seed.py"], cwd=workdir, env=env, capture_output=True, text=True,
+        [sys.executable, "seed.py"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=1800,
     )
     if done.returncode != 0:

@@ -257,9 +257,10 @@ def test_the_default_overlay_is_the_boards_build(
     sim.use_board("kv260")
     device = PynqDevice()
     assert device.hwh_preset is BOARDS["kv260"].preset
-    assert device.bitfile.with_suffix(".hwh").read_text() == (
-        ROOT / "bitstreams" / "boards" / "kv260" / "fpga_cnn.hwh"
-    ).read_text()
+    assert (
+        device.bitfile.with_suffix(".hwh").read_text()
+        == (ROOT / "bitstreams" / "boards" / "kv260" / "fpga_cnn.hwh").read_text()
+    )
     # On a board: this installation's build for $BOARD, which must exist.
     monkeypatch.delattr(type(sim), "default_overlay")
     sim.use_board("pynq_z2")

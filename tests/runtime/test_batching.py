@@ -361,9 +361,7 @@ def test_with_two_slots_the_second_lone_request_also_runs_inline() -> None:
 def test_a_free_slot_starts_the_next_batch_while_one_runs() -> None:
     model = CountingModel()
     model.gate.clear()
-    batcher = Batcher(
-        model, BatchingConfig(max_size=2, max_queue_delay_us=NEVER_US, concurrency=2)
-    )
+    batcher = Batcher(model, BatchingConfig(max_size=2, max_queue_delay_us=NEVER_US, concurrency=2))
     first = batcher.submit(item(1))
     wait_until(lambda: gathering(batcher))  # one worker gathers a batch around it
     rest = [batcher.submit(item(i)) for i in (2, 3, 4)]
@@ -395,9 +393,7 @@ def test_close_with_several_workers_drains_then_stops_them_all(concurrency: int)
 
 def test_close_stops_a_worker_that_was_waiting_while_another_gathered() -> None:
     model = GatedModel()
-    batcher = Batcher(
-        model, BatchingConfig(max_size=4, max_queue_delay_us=NEVER_US, concurrency=2)
-    )
+    batcher = Batcher(model, BatchingConfig(max_size=4, max_queue_delay_us=NEVER_US, concurrency=2))
     lone = batcher.submit(item(1))
     wait_until(lambda: gathering(batcher))  # one worker gathers around it; the other waits
     batcher.close(timeout=30)  # cuts the gathered batch short and drains it

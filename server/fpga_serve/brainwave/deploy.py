@@ -82,7 +82,7 @@ class Workspace:
         except (OSError, ValueError) as exc:
             raise InvalidInput(f"cannot read the workspace config {found}: {exc}") from exc
         if not isinstance(data, dict) or not isinstance(data.get("address"), str):
-            raise InvalidInput(f"{found} must hold a JSON object with \"address\": \"host:port\"")
+            raise InvalidInput(f'{found} must hold a JSON object with "address": "host:port"')
         ca_cert = data.get("ca_cert")
         return cls(
             address=data["address"],
@@ -123,9 +123,7 @@ def _find_config(given: Path | None) -> Path:
 class Model:
     """A pipeline zip stored on the server (registered), by name and version."""
 
-    def __init__(
-        self, workspace: Workspace, name: str, version: str | int | None = None
-    ) -> None:
+    def __init__(self, workspace: Workspace, name: str, version: str | int | None = None) -> None:
         """Look up a stored model (the highest version unless given)."""
         with workspace.client() as client:
             try:
@@ -146,9 +144,7 @@ class Model:
         self.path = path
 
     @staticmethod
-    def register(
-        workspace: Workspace, model_path: str | Path, model_name: str, **_: Any
-    ) -> Model:
+    def register(workspace: Workspace, model_path: str | Path, model_name: str, **_: Any) -> Model:
         """Upload the zip as the next version of ``model_name`` (stored, not loaded)."""
         path = Path(model_path).expanduser()
         with workspace.client() as client:

@@ -143,8 +143,13 @@ class ModelStore:
                 self._commit(name, version, staged, header.load)
             finally:
                 shutil.rmtree(staged, ignore_errors=True)
-        log.info("stored model %s version %s (%d bytes)%s", name, version, header.size,
-                 ", loaded" if header.load else "")
+        log.info(
+            "stored model %s version %s (%d bytes)%s",
+            name,
+            version,
+            header.size,
+            ", loaded" if header.load else "",
+        )
         return self.status(name, version)
 
     def upload_files(self, name: str, files: dict[str, bytes]) -> VersionStatus:
@@ -156,8 +161,10 @@ class ModelStore:
             )
         ((key, data),) = files.items()
         parts = key[len(FILE_PREFIX) :].split("/")
-        if len(parts) > 2 or not parts[-1].endswith(".zip") or (
-            len(parts) == 2 and not _VERSION.fullmatch(parts[0])
+        if (
+            len(parts) > 2
+            or not parts[-1].endswith(".zip")
+            or (len(parts) == 2 and not _VERSION.fullmatch(parts[0]))
         ):
             raise InvalidInput(
                 f"file parameter {shown(key)}: expected 'file:VERSION/NAME.zip' or "
@@ -182,8 +189,7 @@ class ModelStore:
                 out.write(chunk)
         if received < header.size:
             raise InvalidInput(
-                f"the stream ended after {received:,} of {header.size:,} bytes; nothing was "
-                "stored"
+                f"the stream ended after {received:,} of {header.size:,} bytes; nothing was stored"
             )
         if digest.hexdigest() != header.sha256:
             raise FpgaServeError(

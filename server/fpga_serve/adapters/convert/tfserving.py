@@ -80,9 +80,7 @@ def _encoded(proto: tf_tensor_pb2.TensorProto, key: str) -> EncodedTensor:
     )
 
 
-def predict_request(
-    request: predict_pb2.PredictRequest, context: AnyContext
-) -> InferenceRequest:
+def predict_request(request: predict_pb2.PredictRequest, context: AnyContext) -> InferenceRequest:
     name, version = requested(request.model_spec)
     return inference_request(
         context,

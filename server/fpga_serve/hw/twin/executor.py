@@ -120,4 +120,3 @@ def execute(
         if on_step is not None:
             on_step(instr, time.perf_counter() - start)
     return np.array(read(program.output))
-
