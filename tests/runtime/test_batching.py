@@ -340,13 +340,16 @@ def test_with_two_slots_the_second_lone_request_also_runs_inline() -> None:
     batcher = Batcher(run, BatchingConfig(max_size=8, max_queue_delay_us=0, concurrency=2))
     model.gate.clear()
     model.started.clear()
+    assert batcher.runs_at_once()
     holder = threading.Thread(target=lambda: batcher.run(item(0)), name="holder")
     holder.start()
     assert model.started.wait(5)
+    assert batcher.runs_at_once()  # one slot is still free
     second = threading.Thread(target=lambda: batcher.run(item(1)), name="second")
     second.start()
     wait_until(lambda: len(threads) == 2)
     assert threads == ["holder", "second"] and batcher.depth() == 0  # both slots, no queue
+    assert not batcher.runs_at_once()  # (an event loop must not run it: it would wait)
     third = batcher.submit(item(2))  # both slots taken: this one queues for a worker
     # no worker runs it beside the two
     assert holds_for(lambda: batcher.depth() == 1 and model.active == 2, 0.05)
@@ -355,6 +358,13 @@ def test_with_two_slots_the_second_lone_request_also_runs_inline() -> None:
     second.join(5)
     assert third.result(5)[0].tolist() == [4]
     assert threads[-1].startswith("batcher-") and model.most == 2
+    wait_until(batcher.runs_at_once)  # the worker's slot is free again
+    batcher.close()
+
+
+def test_with_a_queue_delay_no_request_runs_at_once() -> None:
+    batcher = Batcher(CountingModel(), BatchingConfig(max_size=8, max_queue_delay_us=1))
+    assert not batcher.runs_at_once()  # it waits to gather others
     batcher.close()
 
 

@@ -107,11 +107,14 @@ class ServerSettings(BaseSettings):
     not yet read: what bounds the memory requests take), and the RPC threads that run what the
     event loop does not run itself."""
 
-    inline_max_us: int = Field(200, ge=0)
+    inline_max_us: int = Field(1000, ge=0)
     """A model whose recent runs took less than this (microseconds) is run by the event loop
-    that received the call, with no hand-off to a thread and back; slower models run on RPC
-    threads. 0: never on the loop. A run that is suddenly much slower holds up the other calls
-    for its length once; the runs after it go to threads."""
+    that received the call, with no hand-off to a thread and back (that costs ~0.1-0.3 ms of
+    CPU per call, more than a small model's run: bench/README.md); slower models run on RPC
+    threads. 0: never on the loop. A run on the loop that takes this long or longer (the model
+    became slow, or waits on a device for less than 10x this) holds up the other calls for its
+    length, then sends the model's next runs to threads: 16 of them, twice as many each time it
+    happens again."""
 
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     """Largest gRPC message accepted or sent (default 64 MiB, room for a batch of JPEGs)."""

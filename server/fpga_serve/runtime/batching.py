@@ -195,10 +195,15 @@ class Batcher:
             answered += _settle(pending.future, error=error)
         return answered
 
-    def waits_only_for_slots(self) -> bool:
-        """Whether a request waits only for the batches already running or queued (no queue
-        delay to gather others): with short runs, a short wait."""
-        return self.config.max_queue_delay_us == 0
+    def runs_at_once(self) -> bool:
+        """Whether a request submitted now would run at once in its caller's thread (a free
+        slot, nothing queued, no queue delay): a look without the lock, which ``run`` and
+        ``submit`` take again to decide."""
+        return (
+            self.config.max_queue_delay_us == 0
+            and self._running < self.config.concurrency
+            and not self._queue
+        )
 
     def depth(self) -> int:
         with self._lock:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -26,31 +25,13 @@ from fpga_serve.modelzip import LoadContext, LoadedArchive, load_pipeline
 from fpga_serve.runtime import Pipeline, StageObserver
 from fpga_serve.runtime.batching import Batcher
 from fpga_serve.service.metrics import Metrics
+from fpga_serve.service.run_time import RunTime
 
 log = logging.getLogger(__name__)
 
 DEFAULT_VERSION = "1"
 CLOSE_TIMEOUT_S = 60.0
 """How long retiring a version waits for its in-flight requests."""
-
-
-class RunTime:
-    """A model's recent run time: each run's seconds, smoothed over about eight runs (an
-    exponential average; infinite before the first run). Updated by whichever thread ran."""
-
-    __slots__ = ("seconds",)
-
-    def __init__(self) -> None:
-        self.seconds = math.inf
-
-    def timed(self, run: Callable[[], list[np.ndarray]]) -> list[np.ndarray]:
-        start = time.perf_counter()
-        try:
-            return run()
-        finally:
-            took = time.perf_counter() - start
-            seconds = self.seconds
-            self.seconds = took if seconds == math.inf else seconds + (took - seconds) / 8
 
 
 @dataclass(eq=False)
@@ -109,14 +90,16 @@ class ServedModel:
         """The pipeline on ``arrays`` (a batch, or one request), its time kept in run_time."""
         return self.run_time.timed(lambda: self.pipeline.execute(arrays, self.observer))
 
-    def runs_inline(self, max_seconds: float) -> bool:
-        """Whether this model's recent runs took less than ``max_seconds`` and its requests
-        never wait for a queue delay: the thread that received a request may run it itself
-        (one that finds a batch of this model running waits for that short run there). A
-        model's first runs, not timed yet, never qualify."""
-        if self.run_time.seconds >= max_seconds:
+    def runs_inline(self) -> bool:
+        """Whether the event loop that received a request may run it itself: the model's
+        recent runs were short (``RunTime.inline``; its first runs, not timed yet, never are)
+        and its batching would run the request at once (a free slot, nothing queued, no
+        queue delay), so the loop does not wait for other batches. A slot taken between this
+        look and the run (by a batch that a thread started) makes the loop wait for that
+        short batch."""
+        if not self.run_time.inline():
             return False
-        return self.batcher is None or self.batcher.waits_only_for_slots()
+        return self.batcher is None or self.batcher.runs_at_once()
 
     @property
     def labels(self) -> list[str] | None:
@@ -207,6 +190,7 @@ class ModelRegistry:
             load_seconds=time.perf_counter() - start,
             observer=observer,
             inflight_gauge=self._metrics.inflight.labels(model_name, model_version),
+            run_time=RunTime(self.inline_max_s),
         )
         if self.batching is not None and self.batching.max_size > 1:
             served.batcher = Batcher(
@@ -297,7 +281,7 @@ class ModelRegistry:
             )
 
     def runs_inline(self, name: str, version: str | None = None) -> bool:
-        """``ServedModel.runs_inline`` (``inline_max_s``) of the model a request names; False
+        """``ServedModel.runs_inline`` of the model a request names; False
         when there is none (its error is answered from an RPC thread, like any request whose
         run time is unknown)."""
         if self.inline_max_s <= 0:
@@ -306,7 +290,7 @@ class ModelRegistry:
             served = self.get(name, version)
         except FpgaServeError:
             return False
-        return served.runs_inline(self.inline_max_s)
+        return served.runs_inline()
 
     def get(self, name: str = "", version: str | None = None) -> ServedModel:
         """The named model (the default one when ``name`` is empty), newest version unless given."""
