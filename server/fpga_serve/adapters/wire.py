@@ -6,7 +6,9 @@ bytes each however short, so a message of millions of empty dims, strings or v2 
 12-33x its size in memory before any of our checks sees it (a 64 MiB message: ~2 GiB). Before
 parsing, the wire bytes are walked (without building anything) following the schema, and a
 message with more than ``max_request_fields`` fields in all is refused INVALID_ARGUMENT. Small
-messages are not walked: at most 33x of ``SCAN_FROM_BYTES`` is nothing to guard.
+messages are not walked: at most 33x of ``SCAN_FROM_BYTES`` is nothing to guard; nor is one
+too short to hold more fields than the limit (every field takes two bytes at least: its key
+and a one-byte varint or length, its contents apart), which parsing bounds just the same.
 
 A message that is not valid protobuf is INVALID_ARGUMENT as well (gRPC answers a deserializer
 error with INTERNAL "Exception deserializing request!"). The refusal is raised as InvalidInput
@@ -101,16 +103,20 @@ def count_fields(data: bytes, descriptor: Descriptor, limit: int) -> int | None:
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
 
 
+def walked_from(max_fields: int) -> int:
+    """The size from which a message is walked: ``SCAN_FROM_BYTES``, or the first size that
+    can hold more than ``max_fields`` fields of two bytes each, whichever is larger."""
+    return max(SCAN_FROM_BYTES, 2 * (max_fields + 1))
+
+
 def guarded_deserializer(cls: Any, max_fields: int) -> Callable[[bytes], Any]:
     """``cls.FromString`` behind the field walk; returns ``Refused`` instead of raising."""
     name = cls.DESCRIPTOR.full_name
+    walk_from = walked_from(max_fields)
 
     def deserialize(data: bytes) -> Any:
         try:
-            if (
-                len(data) >= SCAN_FROM_BYTES
-                and count_fields(data, cls.DESCRIPTOR, max_fields) is None
-            ):
+            if len(data) >= walk_from and count_fields(data, cls.DESCRIPTOR, max_fields) is None:
                 return Refused(
                     f"the request has more than {max_fields:,} protobuf fields "
                     f"(max_request_fields): each costs ~50 bytes once parsed, however short"
