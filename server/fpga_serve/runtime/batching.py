@@ -42,10 +42,6 @@ def _never() -> bool:
     return False
 
 
-_INLINE: Future[list[np.ndarray]] = Future()
-"""Placeholder future of a ``Batcher.run`` request until it is queued (never resolved)."""
-
-
 def shape_key(inputs: Sequence[np.ndarray]) -> tuple[tuple[tuple[int, ...], str], ...]:
     """What must match for requests to share a batch: every input's dtype and dimensions
     after the batch dimension (rows of width 3 and 4 cannot be concatenated)."""
@@ -115,7 +111,7 @@ class Batcher:
     ) -> Future[list[np.ndarray]]:
         """Queue one request (already validated); ``deadline`` is a time.monotonic() value."""
         pending = _Pending(inputs, int(inputs[0].shape[0]), deadline, cancelled)
-        if self._admit(pending):
+        if self._admit(lambda: pending) is None:
             # A free slot, an empty queue and no delay to wait for: run in the caller's thread,
             # sparing the hand-off to a worker (the lone-request latency). It holds the slot.
             try:
@@ -132,21 +128,23 @@ class Batcher:
         cancelled: Callable[[], bool] = _never,
     ) -> list[np.ndarray]:
         """``submit(...).result()``: the request's outputs, or its error raised. Inline (a free
-        slot, no delay) it skips the Future and the per-request bookkeeping of a queued item."""
-        pending = _Pending(inputs, int(inputs[0].shape[0]), deadline, cancelled, _INLINE)
-        if not self._admit(pending):
-            return pending.future.result()
+        slot, no delay) it skips the queued item (its Future, its shape key) altogether."""
+        size = int(inputs[0].shape[0])
+        queued = self._admit(lambda: _Pending(inputs, size, deadline, cancelled))
+        if queued is not None:
+            return queued.future.result()
         try:
-            unwanted = self._unwanted(pending)
+            unwanted = self._unwanted(deadline, cancelled)
             if unwanted is not None:
                 raise unwanted
-            self._observer.batch(pending.size, 1, (0.0,))
+            self._observer.batch(size, 1, (0.0,))
             return self._run(inputs)
         finally:
             self._release(worker=False)
 
-    def _admit(self, pending: _Pending) -> bool:
-        """Queue ``pending``, or claim a free slot for it (True: the caller runs it now)."""
+    def _admit(self, queue: Callable[[], _Pending]) -> _Pending | None:
+        """Claim a free slot for a request (None: the caller runs it now), or queue it as
+        ``queue()`` makes it (returned)."""
         with self._lock:
             if self._closing:
                 raise FpgaServeError("the model is being unloaded", Status.UNAVAILABLE)
@@ -157,9 +155,8 @@ class Batcher:
             free = self._running < self.config.concurrency
             if free and not self._queue and self.config.max_queue_delay_us == 0:
                 self._running += 1
-                return True
-            if pending.future is _INLINE:
-                pending.future = Future()
+                return None
+            pending = queue()
             self._queue.append(pending)
             self._observer.queued(len(self._queue))
             if self._forming:
@@ -168,7 +165,7 @@ class Batcher:
                 # With every slot taken no worker could act on a wake-up; whoever ends a batch
                 # looks at the queue (see _release).
                 self._idle.notify()
-            return False
+            return pending
 
     def _release(self, worker: bool) -> None:
         """A batch has ended: a slot is free. A releasing worker looks at the queue itself;
@@ -293,18 +290,20 @@ class Batcher:
         if not pending.future.set_running_or_notify_cancel():
             self._observer.dropped("cancelled")
             return False
-        unwanted = self._unwanted(pending)
+        unwanted = self._unwanted(pending.deadline, pending.cancelled)
         if unwanted is not None:
             _settle(pending.future, error=unwanted)
             return False
         return True
 
-    def _unwanted(self, pending: _Pending) -> FpgaServeError | None:
-        """Why ``pending`` must not reach the device (counted as dropped), or None."""
-        if pending.deadline is not None and time.monotonic() >= pending.deadline:
+    def _unwanted(
+        self, deadline: float | None, cancelled: Callable[[], bool]
+    ) -> FpgaServeError | None:
+        """Why a request must not reach the device (counted as dropped), or None."""
+        if deadline is not None and time.monotonic() >= deadline:
             self._observer.dropped("deadline")
             return DeadlineExceeded("deadline passed while queued")
-        if pending.cancelled():
+        if cancelled():
             self._observer.dropped("cancelled")
             return FpgaServeError("cancelled by the client", Status.CANCELLED)
         return None

@@ -99,13 +99,17 @@ class Statistics:
             if stage is not last:
                 pending.seconds = so_far
                 return
-            pending.seconds = 0.0
+            if stage is not first:
+                pending.seconds = 0.0
             with self._lock:
                 stats = self._of(model, version)
                 stats.execution_count += 1
                 stats.inference_count += batch
                 stats.compute_infer.add(so_far)
-                stats.batches.setdefault(batch, Duration()).add(so_far)
+                sized = stats.batches.get(batch)
+                if sized is None:
+                    sized = stats.batches[batch] = Duration()
+                sized.add(so_far)
 
         return observe
 
