@@ -1,6 +1,7 @@
 """fpga-serve against the servers users would pick instead, one client, interleaved rounds.
 
     python bench/bench_peers.py [--rounds 9] [--seconds 2] [--levels 1,8,32] [--mlserver]
+                                [--never-inline]
 
 The peers are set up by this script in throw-away virtual environments with pinned versions
 (``.venv-peers/NAME`` in the repository, rebuilt when a pin changes; delete the folder to start
@@ -19,7 +20,8 @@ over), and every server serves the same trivial model (bench/peers/trivial.py: U
 - MLServer (with --mlserver): MLServer's gRPC server and a custom ``MLModel`` runtime.
 - fpga-serve: this checkout's server (``fpga-serve serve``), metrics on (a Prometheus port), the
   model as the stage kind that serves it best (--stage), with default settings and with
-  batching off.
+  batching off; with --never-inline also with every call handed to an RPC thread and back
+  (``--inline-max-us 0``), to measure what running short models on the event loop saves.
 
 One client for all (peers/client.py, in its own venv): tritonclient's asyncio gRPC client,
 ModelInfer with raw contents, one channel per server, N requests in flight for --seconds per
@@ -83,6 +85,9 @@ KSERVE = "KServe ModelServer"
 MLSERVER = "MLServer"
 OURS = "fpga-serve (defaults)"
 OURS_OFF = "fpga-serve, batching off"
+OURS_THREADS = "fpga-serve, never on loop"
+"""--never-inline: batching off and --inline-max-us 0, every call handed to an RPC thread and
+back (what the event loop saves, measured; an ablation, not a configuration judged)."""
 
 
 # Environments -----------------------------------------------------------------------------
@@ -207,6 +212,9 @@ def sides(ns: argparse.Namespace, tmp: Path, log: TextIO) -> list[Side]:
     serve += ["--workers", str(ns.workers)]
     add(OURS, lambda p: [*serve, "--port", str(p)])
     add(OURS_OFF, lambda p: [*serve, "--port", str(p), "--batch-max-size", "1"])
+    if ns.never_inline:
+        off = ["--batch-max-size", "1", "--inline-max-us", "0"]
+        add(OURS_THREADS, lambda p: [*serve, "--port", str(p), *off])
     return out
 
 
@@ -369,7 +377,7 @@ def report(
                     f"{ratio_cell([a.server_ms / b.server_ms for a, b in pairs]):>15}"
                 )
     print("\nGoals (median paired ratios to KServe):")
-    for name in ours:
+    for name in [n for n in ours if n != OURS_THREADS]:
         checks = []
         for level in levels:
             pairs = list(zip(got[(name, level)], got[(KSERVE, level)], strict=True))
@@ -411,6 +419,11 @@ def main() -> None:
         help="fpga-serve's stage kind for the model (onnx: ONNX Runtime, the cheapest call)",
     )
     parser.add_argument("--mlserver", action="store_true", help="add MLServer (slow: ~250 rps)")
+    parser.add_argument(
+        "--never-inline",
+        action="store_true",
+        help="add fpga-serve with every call on an RPC thread (what the event loop saves)",
+    )
     parser.add_argument("--venvs", type=Path, default=ROOT / ".venv-peers")
     ns = parser.parse_args()
     ns.level_list = [int(v) for v in ns.levels.split(",")]
