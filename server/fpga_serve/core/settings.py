@@ -109,8 +109,8 @@ class ServerSettings(BaseSettings):
 
     inline_max_us: int = Field(1000, ge=0)
     """A model whose recent runs took less than this (microseconds) is run by the event loop
-    that received the call, with no hand-off to a thread and back (that costs ~0.1-0.3 ms of
-    CPU per call, more than a small model's run: bench/README.md); slower models run on RPC
+    that received the call, with no hand-off to a thread and back (that costs ~0.3 ms of CPU
+    per call here, more than a small model's run: bench/README.md); slower models run on RPC
     threads. 0: never on the loop. A run on the loop that takes this long or longer (the model
     became slow, or waits on a device for less than 10x this) holds up the other calls for its
     length, then sends the model's next runs to threads: 16 of them, twice as many each time it
