@@ -10,8 +10,8 @@ reflection pass untouched.
 
 The server is grpc.aio's (adapters/server.py): one event loop thread does all of gRPC's work.
 The inference methods are coroutines whose body (conversion, checks, the data plane) ``Runner``
-runs on the loop itself when the model's recent runs were short and its batching never delays
-a request (no thread hand-off: a hand-off per call costs more than a small model's whole run),
+runs on the loop itself when the model's recent runs were short and its batching would run the
+request at once (no thread hand-off: a hand-off per call costs more than a small model's run),
 else on an RPC thread of the pool, so a long run never holds the loop. Every other method is a
 plain function, which grpc.aio runs on an RPC thread of the same pool.
 
@@ -107,9 +107,9 @@ def gone(context: AnyContext) -> Callable[[], bool]:
 
 class Runner:
     """Where an inference call's body runs: on the event loop itself when ``inline(model,
-    version)`` says so (the model's recent runs were short: ModelRegistry.runs_inline), else
-    on an RPC thread
-    (``pool``), awaited, so that the loop goes on serving other calls meanwhile."""
+    version)`` says so (ModelRegistry.runs_inline: the model's recent runs were short,
+    service/run_time.py), else on an RPC thread (``pool``), awaited, so that the loop goes on
+    serving other calls meanwhile."""
 
     def __init__(self, pool: futures.Executor, inline: Callable[[str, str | None], bool]) -> None:
         self._pool = pool

@@ -152,7 +152,7 @@ class ModelRegistry:
     ) -> None:
         self.limits = limits or RequestLimits(max_image_pixels=None)
         self.inline_max_s = inline_max_s
-        """``runs_inline``'s bound (the ``inline_max_us`` setting); 0: never."""
+        """Each model's ``RunTime`` bound (the ``inline_max_us`` setting); 0: never inline."""
         self._context_factory = context_factory
         self._metrics = metrics
         self.batching = batching
@@ -284,8 +284,6 @@ class ModelRegistry:
         """``ServedModel.runs_inline`` of the model a request names; False
         when there is none (its error is answered from an RPC thread, like any request whose
         run time is unknown)."""
-        if self.inline_max_s <= 0:
-            return False
         try:
             served = self.get(name, version)
         except FpgaServeError:
