@@ -42,6 +42,8 @@ preprocessing in TensorFlow, ResNet-50 on the twin, the classifier), JPEG in and
 over TF Serving Predict at 1 in flight, against the same zip run in process by the SDK
 (load_pipeline, Pipeline.run, the twin in that process) on the same photo, in alternating
 windows: the served p50 over the in-process median, paired by round (goal: within 1.15x).
+Beside it, the same zip served with the twin in the server's own process (--no-twin-isolated)
+and by the raw grpcio server (what a gRPC round trip of the JPEG costs at the least).
 
 Every load loop is bounded by --requests and --seconds per window; the client is this process
 (its threads share the 2 cores with the servers, as they would with any local client).
@@ -75,6 +77,7 @@ WINDOW_BATCHES = 12
 RAW = "raw grpc"
 OURS = "fpga-serve (defaults)"
 OURS_OFF = "fpga-serve, batching off"
+LOCAL = "in-process pipeline"
 
 
 def free_port() -> int:
@@ -538,46 +541,72 @@ def table3(ns: argparse.Namespace, tmp: Path) -> None:
     tensor.dtype = tf_tensor_pb2.DT_STRING
     tensor.tensor_shape.dim.add(size=1)
     tensor.string_val.append(image.read_bytes())
-    port = free_port()
-    procs = {
-        "in process": spawn(
-            [sys.executable, __file__, "--pipeline-worker", str(zip_path), str(image)]
-        ),
-        "served": spawn(serve_cmd(zip_path, port, ns.workers, "--device", "twin")),
+    raw_script = str(ROOT / "bench" / "raw_server.py")
+    sides = {  # name: (command, readiness line); each on a port of its own
+        "served (TF Serving Predict)": (["--device", "twin"], '"serving"'),
+        "served, twin in process": (["--device", "twin", "--no-twin-isolated"], '"serving"'),
+        "raw grpcio server, same zip": ([sys.executable, raw_script, str(zip_path)], "ready"),
     }
-    served: list[Window] = []
+    ports = {name: free_port() for name in sides}
+    procs = {
+        LOCAL: spawn([sys.executable, __file__, "--pipeline-worker", str(zip_path), str(image)])
+    }
+    for name, (args, _) in sides.items():
+        if args[0] == sys.executable:
+            procs[name] = spawn([*args, str(ports[name]), str(ns.workers)])
+        else:
+            procs[name] = spawn(serve_cmd(zip_path, ports[name], ns.workers, *args))
+    windows: dict[str, list[Window]] = {name: [] for name in sides}
     local: list[float] = []
     try:
-        wait_ready(procs["in process"], "ready")
-        wait_ready(procs["served"], '"serving"')
-        address = f"127.0.0.1:{port}"
-        load(address, request, 1, 5, 30)  # warm the server's twin worker
+        wait_ready(procs[LOCAL], "ready")
+        for name, (_, ready) in sides.items():
+            wait_ready(procs[name], ready)
+            load(f"127.0.0.1:{ports[name]}", request, 1, 5, 30)  # warm (the twin's worker)
         window = max(ns.seconds, 5.0)
-        stdin, stdout = procs["in process"].stdin, procs["in process"].stdout
+        stdin, stdout = procs[LOCAL].stdin, procs[LOCAL].stdout
         assert stdin is not None and stdout is not None
+        turns = [LOCAL, *sides]
         for r in range(ns.rounds):
-            for turn in ("served", "in process") if r % 2 == 0 else ("in process", "served"):
-                if turn == "served":
-                    served.append(load(address, request, 1, ns.requests, window))
-                else:
+            for turn in turns[r % len(turns) :] + turns[: r % len(turns)]:  # each first in turn
+                if turn == LOCAL:
                     stdin.write(f"{window}\n")
                     stdin.flush()
                     local.append(float(stdout.readline().split()[0]))
+                else:
+                    address = f"127.0.0.1:{ports[turn]}"
+                    windows[turn].append(load(address, request, 1, ns.requests, window))
             print(f"table 3: round {r + 1}/{ns.rounds} done", file=sys.stderr, flush=True)
     finally:
         stop(procs.values())
-    ratios = [w.p50 / t for w, t in zip(served, local, strict=True)]
+    paired = {
+        name: [w.p50 / t for w, t in zip(ws, local, strict=True)] for name, ws in windows.items()
+    }
     print(
         f"\nTable 3: ResNet-50 pipeline (fpga-serve build resnet50: JPEG preprocessing, the "
         f"featurizer on the twin, classifier), china.jpg, 1 in flight, {ns.rounds} interleaved "
         f"rounds of {window:g} s; load average {os.getloadavg()[0]:.1f}"
     )
-    print(f"{'side':>28} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'side':>30} {'p50 ms':>8} {'p99 ms':>8} {'/ in process':>12} {'range':>11}")
+    for name, ws in windows.items():
+        print(
+            f"{name:>30} {med([w.p50 for w in ws]):8.1f} {med([w.p99 for w in ws]):8.1f} "
+            f"{med(paired[name]):12.3f} {spread(paired[name], '.2f'):>11}"
+        )
+    print(f"{LOCAL:>30} {med(local):8.1f}")
     print(
-        f"{'served (TF Serving Predict)':>28} {med([w.p50 for w in served]):8.1f} "
-        f"{med([w.p99 for w in served]):8.1f}"
+        "/ in process: a side's p50 over the same round's in-process median, median over rounds;\n"
+        "served: fpga-serve's defaults (the twin in a worker process of its own); twin in\n"
+        "process: --no-twin-isolated; raw grpcio server: bench/raw_server.py on the same zip (the\n"
+        "SDK's stages in its RPC thread, the twin in process; no checks, metrics or worker):\n"
+        "what a gRPC round trip of this JPEG adds on this machine at the least"
     )
-    print(f"{'in-process pipeline':>28} {med(local):8.1f}")
+    ratios = paired["served (TF Serving Predict)"]
+    raw = windows["raw grpcio server, same zip"]
+    over_raw = [
+        a.p50 / b.p50 for a, b in zip(windows["served (TF Serving Predict)"], raw, strict=True)
+    ]
+    print(f"served p50 / raw grpcio server's p50, paired by round: {med(over_raw):.3f}")
     print(
         f"served p50 / in-process median, paired by round: {med(ratios):.3f} "
         f"(range {spread(ratios, '.3f')}); within 1.15x: {'yes' if med(ratios) <= 1.15 else 'no'}"
