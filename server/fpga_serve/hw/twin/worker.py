@@ -6,9 +6,7 @@ batch ran 1.6-2x slower than the same batch alone (bench/README.md, #5). In a wo
 twin has a GIL of its own: per batch the host pickles the input into a pipe, blocks without the
 GIL, and unpickles the result, like a driver waiting for DONE.
 
-Programs are uploaded once (``load``), run by id (``run``: the input and output through a memory
-segment both processes map, twin/segment.py, where the platform has one; else pickled), and
-freed (``close``). Errors keep their type
+Programs are uploaded once (``load``), run by id, and freed (``close``). Errors keep their type
 across the pipe (an InvalidInput raised in the worker is an InvalidInput here; a bug in the twin
 is INTERNAL, not a device fault). If the worker dies, calls raise DeviceError and ``alive`` says
 so; ``reset`` starts a new worker and uploads the programs again.
@@ -18,24 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 import multiprocessing
 import threading
 import time
-from collections.abc import Callable
 from multiprocessing.connection import Connection
-from multiprocessing.reduction import recv_handle, send_handle
 from typing import Any
-
-import numpy as np
 
 from fpga_serve.core import errors
 from fpga_serve.core.errors import DeviceError, FpgaServeError, Status
 from fpga_serve.core.isa import Program
-from fpga_serve.hw.twin import segment as shared
-from fpga_serve.hw.twin.segment import Segment
-
-log = logging.getLogger(__name__)
 
 RESTART_TIMEOUT_S = 5.0
 """How long ``restart`` lets the old worker exit before it kills it."""
@@ -64,9 +53,7 @@ def _serve(
     conn: Connection, native: bool | None, threads: int
 ) -> None:  # pragma: no cover - child process
     """The worker's loop: (op, program id, payload) -> ("ok", value) | ("error", (class name,
-    status, message)). ``segment`` is followed on the pipe by the segment's file descriptor;
-    ``run_shared`` reads its input from the segment and answers where it wrote the output
-    (or the output itself when it does not fit)."""
+    status, message))."""
     from fpga_serve.hw.twin.device import TwinDevice
     from fpga_serve.hw.twin.gemm import set_twin_threads
 
@@ -74,7 +61,6 @@ def _serve(
 
     device: TwinDevice | None = None
     programs: dict[int, Any] = {}
-    segment: Segment | None = None
     while True:
         try:
             op, program_id, payload = conn.recv()
@@ -90,22 +76,6 @@ def _serve(
                 result = programs[program_id].path
             elif op == "run":
                 result = programs[program_id].run(payload)
-            elif op == "segment":
-                new = Segment(payload, recv_handle(conn))
-                if segment is not None:
-                    segment.close()
-                segment = new
-                result = None
-            elif op == "run_shared":
-                assert segment is not None, "run_shared before segment"
-                shape, dtype = payload
-                y = programs[program_id].run(segment.array(0, shape, np.dtype(dtype)))
-                offset = shared.aligned(int(np.prod(shape)) * np.dtype(dtype).itemsize)
-                if offset + y.nbytes <= segment.size:
-                    segment.array(offset, y.shape, y.dtype)[...] = y
-                    result = (y.shape, y.dtype.str, offset)
-                else:  # larger than the host expected: pickled
-                    result = y
             elif op == "close":
                 programs.pop(program_id).close()
                 result = None
@@ -124,8 +94,6 @@ class TwinWorker:
         self.threads = threads
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._shared = shared.available()  # False after a segment could not be made
-        self._segment: Segment | None = None  # the current worker's; a new worker gets a new one
         self._start()
 
     def _start(self) -> None:
@@ -149,12 +117,8 @@ class TwinWorker:
 
     def _call(self, op: str, program_id: int, payload: Any) -> Any:
         """One request and its answer; the caller holds the lock."""
-        return self._answer(lambda: self._conn.send((op, program_id, payload)))
-
-    def _answer(self, send: Callable[[], None]) -> Any:
-        """``send`` a request, then its answer's value; the caller holds the lock."""
         try:
-            send()
+            self._conn.send((op, program_id, payload))
             status, value = self._conn.recv()
         except (EOFError, OSError) as exc:
             code = self.process.exitcode
@@ -162,53 +126,6 @@ class TwinWorker:
         if status != "ok":
             raise _rebuild(*value)
         return value
-
-    def run(self, program_id: int, x: np.ndarray, out_shape: tuple[int, ...]) -> np.ndarray:
-        """The program on ``x`` (int8 [N, ...]) in the worker; its output is int8 [N,
-        *out_shape]. Through the segment when there is one large enough (made or grown here),
-        else pickled."""
-        with self._lock:
-            segment = self._segment_for(shared.needed(x, out_shape))
-            if segment is None:
-                return np.asarray(self._call("run", program_id, x))
-            segment.array(0, x.shape, x.dtype)[...] = x
-            value = self._call("run_shared", program_id, (x.shape, x.dtype.str))
-            if isinstance(value, np.ndarray):
-                return value
-            shape, dtype, offset = value
-            return segment.array(offset, tuple(shape), np.dtype(dtype)).copy()
-
-    def _segment_for(self, nbytes: int) -> Segment | None:
-        """A segment of at least ``nbytes`` that the worker maps, or None (pickle instead);
-        the caller holds the lock."""
-        if self._segment is not None and self._segment.size >= nbytes:
-            return self._segment
-        if not self._shared or nbytes > shared.MAX_BYTES:
-            return None
-        try:
-            new = Segment.sized(nbytes)
-        except OSError as exc:
-            log.warning(f"twin worker: no shared segment ({exc}); inputs go through the pipe")
-            self._shared = False
-            return None
-
-        def send() -> None:
-            self._conn.send(("segment", 0, new.size))
-            send_handle(self._conn, new.fd, self.process.pid)
-
-        try:
-            self._answer(send)
-        except BaseException:
-            new.close()
-            raise
-        self._drop_segment()
-        self._segment = new
-        return new
-
-    def _drop_segment(self) -> None:
-        if self._segment is not None:
-            self._segment.close()
-            self._segment = None
 
     def new_id(self) -> int:
         return next(self._ids)
@@ -241,4 +158,3 @@ class TwinWorker:
             self.process.kill()
             self.process.join()
         self._conn.close()
-        self._drop_segment()  # a new worker is handed a new one
