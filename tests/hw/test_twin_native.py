@@ -419,6 +419,28 @@ def test_runs_on_kept_buffers_equal_the_reference_run_after_run() -> None:
         assert np.array_equal(got[i], execute(program, x, reference))
 
 
+def test_kept_buffers_serve_smaller_batches_and_stop_at_the_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The kept buffers are made for the largest batch seen; a smaller batch runs on views of
+    them (dynamic batching mixes sizes) and a larger one replaces them, unless it would take
+    more than REUSE_BYTES."""
+    program = _read_before_write_program()
+    plan = native.NativePlan(program)
+    for n in (3, 2, 1, 3):
+        x = i8(n, 4, 4, 8)
+        assert np.array_equal(plan.run(x), execute(program, x, reference))
+    kept = {k: v for k, v in plan._kept.items()}
+    assert plan._kept_n == 3 and sorted(plan._bound) == [1, 2, 3]
+    x = i8(2, 4, 4, 8)
+    assert np.array_equal(plan.run(x), execute(program, x, reference))
+    assert all(plan._kept[k] is v for k, v in kept.items())  # nothing made anew
+    monkeypatch.setattr(native, "REUSE_BYTES", sum(v.nbytes for v in kept.values()))
+    x = i8(4, 4, 4, 8)
+    assert np.array_equal(plan.run(x), execute(program, x, reference))
+    assert plan._kept_n == 3  # a batch of 4 would pass the cap: its buffers were not kept
+
+
 def test_gathering_convs_on_kept_buffers_follow_batch_size_and_input() -> None:
     """Padded and strided CONVs gather through views of the kept buffers built once per batch
     size: after every change of input and batch size the result is still the reference's."""

@@ -37,8 +37,11 @@ Bound = Callable[[], None]
 """A step bound to one run's buffers."""
 Bind = Callable[[Buffers], Bound]
 
-REUSE_BYTES = 64 << 20
-"""Most bytes of activation buffers a plan keeps between runs (ResNet-50 224, batch 1: 16.5 MB)."""
+REUSE_BYTES = 512 << 20
+"""Most bytes of activation buffers a plan keeps between runs: a batch of 16 of ResNet-50 224
+(16.5 MB an image). At 64 MiB, batches above 3 were allocated afresh each run and their page
+faults made batch 8 and 16 slower per image than batch 1 in process (65 and 73 against 86 img/s;
+kept: 103 and 106, bench/README.md, Table 2)."""
 COLS = -1
 """The key of the shared im2col scratch among a run's buffers (program buffers are 0..)."""
 ACC = -2
@@ -118,9 +121,9 @@ class NativePlan:
         ]
         self._reset = sorted(reset_buffers(program))
         self._idle = threading.Lock()
-        self._kept: dict[int, np.ndarray] = {}
+        self._kept: dict[int, np.ndarray] = {}  # buffers for a batch of _kept_n
         self._kept_n = 0
-        self._bound: list[Bound] = []  # the steps bound to the kept buffers
+        self._bound: dict[int, tuple[Buffers, list[Bound]]] = {}  # batch size: its views, steps
 
     def run(
         self, x: np.ndarray, on_step: Callable[[Instr, float], None] | None = None
@@ -144,20 +147,25 @@ class NativePlan:
         return bufs
 
     def _kept_buffers(self, n: int) -> tuple[dict[int, np.ndarray], list[Bound]]:
-        """Buffers kept from the last run of this batch size with the steps bound to them,
-        the ones a run reads before it writes them reset to the spec's initial zeros (128 as
-        offset bytes; reset_buffers): a fresh allocation of large arrays costs a page fault per
-        4 KiB (6.6 ms for ResNet-50 224's 16.5 MB), a fill does not, and most buffers need
-        none. Kept only while they take at most REUSE_BYTES, so an idle plan holds no more."""
-        if self._kept_n == n:
-            for i in self._reset:
-                self._kept[i].fill(128)
-            return self._kept, self._bound
-        bufs = self._new_buffers(n)
-        bound = [b(bufs) for b in self._binds]
-        if sum(b.nbytes for b in bufs.values()) <= REUSE_BYTES:
-            self._kept, self._kept_n, self._bound = bufs, n, bound
-        return bufs, bound
+        """Buffers kept from run to run with the steps bound to them, the ones a run reads
+        before it writes them reset to the spec's initial zeros (128 as offset bytes;
+        reset_buffers): a fresh allocation of large arrays costs a page fault per 4 KiB (6.6 ms
+        for ResNet-50 224's 16.5 MB), a fill does not, and most buffers need none. They are
+        made for the largest batch seen; a smaller batch runs on views of their first images,
+        with steps bound once per batch size (dynamic batching mixes sizes). Kept only while
+        they take at most REUSE_BYTES, so an idle plan holds no more."""
+        if n > self._kept_n:
+            bufs = self._new_buffers(n)
+            if sum(b.nbytes for b in bufs.values()) > REUSE_BYTES:
+                return bufs, [b(bufs) for b in self._binds]
+            self._kept, self._kept_n, self._bound = bufs, n, {}
+        if n not in self._bound:
+            views = {k: v[:n] for k, v in self._kept.items()}
+            self._bound[n] = views, [b(views) for b in self._binds]
+        views, bound = self._bound[n]
+        for i in self._reset:
+            views[i].fill(128)
+        return views, bound
 
     def _run(
         self,
