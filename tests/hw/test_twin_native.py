@@ -441,6 +441,37 @@ def test_kept_buffers_serve_smaller_batches_and_stop_at_the_cap(
     assert plan._kept_n == 3  # a batch of 4 would pass the cap: its buffers were not kept
 
 
+def test_a_batch_runs_in_passes_sized_by_its_scratch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images per pass: PASS_BYTES over the patch matrix and accumulator bytes an image needs
+    (4x4x72 patches + 4x4x8 int32 for the 3x3 CONV below: 1,664). A batch above it runs in
+    passes, the last one shorter, on buffers kept for one pass; the result is the reference's."""
+    program = _padded_conv_program()
+    monkeypatch.setattr(native, "PASS_BYTES", 2 * 1664 + 1663)
+    plan = native.NativePlan(program)
+    assert plan.images_per_pass == 2
+    x = i8(5, 4, 4, 8)
+    assert np.array_equal(plan.run(x), execute(program, x, reference))
+    assert plan._kept_n == 2 and sorted(plan._bound) == [1, 2]
+    monkeypatch.setattr(native, "PASS_BYTES", 1)
+    one = native.NativePlan(program)
+    assert one.images_per_pass == 1
+    assert np.array_equal(one.run(x), execute(program, x, reference))
+
+
+def _padded_conv_program() -> Program:
+    m, s = requant(8, 72)
+    weights = [i8(3, 3, 8, 8, low=-127), np.zeros(8, np.int32), m, s]
+    conv = Instr(Opcode.CONV, (TensorRef(0, 0, 8),), TensorRef(1, 0, 8), kernel=(3, 3),
+                 pad=(1, 1, 1, 1), weight=0, bias=1, multiplier=2, shift=3)  # fmt: skip
+    return Program(
+        buffers=[Buffer(0, 4, 4, 8, 0.1), Buffer(1, 4, 4, 8, 0.1)],
+        instrs=[conv],
+        input=TensorRef(0, 0, 8),
+        output=TensorRef(1, 0, 8),
+        weights=weights,
+    )
+
+
 def test_gathering_convs_on_kept_buffers_follow_batch_size_and_input() -> None:
     """Padded and strided CONVs gather through views of the kept buffers built once per batch
     size: after every change of input and batch size the result is still the reference's."""

@@ -8,7 +8,8 @@ a fused residual ADD (twin/kernels.py). Activations stay offset bytes (v + 128) 
 output, in buffers kept from run to run; only the buffers a run reads before writing are reset.
 Each step is *bound* to the buffers of a run (every view, kernel argument and GEMM I/O binding
 made once), and a plan's kept buffers keep their bound steps, so a run on them is one call per
-step with no per-run allocation or view building. Element-wise passes above share.SPLIT_ELEMENTS
+step with no per-run allocation or view building. A batch runs in passes of as many images as
+keep a CONV's scratch within PASS_BYTES. Element-wise passes above share.SPLIT_ELEMENTS
 are split over the CPU's cores by output rows. The result equals the reference (the spec) bit
 for bit: tests/hw/test_twin_native.py checks it op by op and on whole programs.
 """
@@ -38,10 +39,9 @@ Bound = Callable[[], None]
 Bind = Callable[[Buffers], Bound]
 
 REUSE_BYTES = 512 << 20
-"""Most bytes of activation buffers a plan keeps between runs: a batch of 16 of ResNet-50 224
-(16.5 MB an image). At 64 MiB, batches above 3 were allocated afresh each run and their page
-faults made batch 8 and 16 slower per image than batch 1 in process (65 and 73 against 86 img/s;
-kept: 103 and 106, bench/README.md, Table 2)."""
+"""Most bytes of activation buffers a plan keeps between runs (they are made for one pass,
+PASS_BYTES: ResNet-50 224, 2 images, 43 MB). At 64 MiB, before passes, batches above 3 were
+allocated afresh each run and their page faults made batch 16 slower per image than batch 1."""
 COLS = -1
 """The key of the shared im2col scratch among a run's buffers (program buffers are 0..)."""
 ACC = -2
@@ -52,6 +52,14 @@ With bound GEMM calls, 2 MB blocks beat 512 KB ones on VGG-16 224 (fastest of 11
 turns, load 1.6-2.1: 25.0 -> 24.1 ms and 25.9 -> 24.4 ms; 4 and 8 MB within 2% of 2 MB)."""
 BLOCKED_BYTES = 4 << 20
 """Patch matrices above this many bytes per image are made in blocks."""
+PASS_BYTES = 12 << 20
+"""About the most bytes of scratch (patch matrix and int32 accumulators) one pass of the
+program may need: a larger batch runs as passes of fewer images (``images_per_pass``), so that
+what a CONV gathers, multiplies and requantises stays in the last-level cache (32 MB on the
+2-core VM) instead of streaming a whole batch's (a batch of 16 of ResNet-50 224: 81 MB).
+Batches of 16, in passes against whole, paired in turns in one process: ResNet-50 224 (5 MB
+an image; passes of 2) 1.29x the images per second, DenseNet-121 224 (6.8 MB; 1) 1.22x, VGG-16
+224 (16.5 MB; 1) 1.29x, ResNet-50 128 (1.7 MB; 7) 1.02x (bench/README.md, Table 2)."""
 
 
 def _half(shift: np.ndarray) -> np.ndarray:
@@ -120,6 +128,12 @@ class NativePlan:
             (i, _unbound(b)) for i, b in zip(program.instrs, self._binds, strict=True)
         ]
         self._reset = sorted(reset_buffers(program))
+        per_image = sum(
+            np.dtype(dtype).itemsize * shape[0]
+            for key, (shape, dtype) in self._scratch.items()
+            if key in (COLS, ACC)
+        )
+        self.images_per_pass = max(1, PASS_BYTES // max(1, per_image))
         self._idle = threading.Lock()
         self._kept: dict[int, np.ndarray] = {}  # buffers for a batch of _kept_n
         self._kept_n = 0
@@ -128,6 +142,16 @@ class NativePlan:
     def run(
         self, x: np.ndarray, on_step: Callable[[Instr, float], None] | None = None
     ) -> np.ndarray:
+        """The program on a batch of int8 inputs, in passes of at most ``images_per_pass``
+        images (the program never mixes images, so the passes' outputs are the batch's)."""
+        step = self.images_per_pass
+        if x.shape[0] <= step:
+            return self._pass(x, on_step)
+        return np.concatenate(
+            [self._pass(x[i : i + step], on_step) for i in range(0, x.shape[0], step)]
+        )
+
+    def _pass(self, x: np.ndarray, on_step: Callable[[Instr, float], None] | None) -> np.ndarray:
         n = x.shape[0]
         if self._idle.acquire(blocking=False):  # no other run is using the kept buffers
             try:
