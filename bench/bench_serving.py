@@ -78,6 +78,8 @@ RAW = "raw grpc"
 OURS = "fpga-serve (defaults)"
 OURS_OFF = "fpga-serve, batching off"
 LOCAL = "in-process pipeline"
+SERVED = "served (TF Serving Predict)"
+RAW_ZIP = "raw grpcio server, same zip"
 
 
 def free_port() -> int:
@@ -543,9 +545,9 @@ def table3(ns: argparse.Namespace, tmp: Path) -> None:
     tensor.string_val.append(image.read_bytes())
     raw_script = str(ROOT / "bench" / "raw_server.py")
     sides = {  # name: (command, readiness line); each on a port of its own
-        "served (TF Serving Predict)": (["--device", "twin"], '"serving"'),
+        SERVED: (["--device", "twin"], '"serving"'),
         "served, twin in process": (["--device", "twin", "--no-twin-isolated"], '"serving"'),
-        "raw grpcio server, same zip": ([sys.executable, raw_script, str(zip_path)], "ready"),
+        RAW_ZIP: ([sys.executable, raw_script, str(zip_path)], "ready"),
     }
     ports = {name: free_port() for name in sides}
     procs = {
@@ -601,11 +603,8 @@ def table3(ns: argparse.Namespace, tmp: Path) -> None:
         "SDK's stages in its RPC thread, the twin in process; no checks, metrics or worker):\n"
         "what a gRPC round trip of this JPEG adds on this machine at the least"
     )
-    ratios = paired["served (TF Serving Predict)"]
-    raw = windows["raw grpcio server, same zip"]
-    over_raw = [
-        a.p50 / b.p50 for a, b in zip(windows["served (TF Serving Predict)"], raw, strict=True)
-    ]
+    ratios = paired[SERVED]
+    over_raw = [a.p50 / b.p50 for a, b in zip(windows[SERVED], windows[RAW_ZIP], strict=True)]
     print(f"served p50 / raw grpcio server's p50, paired by round: {med(over_raw):.3f}")
     print(
         f"served p50 / in-process median, paired by round: {med(ratios):.3f} "
