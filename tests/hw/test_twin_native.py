@@ -537,24 +537,24 @@ def test_a_bound_gemm_reads_its_input_at_each_call_and_refuses_copies() -> None:
         g.bind(cols, np.zeros((7, 24), np.int32)[:, ::2])
 
 
-@pytest.mark.parametrize("form", ["call", "bound"])
-def test_self_check_refuses_a_saturating_gemm(form: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A GEMM that saturates like ``vpmaddubsw`` in either form the plan uses (a call, or
-    bound in place to kept arrays) makes the self-check refuse the native path."""
+def _saturating_in(forms: tuple[str, ...], how: str) -> type:
+    """An Int8Gemm that saturates like ``vpmaddubsw`` in ``forms``, in one way the plan uses it
+    (``how``: a call, or bound in place to kept arrays), and is the real one otherwise."""
     real = gemm.Int8Gemm
 
     class Saturating(real):  # type: ignore[misc, valid-type]
-        def __init__(self, weight: np.ndarray) -> None:
-            super().__init__(weight)
+        def __init__(self, weight: np.ndarray, form: str | None = None) -> None:
+            super().__init__(weight, form)
             self.weight = weight
+            self.saturates = self.form in forms
 
         def __call__(self, cols: np.ndarray) -> np.ndarray:
-            if form == "call":
+            if self.saturates and how == "call":
                 return _saturating_gemm(cols, self.weight)
             return super().__call__(cols)
 
         def bind(self, cols: np.ndarray, out: np.ndarray) -> Callable[[], None]:
-            if form == "call":
+            if not (self.saturates and how == "bound"):
                 return super().bind(cols, out)
 
             def call() -> None:
@@ -562,15 +562,47 @@ def test_self_check_refuses_a_saturating_gemm(form: str, monkeypatch: pytest.Mon
 
             return call
 
-    gemm.exact_here.cache_clear()
+    return Saturating
+
+
+@pytest.mark.parametrize("how", ["call", "bound"])
+def test_self_check_refuses_a_saturating_gemm(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GEMM that saturates like ``vpmaddubsw`` in every form, in either way the plan uses it
+    (a call, or bound in place to kept arrays), makes the self-check refuse the native path."""
+    gemm.exact_form.cache_clear()
     try:
         assert gemm.exact_here()  # the real runtime on this CPU
-        gemm.exact_here.cache_clear()
-        monkeypatch.setattr(gemm, "Int8Gemm", Saturating)
-        assert not gemm.exact_here()
+        gemm.exact_form.cache_clear()
+        monkeypatch.setattr(gemm, "Int8Gemm", _saturating_in(gemm.FORMS, how))
+        assert gemm.exact_form() is None and not gemm.exact_here()
         assert TwinDevice().native is False  # falls back to the numpy path
     finally:
-        gemm.exact_here.cache_clear()
+        gemm.exact_form.cache_clear()
+
+
+def test_a_cpu_whose_u8s8_gemm_saturates_gets_u8u8(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the u8 x s8 kernels saturate (x86 without VNNI), the self-check picks the u8 x u8
+    form, the plan's GEMMs are made in it, and the native path stays exact and in use."""
+    gemm.exact_form.cache_clear()
+    try:
+        monkeypatch.setattr(gemm, "Int8Gemm", _saturating_in(("u8s8",), "call"))
+        assert gemm.exact_form() == "u8u8"
+        made: list[str] = []
+        real = gemm.Int8Gemm
+
+        class Recording(real):  # type: ignore[misc, valid-type]
+            def __init__(self, weight: np.ndarray, form: str | None = None) -> None:
+                super().__init__(weight, form)
+                made.append(self.form)
+
+        monkeypatch.setattr(gemm, "Int8Gemm", Recording)
+        assert TwinDevice().native is True
+        program = _padded_conv_program()
+        x = i8(2, 4, 4, 8)
+        assert np.array_equal(native.NativePlan(program).run(x), execute(program, x, reference))
+        assert made and set(made) == {"u8u8"}
+    finally:
+        gemm.exact_form.cache_clear()
 
 
 def test_the_numpy_path_can_be_forced(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,9 +7,16 @@ bytes (u = v + 128) with zero point 128, so MLAS computes sum((u - 128) * w) = s
 
 One caveat is known (ONNX Runtime's quantization docs): x86 CPUs without VNNI run u8 x s8
 through ``vpmaddubsw``, whose int16 pair sums can saturate. So exactness is not assumed from
-the library: :func:`exact_here` runs a self-check on this CPU (random data and the adversarial
-extremes that saturate int16 pair sums) and the native path is used only when it passes;
-otherwise the twin keeps its float32-BLAS path (twin/numpy_path.py).
+the library: :func:`exact_form` runs a self-check on this CPU (random data and the adversarial
+extremes that saturate int16 pair sums) for each of two forms of the same product, and the
+native path uses the first that passes:
+
+- ``u8s8``: the weights as int8 (MLAS's u8 x s8 kernels; VNNI where the CPU has it);
+- ``u8u8``: the weights offset to bytes too (w + 128, zero point 128), which MLAS multiplies
+  as u8 x u8 widened to int16 (``vpmaddwd``: no pair sum can saturate) — the exact form on
+  AVX2 CPUs without VNNI, where ``u8s8`` fails the check.
+
+If neither passes, the twin keeps its float32-BLAS path (twin/numpy_path.py).
 """
 
 from __future__ import annotations
@@ -68,24 +75,37 @@ def _session_options():  # type: ignore[no-untyped-def]
     return options
 
 
-class Int8Gemm:
-    """acc int32 [M, Cout] = (cols uint8 [M, K] - 128) @ weight int8 [K, Cout], exactly."""
+FORMS = ("u8s8", "u8u8")  # in the order the self-check tries them (the first is faster with VNNI)
 
-    def __init__(self, weight: np.ndarray) -> None:
+
+class Int8Gemm:
+    """acc int32 [M, Cout] = (cols uint8 [M, K] - 128) @ weight int8 [K, Cout], exactly, in
+    one of :data:`FORMS` (module docstring); by default the one the self-check chose here."""
+
+    def __init__(self, weight: np.ndarray, form: str | None = None) -> None:
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
 
         if weight.dtype != np.int8 or weight.ndim != 2:
             raise ValueError("Int8Gemm needs an int8 [K, Cout] weight matrix")
+        form = form or exact_form() or FORMS[0]
+        if form not in FORMS:
+            raise ValueError(f"Int8Gemm form {form!r} is not one of {FORMS}")
         k, cout = weight.shape
         self.k = k
+        self.form = form
+        if form == "u8s8":
+            stored, inputs = np.ascontiguousarray(weight), ["a", "w", "zp"]
+        else:  # the same values as offset bytes, with the activations' zero point
+            stored = (weight.astype(np.int16) + 128).astype(np.uint8)
+            inputs = ["a", "w", "zp", "zp"]
         graph = helper.make_graph(
-            [helper.make_node("MatMulInteger", ["a", "w", "zp"], ["y"])],
+            [helper.make_node("MatMulInteger", inputs, ["y"])],
             "int8_gemm",
             [helper.make_tensor_value_info("a", TensorProto.UINT8, [None, k])],
             [helper.make_tensor_value_info("y", TensorProto.INT32, [None, cout])],
             [
-                numpy_helper.from_array(np.ascontiguousarray(weight), "w"),
+                numpy_helper.from_array(stored, "w"),
                 numpy_helper.from_array(np.array(128, np.uint8), "zp"),
             ],
         )
@@ -140,20 +160,36 @@ def _check_cases() -> list[tuple[np.ndarray, np.ndarray]]:
     return cases
 
 
+def _exact_in(form: str) -> bool:
+    """Whether ``form`` gives the exact product on every check case, both as a call and bound
+    in place (the native plan's form)."""
+    for cols, weight in _check_cases():
+        want = (cols.astype(np.int64) - 128) @ weight.astype(np.int64)
+        gemm = Int8Gemm(weight, form)
+        out = np.full(want.shape, -1, np.int32)
+        gemm.bind(np.ascontiguousarray(cols), out)()
+        if not (np.array_equal(gemm(cols), want) and np.array_equal(out, want)):
+            return False
+    return True
+
+
 @functools.lru_cache(maxsize=1)
-def exact_here() -> bool:
-    """Whether ONNX Runtime is installed and its int8 GEMM is exact on this CPU, both as a
-    call and bound in place (the native plan's form)."""
+def exact_form() -> str | None:
+    """The first of :data:`FORMS` whose GEMM is exact on this CPU, or None (ONNX Runtime
+    missing, or no form exact): the twin then uses float32 BLAS."""
     try:
-        for cols, weight in _check_cases():
-            want = (cols.astype(np.int64) - 128) @ weight.astype(np.int64)
-            gemm = Int8Gemm(weight)
-            out = np.full(want.shape, -1, np.int32)
-            gemm.bind(np.ascontiguousarray(cols), out)()
-            if not (np.array_equal(gemm(cols), want) and np.array_equal(out, want)):
-                log.warning("int8 GEMM is not exact on this CPU: the twin uses float32 BLAS")
-                return False
+        for form in FORMS:
+            if _exact_in(form):
+                if form != FORMS[0]:
+                    log.info("int8 GEMM: %s is not exact on this CPU; using %s", FORMS[0], form)
+                return form
     except Exception as exc:  # not installed, or the runtime refuses the graph here
         log.warning("int8 GEMM unavailable (%s): the twin uses float32 BLAS", exc)
-        return False
-    return True
+        return None
+    log.warning("int8 GEMM is not exact on this CPU: the twin uses float32 BLAS")
+    return None
+
+
+def exact_here() -> bool:
+    """Whether ONNX Runtime is installed and one form of its int8 GEMM is exact on this CPU."""
+    return exact_form() is not None

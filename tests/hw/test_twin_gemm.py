@@ -1,0 +1,30 @@
+"""The twin's int8 GEMM forms (hw/twin/gemm.py), outside test_twin_native.py's skip: the u8 x u8
+form is exact wherever ONNX Runtime runs, so the native path must be available on every CPU
+the tests run on, AVX2 without VNNI included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fpga_serve.hw.twin import gemm, native
+
+RNG = np.random.default_rng(5)
+
+
+def test_each_gemm_form_the_self_check_passes_computes_the_product() -> None:
+    weight = RNG.integers(-128, 128, (300, 19), dtype=np.int8)
+    cols = RNG.integers(0, 256, (67, 300), dtype=np.uint8)
+    want = (cols.astype(np.int64) - 128) @ weight.astype(np.int64)
+    passed = [form for form in gemm.FORMS if gemm._exact_in(form)]
+    assert "u8u8" in passed  # widened to int16 before the multiply: no pair sum saturates
+    for form in passed:
+        assert np.array_equal(gemm.Int8Gemm(weight, form)(cols), want)
+    assert gemm.exact_form() == passed[0]
+    assert gemm.Int8Gemm(weight).form == passed[0]  # the default is the checked form
+    with pytest.raises(ValueError, match="form"):
+        gemm.Int8Gemm(weight, "s8s8")
+
+
+def test_the_native_path_is_available_here() -> None:
+    """numba and an exact GEMM form: the twin is not left on the float32-BLAS fallback."""
+    assert native.available()
