@@ -61,6 +61,14 @@ def assert_native_equals_reference(program: Program, *extra_inputs: np.ndarray, 
     assert np.array_equal(got, want)
 
 
+@pytest.fixture(params=[False, True], ids=["int64 requant", "float64 requant"])
+def requant_form(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """The test runs with CONVs requantised by the int64 kernels, then by the float64 ones
+    wherever those are exact (native.FLOAT_REQUANT), whichever this CPU would choose."""
+    monkeypatch.setattr(native, "FLOAT_REQUANT", request.param)
+    return bool(request.param)
+
+
 def share_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     """Element-wise passes of more than 1024 elements split over threads (share.bind)."""
     monkeypatch.setattr(share, "SPLIT_ELEMENTS", 1024)
@@ -83,7 +91,7 @@ CONV_CASES = [
 
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
-def test_conv(case: tuple, relu: bool, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[type-arg]
+def test_conv(case: tuple, relu: bool, monkeypatch: pytest.MonkeyPatch, requant_form: bool) -> None:  # type: ignore[type-arg]
     name, h, w, cin, cout, k, stride, pad, n = case
     if "split" in name:
         share_rows(monkeypatch)
@@ -168,7 +176,7 @@ def test_conv_reads_and_writes_channel_slices(k: int) -> None:
     assert (got[..., :16] == 0).all() and (got[..., 28:] == 0).all()
 
 
-def test_conv_saturates_at_the_extremes() -> None:
+def test_conv_saturates_at_the_extremes(requant_form: bool) -> None:
     """|sum| far beyond int16 and the int8 range: -128 inputs (offset byte 0) against -127,
     127 against 127, with the smallest and largest shifts the spec allows."""
     for value, wval, (mult, shift) in (
@@ -237,7 +245,7 @@ def _residual_program(size: int, mult: int, add_relu: bool) -> Program:
 @pytest.mark.parametrize("mult", [1 << 18, 1 << 29])
 @pytest.mark.parametrize("size", [9, 48])
 def test_conv_with_a_fused_residual_add(
-    size: int, mult: int, add_relu: bool, monkeypatch: pytest.MonkeyPatch
+    size: int, mult: int, add_relu: bool, monkeypatch: pytest.MonkeyPatch, requant_form: bool
 ) -> None:
     """CONV + fused ADD in one pass (kernels.requant_add) equals the CONV then the ADD of the
     spec, also when the CONV saturates and over rows split between threads (48 x 48)."""
@@ -253,7 +261,9 @@ def test_conv_with_a_fused_residual_add(
 
 
 @pytest.mark.parametrize("native_path", [None, False], ids=["native", "numpy"])
-def test_a_wrapped_accumulator_comes_back_with_the_bias(native_path: bool | None) -> None:
+def test_a_wrapped_accumulator_comes_back_with_the_bias(
+    native_path: bool | None, requant_form: bool
+) -> None:
     """140,000 products of +-16,256 (x = -128, w = -+127) sum beyond int32 and the bias brings
     the spec's sum back into range (the reference accepts it, 1.2e9 and -1.2e9): the twin's
     int32 GEMM accumulator wrapped on the way, and the bias added modulo 2^32 undoes that."""
@@ -495,7 +505,7 @@ def test_gathering_convs_on_kept_buffers_follow_batch_size_and_input() -> None:
 
 
 @pytest.mark.parametrize("family", ["resnet50", "densenet121", "vgg16"])
-def test_whole_zoo_programs_equal_the_reference(family: str) -> None:
+def test_whole_zoo_programs_equal_the_reference(family: str, requant_form: bool) -> None:
     """Every op the family compiles to, in sequence, at 32x32 with random weights."""
     from fpga_serve.core.isa import quantize_input
     from fpga_serve.models import ZOO
@@ -626,7 +636,7 @@ def test_the_numpy_path_can_be_forced(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ServerSettings().twin_path == "native"
 
 
-def test_rounding_ties_go_up_in_every_requantiser() -> None:
+def test_rounding_ties_go_up_in_every_requantiser(requant_form: bool) -> None:
     """M = 2^30 with S = 31 (x 0.5) and S = 32 (x 0.25) make exact halves common: the spec
     rounds them up (toward +inf), for positive and negative sums alike."""
     half, quarter = (1 << 30, 31), (1 << 30, 32)
@@ -719,3 +729,99 @@ def test_twin_path_setting_reaches_the_device(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(DeviceError, match="native path is not available"):
         select_device("twin", {"twin_path": "native"})
     assert select_device("twin", {"twin_path": "auto"}).load(program).path == "numpy"  # type: ignore[attr-defined]
+
+
+def _near_boundaries(mult: int, shift: int) -> np.ndarray:
+    """int32 sums x whose x * M / 2^S lies on, and one to two multiples of M around, every
+    rounding boundary K + 1/2 of the clamp's range and its both sides (K in [-131, 130]); with
+    M = 1 these include sums one 2^-S unit below a boundary, the proof's tightest case."""
+    xs: list[int] = [-(2**31), 2**31 - 1, -1, 0, 1]
+    for k in range(-131, 131):
+        edge = (2 * k + 1) << (shift - 1)  # x * M = edge: exactly K + 1/2
+        xs += [edge // mult + d for d in (-1, 0, 1, 2)]
+    return np.array([x for x in xs if -(2**31) <= x < 2**31], np.int32)
+
+
+@pytest.mark.parametrize("shift", [1, 2, 12, 24, 31, 32, 44, 45])
+@pytest.mark.parametrize("mult", [1, 3, 1 << 30, 2**31 - 1, 1_234_567_891])
+def test_the_float_requantiser_equals_the_spec_at_its_rounding_boundaries(
+    mult: int, shift: int
+) -> None:
+    """kernels.requant_f64 (every S <= FLOAT_MAX_SHIFT) against the reference's int64
+    requantisation, with both clamps, on sums at and around each rounding boundary; a bias
+    that wraps the int32 sum is taken modulo 2^32 as in kernels.requant."""
+    from fpga_serve.hw.twin import kernels
+
+    assert shift <= kernels.FLOAT_MAX_SHIFT
+    x = _near_boundaries(mult, shift)
+    acc = (x.astype(np.int64) - 77).astype(np.int32).reshape(-1, 1)  # + bias 77 gives x back
+    bias, m, s = i32(77), i32(mult), i32(shift)
+    for relu in (False, True):
+        want = reference.requantize(x.reshape(-1, 1), m, s, relu).astype(np.int16) + 128
+        out = np.zeros_like(acc, np.uint8)
+        scale = np.array([mult * 2.0**-shift])
+        kernels.requant_f64(acc, bias, scale, 0.0 if relu else -128.0, out, 0, 0, len(x))
+        assert np.array_equal(out, want)
+
+
+@pytest.mark.parametrize(
+    ("m0", "m1", "shift"),
+    [
+        (1 << 30, 1 << 29, 30),
+        (1_500_000_001, 1_234_567_891, 31),  # results over the int8 range, fine fractions
+        (2**31 - 1, 2**31 - 3, 32),
+        (2**31 - 1, 2**31 - 1, 53),
+        (1, 3, 1),
+        (987_654_321, 55_555, 40),
+    ],
+)
+def test_the_float_fused_add_equals_the_spec_on_every_pair(m0: int, m1: int, shift: int) -> None:
+    """kernels.requant_add_f64 against reference.add on all 65,536 pairs (CONV result v,
+    residual b) of int8 values, with and without the ADD's ReLU, at shifts up to
+    FLOAT_MAX_ADD_SHIFT and multipliers up to int32's largest."""
+    from fpga_serve.hw.twin import kernels
+
+    assert shift <= kernels.FLOAT_MAX_ADD_SHIFT
+    v, b = (a.reshape(-1) for a in np.meshgrid(np.arange(-128, 128), np.arange(-128, 128)))
+    acc = v.astype(np.int32).reshape(-1, 1)  # M = 1, S = 0 as scale 1.0: the CONV's v is acc
+    residual = (b + 128).astype(np.uint8).reshape(-1, 1)
+    unit = 2.0**-shift
+    for relu in (False, True):
+        want = reference.add(v, b, i32(m0, m1), i32(shift), relu).astype(np.int16) + 128
+        out = np.zeros_like(residual)
+        kernels.requant_add_f64(
+            acc, i32(0), np.ones(1), -128.0, residual, 0, m0 * unit, m1 * unit,
+            0.5 - 128 * m1 * unit, 0.0 if relu else -128.0, out, 0, 0, len(v),
+        )  # fmt: skip
+        assert np.array_equal(out.reshape(-1), want)
+
+
+@pytest.mark.parametrize(
+    ("conv_shift", "add_shift", "floating"), [(45, 53, True), (46, 30, False), (40, 54, False)]
+)
+def test_a_conv_requantises_in_float64_only_within_the_exact_shifts(
+    conv_shift: int, add_shift: int, floating: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With FLOAT_REQUANT on, a CONV with a fused ADD takes the float64 kernel only when its
+    largest S <= FLOAT_MAX_SHIFT and its ADD's shift <= FLOAT_MAX_ADD_SHIFT, else the int64
+    one; both equal the reference."""
+    from fpga_serve.hw.twin import kernels
+
+    monkeypatch.setattr(native, "FLOAT_REQUANT", True)
+    used: list[str] = []
+    for name in ("requant_add", "requant_add_f64"):
+        real = getattr(kernels, name)
+
+        def spy(*args: object, real: Callable[..., None] = real, name: str = name) -> None:
+            used.append(name)
+            real(*args)
+
+        monkeypatch.setattr(kernels, name, spy)
+    program = _residual_program(9, 1 << 18, False)
+    w = program.weights
+    w[6] = i32(*[conv_shift - 12] * 7, conv_shift)  # one channel at the largest shift
+    w[5] = i32(*[1 << 29] * 8)
+    w[7], w[8] = i32(1 << 29, 1 << 28), i32(add_shift)
+    x = i8(1, 9, 9, 8)
+    assert np.array_equal(native.NativePlan(program).run(x), execute(program, x, reference))
+    assert used == ["requant_add_f64" if floating else "requant_add"]

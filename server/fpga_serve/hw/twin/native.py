@@ -1,7 +1,8 @@
 """The twin's native path: a program turned once into a list of compiled steps.
 
 At load, each CONV gets its int8 GEMM (twin/gemm.py, weights packed once) and each op its
-requantisation constants as int64 arrays; at run time a CONV step is a patch gather (one strided
+requantisation constants as int64 arrays (float64 scales for a CONV that FLOAT_REQUANT
+requantises in float64); at run time a CONV step is a patch gather (one strided
 numpy copy of a window view into a scratch matrix; none for a 1x1/1 CONV, whose input rows are
 the GEMM's rows), the GEMM into a kept int32 scratch and one requantisation pass that also does
 a fused residual ADD (twin/kernels.py). Activations stay offset bytes (v + 128) from input to
@@ -60,6 +61,12 @@ what a CONV gathers, multiplies and requantises stays in the last-level cache (3
 Batches of 16, in passes against whole, paired in turns in one process: ResNet-50 224 (5 MB
 an image; passes of 2) 1.29x the images per second, DenseNet-121 224 (6.8 MB; 1) 1.22x, VGG-16
 224 (16.5 MB; 1) 1.29x, ResNet-50 128 (1.7 MB; 7) 1.02x (bench/README.md, Table 2)."""
+
+
+FLOAT_REQUANT: bool | None = None
+"""Whether CONVs requantise with the float64 kernels where those are exact (every S <=
+kernels.FLOAT_MAX_SHIFT, a fused ADD's shift <= kernels.FLOAT_MAX_ADD_SHIFT): None decides by
+the CPU (kernels.float_requant_pays); tests set it to run both forms."""
 
 
 def _half(shift: np.ndarray) -> np.ndarray:
@@ -236,13 +243,8 @@ class NativePlan:
         weight = w[instr.weight]
         kh, kw, cin, cout = weight.shape
         gemm = Int8Gemm(weight.reshape(kh * kw * cin, cout))
-        requant = (
-            w[instr.bias].astype(np.int32),
-            w[instr.multiplier].astype(np.int32),
-            _half(w[instr.shift]),
-            w[instr.shift].astype(np.int64),
-            0 if instr.relu else -128,
-        )
+        floating = self._floating(instr)
+        requant = self._conv_requant(instr, floating)
         src, dst = instr.inputs[0], instr.output
         ho, wo = self._geometry(instr)
         src_buf = self.program.buffer(src)
@@ -251,14 +253,15 @@ class NativePlan:
         gather = None if direct else self._im2col(instr, src_buf.height, src_buf.width)
         self._need(ACC, (ho * wo if gather is None else gather.rows) * cout, np.int32)
         k = self._k
-        fused = self._fused_add(instr) if instr.residual is not None else None
+        fused = self._fused_add(instr, floating) if instr.residual is not None else None
+        alone = k.requant_f64 if floating else k.requant
 
         def finish(bufs: Buffers, acc: np.ndarray, r0: int, r1: int) -> Bound:
             """Requantise the accumulators of output rows [r0, r1) into the output buffer."""
             out = bufs[dst.buffer]
             out2 = out.reshape(-1, out.shape[-1])[r0:r1]
             if fused is None:
-                return share(k.requant, r1 - r0, cout, acc, *requant, out2, dst.offset)
+                return share(alone, r1 - r0, cout, acc, *requant, out2, dst.offset)
             return fused(bufs, r0, r1, acc, *requant, out2)  # requantisation and ADD, one pass
 
         def bind(bufs: Buffers) -> Bound:
@@ -339,24 +342,54 @@ class NativePlan:
         self._gathers.append(Gather(views, by * wo))
         return self._gathers[-1]
 
-    def _fused_add(self, instr: Instr) -> Callable[..., Bound]:
+    def _floating(self, instr: Instr) -> bool:
+        """Whether this CONV requantises with the float64 kernels (FLOAT_REQUANT)."""
+        use = FLOAT_REQUANT if FLOAT_REQUANT is not None else self._k.float_requant_pays()
+        w = self.program.weights
+        if not use or int(np.max(w[instr.shift])) > self._k.FLOAT_MAX_SHIFT:
+            return False
+        return instr.residual is None or int(w[instr.add_shift][0]) <= self._k.FLOAT_MAX_ADD_SHIFT
+
+    def _conv_requant(self, instr: Instr, floating: bool) -> tuple[Any, ...]:
+        """A CONV's requantisation arguments: (bias, M, 2^(S-1), S, low) for kernels.requant,
+        or (bias, M * 2^-S, low) for kernels.requant_f64."""
+        w = self.program.weights
+        bias, shift = w[instr.bias].astype(np.int32), w[instr.shift]
+        low = 0 if instr.relu else -128
+        if floating:
+            scale = w[instr.multiplier].astype(np.float64) * np.exp2(-shift.astype(np.float64))
+            return bias, scale, float(low)
+        mult = w[instr.multiplier].astype(np.int32)
+        return bias, mult, _half(shift), shift.astype(np.int64), low
+
+    def _fused_add(self, instr: Instr, floating: bool) -> Callable[..., Bound]:
         """A fused ADD: ADD(the CONV's requantised result, residual), exactly an ADD
-        instruction, computed in the CONV's requantisation pass (kernels.requant_add)."""
+        instruction, computed in the CONV's requantisation pass (kernels.requant_add, or
+        requant_add_f64 with a floating CONV)."""
         assert instr.residual is not None
         w = self.program.weights
         m = w[instr.add_multiplier]
         shift = np.int64(w[instr.add_shift][0])
         b, dst = instr.residual, instr.output
-        add = (np.int64(m[0]), np.int64(m[1]), np.int64(1) << (shift - 1), shift)
-        low = np.int64(0 if instr.add_relu else -128)
         k = self._k
+        add: tuple[Any, ...]
+        if floating:
+            unit = float(np.exp2(-float(shift)))  # 2^-S2; a0, a1, c1 of kernels.requant_add_f64
+            a1 = float(m[1]) * unit
+            add = (float(m[0]) * unit, a1, 0.5 - 128 * a1)
+            low: Any = 0.0 if instr.add_relu else -128.0
+            kernel = k.requant_add_f64
+        else:
+            add = (np.int64(m[0]), np.int64(m[1]), np.int64(1) << (shift - 1), shift)
+            low = np.int64(0 if instr.add_relu else -128)
+            kernel = k.requant_add
 
         def bind(bufs: Buffers, r0: int, r1: int, *requant: Any) -> Bound:
             *conv, out = requant
             vb = bufs[b.buffer]
             rows_b = vb.reshape(-1, vb.shape[-1])[r0:r1]
             return share(
-                k.requant_add, r1 - r0, dst.channels, *conv, rows_b, b.offset, *add, low, out,
+                kernel, r1 - r0, dst.channels, *conv, rows_b, b.offset, *add, low, out,
                 dst.offset,
             )  # fmt: skip
 
