@@ -358,7 +358,7 @@ def test_add_with_different_scales(relu: bool) -> None:
     assert np.array_equal(got, want)
 
 
-def test_scale_shift_on_a_channel_slice() -> None:
+def test_scale_shift_on_a_channel_slice(requant_form: bool) -> None:
     mult = RNG.integers(-(2**30), 2**30, 16).astype(np.int32)
     bias = RNG.integers(-(2**30), 2**30, 16).astype(np.int32)
     instr = Instr(
@@ -778,10 +778,10 @@ def test_the_float_requantiser_equals_the_spec_at_its_rounding_boundaries(
 def test_the_float_fused_add_equals_the_spec_on_every_pair(m0: int, m1: int, shift: int) -> None:
     """kernels.requant_add_f64 against reference.add on all 65,536 pairs (CONV result v,
     residual b) of int8 values, with and without the ADD's ReLU, at shifts up to
-    FLOAT_MAX_ADD_SHIFT and multipliers up to int32's largest."""
+    FLOAT_MAX_SUM_SHIFT and multipliers up to int32's largest."""
     from fpga_serve.hw.twin import kernels
 
-    assert shift <= kernels.FLOAT_MAX_ADD_SHIFT
+    assert shift <= kernels.FLOAT_MAX_SUM_SHIFT
     v, b = (a.reshape(-1) for a in np.meshgrid(np.arange(-128, 128), np.arange(-128, 128)))
     acc = v.astype(np.int32).reshape(-1, 1)  # M = 1, S = 0 as scale 1.0: the CONV's v is acc
     residual = (b + 128).astype(np.uint8).reshape(-1, 1)
@@ -803,7 +803,7 @@ def test_a_conv_requantises_in_float64_only_within_the_exact_shifts(
     conv_shift: int, add_shift: int, floating: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With FLOAT_REQUANT on, a CONV with a fused ADD takes the float64 kernel only when its
-    largest S <= FLOAT_MAX_SHIFT and its ADD's shift <= FLOAT_MAX_ADD_SHIFT, else the int64
+    largest S <= FLOAT_MAX_SHIFT and its ADD's shift <= FLOAT_MAX_SUM_SHIFT, else the int64
     one; both equal the reference."""
     from fpga_serve.hw.twin import kernels
 
@@ -825,3 +825,51 @@ def test_a_conv_requantises_in_float64_only_within_the_exact_shifts(
     x = i8(1, 9, 9, 8)
     assert np.array_equal(native.NativePlan(program).run(x), execute(program, x, reference))
     assert used == ["requant_add_f64" if floating else "requant_add"]
+
+
+@pytest.mark.parametrize("shift", [1, 2, 30, 31, 45, 52, 53])
+def test_the_float_scale_shift_equals_the_spec_on_every_input(shift: int) -> None:
+    """kernels.scale_shift_f64 against reference.scale_shift on all 256 int8 inputs, with
+    multipliers and offsets of both signs up to int32's extremes, with and without ReLU."""
+    from fpga_serve.hw.twin import kernels
+
+    assert shift <= kernels.FLOAT_MAX_SUM_SHIFT
+    extremes = [2**31 - 1, -(2**31 - 1), 1, -1, 0, 1 << 30]
+    mult = np.array([*extremes, *RNG.integers(-(2**31) + 1, 2**31, 10)], np.int32)
+    bias = np.array([*extremes[::-1], *RNG.integers(-(2**31) + 1, 2**31, 10)], np.int32)
+    x = np.arange(-128, 128)[:, None] + np.zeros((1, len(mult)), np.int64)
+    unit = 2.0**-shift
+    a = mult.astype(np.float64) * unit
+    b = (bias.astype(np.int64) - 128 * mult.astype(np.int64) + (1 << (shift - 1))) * unit
+    for relu in (False, True):
+        want = reference.scale_shift(x, mult, bias, i32(shift), relu).astype(np.int16) + 128
+        out = np.zeros(x.shape, np.uint8)
+        u = (x + 128).astype(np.uint8)
+        kernels.scale_shift_f64(u, 0, len(mult), a, b, 0.0 if relu else -128.0, out, 0, 0, 256)
+        assert np.array_equal(out, want)
+
+
+@pytest.mark.parametrize(("shift", "floating"), [(53, True), (54, False)])
+def test_a_scale_shift_takes_the_float_kernel_only_within_its_exact_shift(
+    shift: int, floating: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fpga_serve.hw.twin import kernels
+
+    monkeypatch.setattr(native, "FLOAT_REQUANT", True)
+    used: list[str] = []
+    for name in ("scale_shift", "scale_shift_f64"):
+        real = getattr(kernels, name)
+
+        def spy(*args: object, real: Callable[..., None] = real, name: str = name) -> None:
+            used.append(name)
+            real(*args)
+
+        monkeypatch.setattr(kernels, name, spy)
+    mult = RNG.integers(-(2**30), 2**30, 8).astype(np.int32)
+    bias = RNG.integers(-(2**30), 2**30, 8).astype(np.int32)
+    instr = Instr(Opcode.SCALE_SHIFT, (TensorRef(0, 0, 8),), TensorRef(1, 0, 8), multiplier=0,
+                  bias=1, shift=2)  # fmt: skip
+    program = one_op(instr, [(3, 3, 8)], (3, 3, 8), [mult, bias, i32(shift)])
+    x = i8(2, 3, 3, 8)
+    assert np.array_equal(native.NativePlan(program).run(x), execute(program, x, reference))
+    assert used == ["scale_shift_f64" if floating else "scale_shift"]

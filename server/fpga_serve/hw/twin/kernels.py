@@ -61,8 +61,9 @@ def requant_add(acc, bias, mult, half, shift, low, b, b_off, m0, m1, h2, s2, lo2
 
 FLOAT_MAX_SHIFT = 45
 """The largest CONV shift S for which ``requant_f64`` is exact (proof in its docstring)."""
-FLOAT_MAX_ADD_SHIFT = 53
-"""The largest fused-ADD shift for which ``requant_add_f64`` is exact."""
+FLOAT_MAX_SUM_SHIFT = 53
+"""The largest shift for which the float64 forms of a sum of int8 x int32 products (the
+fused ADD of ``requant_add_f64``, ``scale_shift_f64``) are exact."""
 
 
 @functools.cache
@@ -106,7 +107,7 @@ def requant_add_f64(acc, bias, scale, low, b, b_off, a0, a1, c1, lo2, out, oo, r
     FLOAT_MAX_SHIFT), then floor(v * a0 + (b * a1 + c1)) for the residual's offset byte b, with
     a0 = M0 * 2^-S2, a1 = M1 * 2^-S2 and c1 = 1/2 - 128 * a1. Every term and partial sum is an
     integer times 2^-S2 below 2^53 of those units (|v * M0| and |(b - 128) * M1| < 2^38, the
-    rounding term 2^(S2-1) <= 2^52 when S2 <= FLOAT_MAX_ADD_SHIFT), so each is exact and the
+    rounding term 2^(S2-1) <= 2^52 when S2 <= FLOAT_MAX_SUM_SHIFT), so each is exact and the
     floor is the spec's floor((v * M0 + (b - 128) * M1 + 2^(S2-1)) / 2^S2)."""
     cout = acc.shape[1]
     for r in range(r0, r1):
@@ -118,6 +119,21 @@ def requant_add_f64(acc, bias, scale, low, b, b_off, a0, a1, c1, lo2, out, oo, r
             v = min(max(np.floor(np.float64(x) * scale[c] + 0.5), low), 127.0)
             s = np.floor(v * a0 + (np.float64(rb[c]) * a1 + c1))
             dst[c] = np.uint8(np.int32(min(max(s, lo2), 127.0)) + ZERO)
+
+
+@_jit
+def scale_shift_f64(x, x_off, c_n, a, b, low, out, o_off, r0, r1):  # type: ignore[no-untyped-def]
+    """``scale_shift`` in float64 for S <= FLOAT_MAX_SUM_SHIFT: floor(u * a[c] + b[c]) for the
+    offset byte u, with a = M * 2^-S and b = (B - 128 * M + 2^(S-1)) * 2^-S. The sum is the
+    spec's x * M + B + 2^(S-1) (x = u - 128) in units of 2^-S, every part an integer below
+    2^53 of them (|x * M| < 2^38, |B| < 2^31, 2^(S-1) <= 2^52), so exact; low and the clamp as
+    floats."""
+    for r in range(r0, r1):
+        src = x[r, x_off : x_off + c_n]
+        dst = out[r, o_off : o_off + c_n]
+        for c in range(c_n):
+            v = np.floor(np.float64(src[c]) * a[c] + b[c])
+            dst[c] = np.uint8(np.int32(min(max(v, low), 127.0)) + ZERO)
 
 
 @_jit

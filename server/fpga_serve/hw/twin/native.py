@@ -64,9 +64,10 @@ an image; passes of 2) 1.29x the images per second, DenseNet-121 224 (6.8 MB; 1)
 
 
 FLOAT_REQUANT: bool | None = None
-"""Whether CONVs requantise with the float64 kernels where those are exact (every S <=
-kernels.FLOAT_MAX_SHIFT, a fused ADD's shift <= kernels.FLOAT_MAX_ADD_SHIFT): None decides by
-the CPU (kernels.float_requant_pays); tests set it to run both forms."""
+"""Whether CONVs and SCALE_SHIFTs requantise with the float64 kernels where those are exact
+(a CONV's every S <= kernels.FLOAT_MAX_SHIFT and a fused ADD's or SCALE_SHIFT's shift <=
+kernels.FLOAT_MAX_SUM_SHIFT): None decides by the CPU (kernels.float_requant_pays); tests set
+it to run both forms."""
 
 
 def _half(shift: np.ndarray) -> np.ndarray:
@@ -342,13 +343,16 @@ class NativePlan:
         self._gathers.append(Gather(views, by * wo))
         return self._gathers[-1]
 
+    def _float_kernels(self) -> bool:
+        """FLOAT_REQUANT, or the CPU's answer when it is None."""
+        return FLOAT_REQUANT if FLOAT_REQUANT is not None else self._k.float_requant_pays()
+
     def _floating(self, instr: Instr) -> bool:
         """Whether this CONV requantises with the float64 kernels (FLOAT_REQUANT)."""
-        use = FLOAT_REQUANT if FLOAT_REQUANT is not None else self._k.float_requant_pays()
         w = self.program.weights
-        if not use or int(np.max(w[instr.shift])) > self._k.FLOAT_MAX_SHIFT:
+        if not self._float_kernels() or int(np.max(w[instr.shift])) > self._k.FLOAT_MAX_SHIFT:
             return False
-        return instr.residual is None or int(w[instr.add_shift][0]) <= self._k.FLOAT_MAX_ADD_SHIFT
+        return instr.residual is None or int(w[instr.add_shift][0]) <= self._k.FLOAT_MAX_SUM_SHIFT
 
     def _conv_requant(self, instr: Instr, floating: bool) -> tuple[Any, ...]:
         """A CONV's requantisation arguments: (bias, M, 2^(S-1), S, low) for kernels.requant,
@@ -472,6 +476,12 @@ class NativePlan:
         mult = w[instr.multiplier].astype(np.int64)
         bias = w[instr.bias].astype(np.int64)
         half, shift = self._shift(instr)
+        if self._float_kernels() and shift <= self._k.FLOAT_MAX_SUM_SHIFT:
+            unit = float(np.exp2(-float(shift)))  # a and b of kernels.scale_shift_f64
+            a = mult.astype(np.float64) * unit
+            b = (bias - 128 * mult + half).astype(np.float64) * unit
+            low_f = 0.0 if instr.relu else -128.0
+            return self._rows(instr, self._k.scale_shift_f64, instr.output.channels, a, b, low_f)
         low = np.int64(0 if instr.relu else -128)
         params = (instr.output.channels, mult, bias, half, shift, low)
         return self._rows(instr, self._k.scale_shift, *params)
