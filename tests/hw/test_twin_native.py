@@ -796,6 +796,23 @@ def test_the_float_fused_add_equals_the_spec_on_every_pair(m0: int, m1: int, shi
         assert np.array_equal(out.reshape(-1), want)
 
 
+def _kernels_called(monkeypatch: pytest.MonkeyPatch, *names: str) -> list[str]:
+    """The names of these kernels (twin/kernels.py), in the order a plan built from now on
+    calls them."""
+    from fpga_serve.hw.twin import kernels
+
+    used: list[str] = []
+    for name in names:
+        real = getattr(kernels, name)
+
+        def spy(*args: object, real: Callable[..., None] = real, name: str = name) -> None:
+            used.append(name)
+            real(*args)
+
+        monkeypatch.setattr(kernels, name, spy)
+    return used
+
+
 @pytest.mark.parametrize(
     ("conv_shift", "add_shift", "floating"), [(45, 53, True), (46, 30, False), (40, 54, False)]
 )
@@ -805,18 +822,9 @@ def test_a_conv_requantises_in_float64_only_within_the_exact_shifts(
     """With FLOAT_REQUANT on, a CONV with a fused ADD takes the float64 kernel only when its
     largest S <= FLOAT_MAX_SHIFT and its ADD's shift <= FLOAT_MAX_SUM_SHIFT, else the int64
     one; both equal the reference."""
-    from fpga_serve.hw.twin import kernels
 
     monkeypatch.setattr(native, "FLOAT_REQUANT", True)
-    used: list[str] = []
-    for name in ("requant_add", "requant_add_f64"):
-        real = getattr(kernels, name)
-
-        def spy(*args: object, real: Callable[..., None] = real, name: str = name) -> None:
-            used.append(name)
-            real(*args)
-
-        monkeypatch.setattr(kernels, name, spy)
+    used = _kernels_called(monkeypatch, "requant_add", "requant_add_f64")
     program = _residual_program(9, 1 << 18, False)
     w = program.weights
     w[6] = i32(*[conv_shift - 12] * 7, conv_shift)  # one channel at the largest shift
@@ -853,18 +861,9 @@ def test_the_float_scale_shift_equals_the_spec_on_every_input(shift: int) -> Non
 def test_a_scale_shift_takes_the_float_kernel_only_within_its_exact_shift(
     shift: int, floating: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fpga_serve.hw.twin import kernels
 
     monkeypatch.setattr(native, "FLOAT_REQUANT", True)
-    used: list[str] = []
-    for name in ("scale_shift", "scale_shift_f64"):
-        real = getattr(kernels, name)
-
-        def spy(*args: object, real: Callable[..., None] = real, name: str = name) -> None:
-            used.append(name)
-            real(*args)
-
-        monkeypatch.setattr(kernels, name, spy)
+    used = _kernels_called(monkeypatch, "scale_shift", "scale_shift_f64")
     mult = RNG.integers(-(2**30), 2**30, 8).astype(np.int32)
     bias = RNG.integers(-(2**30), 2**30, 8).astype(np.int32)
     instr = Instr(Opcode.SCALE_SHIFT, (TensorRef(0, 0, 8),), TensorRef(1, 0, 8), multiplier=0,
