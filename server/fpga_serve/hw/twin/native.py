@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -361,7 +362,7 @@ class NativePlan:
         bias, shift = w[instr.bias].astype(np.int32), w[instr.shift]
         low = 0 if instr.relu else -128
         if floating:
-            scale = w[instr.multiplier].astype(np.float64) * np.exp2(-shift.astype(np.float64))
+            scale = np.ldexp(w[instr.multiplier].astype(np.float64), -shift.astype(np.int32))
             return bias, scale, float(low)
         mult = w[instr.multiplier].astype(np.int32)
         return bias, mult, _half(shift), shift.astype(np.int64), low
@@ -378,7 +379,7 @@ class NativePlan:
         k = self._k
         add: tuple[Any, ...]
         if floating:
-            unit = float(np.exp2(-float(shift)))  # 2^-S2; a0, a1, c1 of kernels.requant_add_f64
+            unit = math.ldexp(1.0, -int(shift))  # 2^-S2, exactly; a0, a1, c1 of requant_add_f64
             a1 = float(m[1]) * unit
             add = (float(m[0]) * unit, a1, 0.5 - 128 * a1)
             low: Any = 0.0 if instr.add_relu else -128.0
@@ -477,7 +478,7 @@ class NativePlan:
         bias = w[instr.bias].astype(np.int64)
         half, shift = self._shift(instr)
         if self._float_kernels() and shift <= self._k.FLOAT_MAX_SUM_SHIFT:
-            unit = float(np.exp2(-float(shift)))  # a and b of kernels.scale_shift_f64
+            unit = math.ldexp(1.0, -int(shift))  # 2^-S, exactly; a and b of scale_shift_f64
             a = mult.astype(np.float64) * unit
             b = (bias - 128 * mult + half).astype(np.float64) * unit
             low_f = 0.0 if instr.relu else -128.0
