@@ -149,6 +149,16 @@ def onnx_peers(model, calib: np.ndarray, folder: Path):  # type: ignore[no-untyp
     ]
 
 
+def native_forms() -> str:
+    """Which exact forms the twin's native path chose on this CPU (twin/gemm.py, kernels.py)."""
+    from fpga_serve.hw.twin import gemm, native
+
+    if not native.available():
+        return "twin native path: not available here (numpy path)"
+    requant = "float64 where exact" if native.float_requant() else "int64"
+    return f"twin native path: int8 GEMM form {gemm.exact_form()}; requantisation {requant}"
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--export":
         export_onnx(Path(sys.argv[2]))
@@ -211,6 +221,7 @@ def main() -> None:
         f"\nbatch 1, {ns.size}x{ns.size}, median of {ns.reps}; {os.cpu_count()} cores; "
         f"load average at the end {load:.1f}"
     )
+    print(native_forms())
     print(
         f"{'model':12} {'GMAC':>6} {'TF fp32 ms':>11} {'ORT fp32 ms':>12} {'ORT int8 ms':>12} "
         f"{'twin ms':>8} {'numpy-path ms':>14} {'twin/TF':>8} {'twin/ORT int8':>14} "

@@ -71,6 +71,15 @@ kernels.FLOAT_MAX_SUM_SHIFT): None decides by the CPU (kernels.float_requant_pay
 it to run both forms."""
 
 
+def float_requant() -> bool:
+    """FLOAT_REQUANT, or this CPU's answer (kernels.float_requant_pays) when it is None."""
+    if FLOAT_REQUANT is not None:
+        return FLOAT_REQUANT
+    from fpga_serve.hw.twin import kernels
+
+    return bool(kernels.float_requant_pays())
+
+
 def _half(shift: np.ndarray) -> np.ndarray:
     s = shift.astype(np.int64)
     return np.int64(1) << (s - 1)
@@ -344,14 +353,10 @@ class NativePlan:
         self._gathers.append(Gather(views, by * wo))
         return self._gathers[-1]
 
-    def _float_kernels(self) -> bool:
-        """FLOAT_REQUANT, or the CPU's answer when it is None."""
-        return FLOAT_REQUANT if FLOAT_REQUANT is not None else self._k.float_requant_pays()
-
     def _floating(self, instr: Instr) -> bool:
         """Whether this CONV requantises with the float64 kernels (FLOAT_REQUANT)."""
         w = self.program.weights
-        if not self._float_kernels() or int(np.max(w[instr.shift])) > self._k.FLOAT_MAX_SHIFT:
+        if not float_requant() or int(np.max(w[instr.shift])) > self._k.FLOAT_MAX_SHIFT:
             return False
         return instr.residual is None or int(w[instr.add_shift][0]) <= self._k.FLOAT_MAX_SUM_SHIFT
 
@@ -477,7 +482,7 @@ class NativePlan:
         mult = w[instr.multiplier].astype(np.int64)
         bias = w[instr.bias].astype(np.int64)
         half, shift = self._shift(instr)
-        if self._float_kernels() and shift <= self._k.FLOAT_MAX_SUM_SHIFT:
+        if float_requant() and shift <= self._k.FLOAT_MAX_SUM_SHIFT:
             unit = math.ldexp(1.0, -int(shift))  # 2^-S, exactly; a and b of scale_shift_f64
             a = mult.astype(np.float64) * unit
             b = (bias - 128 * mult + half).astype(np.float64) * unit
