@@ -48,15 +48,25 @@ def median_ms(fn, reps: int) -> float:  # type: ignore[no-untyped-def]
     return interleaved_ms([fn], reps)[0]
 
 
+SETTLE_S = 0.05
+"""The pause before each timed call: ONNX Runtime's pools and the twin's OpenMP team spin for a
+few milliseconds after a call before they sleep, and a spinning thread from the call before
+takes a core from the next peer (in turns without it, ResNet-50's twin on the VNNI kernel took
+20-25 ms against 7-8 alone, and ONNX Runtime int8 8.3-8.9 against ~7): each call starts on a
+quiet machine, as a request at 1 in flight does."""
+
+
 def interleaved_ms(fns, reps: int, cpu: list[float] | None = None) -> list[float]:  # type: ignore[no-untyped-def]
-    """Median ms of each function, timed in turns (a, b, c, a, b, c, ...) after a warm-up;
-    ``cpu``, when given, receives each one's median process CPU ms per call (all threads)."""
+    """Median ms of each function, timed in turns (a, b, c, a, b, c, ...) after a warm-up, each
+    call SETTLE_S after the one before; ``cpu``, when given, receives each one's median process
+    CPU ms per call (all threads, the spinning after the call included)."""
     for fn in fns:
         fn()  # warm up (tracing, allocation, kernel compilation)
     times: list[list[float]] = [[] for _ in fns]
     cpus: list[list[float]] = [[] for _ in fns]
     for _ in range(reps):
         for fn, bucket, cpu_bucket in zip(fns, times, cpus, strict=True):
+            time.sleep(SETTLE_S)
             start, cpu_start = time.perf_counter(), time.process_time()
             fn()
             bucket.append((time.perf_counter() - start) * 1000)
@@ -155,6 +165,8 @@ def native_forms() -> str:
 
     if not native.available():
         return "twin native path: not available here (numpy path)"
+    if native.fused_vnni():
+        return "twin native path: CONVs as the fused VNNI kernel (GEMM and int64 requantisation)"
     requant = "float64 where exact" if native.float_requant() else "int64"
     return f"twin native path: int8 GEMM form {gemm.exact_form()}; requantisation {requant}"
 

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 STATE=${FPGA_SERVE_CI_DOCKER_DIR:-/var/tmp/fpga-serve-ci-docker}
 IMAGE=${FPGA_SERVE_TEST_IMAGE:-fpga-serve:ci}
 PUBLIC_BASE=${BASE_IMAGE:-python:3.11-slim-bookworm}
-MADE_BASE=fpga-serve-base:bookworm
+MADE_BASE=fpga-serve-base:bookworm-gomp  # renamed when its package list changes
 SUITE=bookworm
 
 skip() {
@@ -82,7 +82,7 @@ else
   start=$SECONDS
   rootfs="$STATE/rootfs"
   rm -rf "$rootfs"
-  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,libgomp1 \
     "$SUITE" "$rootfs" $(mirror) >"$STATE/debootstrap.log" 2>&1 \
     || { tail -n 20 "$STATE/debootstrap.log"; echo "debootstrap failed" >&2; exit 1; }
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from fpga_serve.core.isa import Buffer, Instr, Opcode, Program, TensorRef, quantize_multiplier
-from fpga_serve.hw.twin import gemm, native, reference, share
+from fpga_serve.hw.twin import gemm, native, reference, share, vnni
 from fpga_serve.hw.twin.device import TwinDevice
 from fpga_serve.hw.twin.executor import execute
 
@@ -61,12 +61,20 @@ def assert_native_equals_reference(program: Program, *extra_inputs: np.ndarray, 
     assert np.array_equal(got, want)
 
 
-@pytest.fixture(params=[False, True], ids=["int64 requant", "float64 requant"])
-def requant_form(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    """The test runs with CONVs requantised by the int64 kernels, then by the float64 ones
-    wherever those are exact (native.FLOAT_REQUANT), whichever this CPU would choose."""
-    monkeypatch.setattr(native, "FLOAT_REQUANT", request.param)
-    return bool(request.param)
+CONV_FORMS = ["int64 requant", "float64 requant", "fused vnni"]
+
+
+@pytest.fixture(params=CONV_FORMS)
+def conv_form(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test runs with CONVs as the int8 GEMM and the int64 requantisers, then with the
+    float64 ones wherever those are exact (native.FLOAT_REQUANT), whichever this CPU would
+    choose, then as the fused VNNI kernel (native.VNNI; skipped on a CPU without it)."""
+    form = str(request.param)
+    if form == "fused vnni" and not vnni.available():
+        pytest.skip("no AVX-512 VNNI here (or its self-check failed)")
+    monkeypatch.setattr(native, "VNNI", form == "fused vnni")
+    monkeypatch.setattr(native, "FLOAT_REQUANT", form == "float64 requant")
+    return form
 
 
 def share_rows(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,7 +99,7 @@ CONV_CASES = [
 
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
-def test_conv(case: tuple, relu: bool, monkeypatch: pytest.MonkeyPatch, requant_form: bool) -> None:  # type: ignore[type-arg]
+def test_conv(case: tuple, relu: bool, monkeypatch: pytest.MonkeyPatch, conv_form: str) -> None:  # type: ignore[type-arg]
     name, h, w, cin, cout, k, stride, pad, n = case
     if "split" in name:
         share_rows(monkeypatch)
@@ -176,7 +184,7 @@ def test_conv_reads_and_writes_channel_slices(k: int) -> None:
     assert (got[..., :16] == 0).all() and (got[..., 28:] == 0).all()
 
 
-def test_conv_saturates_at_the_extremes(requant_form: bool) -> None:
+def test_conv_saturates_at_the_extremes(conv_form: str) -> None:
     """|sum| far beyond int16 and the int8 range: -128 inputs (offset byte 0) against -127,
     127 against 127, with the smallest and largest shifts the spec allows."""
     for value, wval, (mult, shift) in (
@@ -245,7 +253,7 @@ def _residual_program(size: int, mult: int, add_relu: bool) -> Program:
 @pytest.mark.parametrize("mult", [1 << 18, 1 << 29])
 @pytest.mark.parametrize("size", [9, 48])
 def test_conv_with_a_fused_residual_add(
-    size: int, mult: int, add_relu: bool, monkeypatch: pytest.MonkeyPatch, requant_form: bool
+    size: int, mult: int, add_relu: bool, monkeypatch: pytest.MonkeyPatch, conv_form: str
 ) -> None:
     """CONV + fused ADD in one pass (kernels.requant_add) equals the CONV then the ADD of the
     spec, also when the CONV saturates and over rows split between threads (48 x 48)."""
@@ -262,7 +270,7 @@ def test_conv_with_a_fused_residual_add(
 
 @pytest.mark.parametrize("native_path", [None, False], ids=["native", "numpy"])
 def test_a_wrapped_accumulator_comes_back_with_the_bias(
-    native_path: bool | None, requant_form: bool
+    native_path: bool | None, conv_form: str
 ) -> None:
     """140,000 products of +-16,256 (x = -128, w = -+127) sum beyond int32 and the bias brings
     the spec's sum back into range (the reference accepts it, 1.2e9 and -1.2e9): the twin's
@@ -358,7 +366,7 @@ def test_add_with_different_scales(relu: bool) -> None:
     assert np.array_equal(got, want)
 
 
-def test_scale_shift_on_a_channel_slice(requant_form: bool) -> None:
+def test_scale_shift_on_a_channel_slice(conv_form: str) -> None:
     mult = RNG.integers(-(2**30), 2**30, 16).astype(np.int32)
     bias = RNG.integers(-(2**30), 2**30, 16).astype(np.int32)
     instr = Instr(
@@ -451,12 +459,16 @@ def test_kept_buffers_serve_smaller_batches_and_stop_at_the_cap(
     assert plan._kept_n == 3  # a batch of 4 would pass the cap: its buffers were not kept
 
 
-def test_a_batch_runs_in_passes_sized_by_its_scratch(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_batch_runs_in_passes_sized_by_its_scratch(
+    monkeypatch: pytest.MonkeyPatch, conv_form: str
+) -> None:
     """Images per pass: PASS_BYTES over the patch matrix and accumulator bytes an image needs
-    (4x4x72 patches + 4x4x8 int32 for the 3x3 CONV below: 1,664). A batch above it runs in
-    passes, the last one shorter, on buffers kept for one pass; the result is the reference's."""
+    (4x4x72 patches and 4 bytes of slack, + 4x4x8 int32 for the GEMM path's 3x3 CONV below:
+    1,668; the fused kernel needs no accumulators: 1,156). A batch above it runs in passes,
+    the last one shorter, on buffers kept for one pass; the result is the reference's."""
     program = _padded_conv_program()
-    monkeypatch.setattr(native, "PASS_BYTES", 2 * 1664 + 1663)
+    per_image = 1156 if conv_form == "fused vnni" else 1668
+    monkeypatch.setattr(native, "PASS_BYTES", 2 * per_image + per_image - 1)
     plan = native.NativePlan(program)
     assert plan.images_per_pass == 2
     x = i8(5, 4, 4, 8)
@@ -505,7 +517,7 @@ def test_gathering_convs_on_kept_buffers_follow_batch_size_and_input() -> None:
 
 
 @pytest.mark.parametrize("family", ["resnet50", "densenet121", "vgg16"])
-def test_whole_zoo_programs_equal_the_reference(family: str, requant_form: bool) -> None:
+def test_whole_zoo_programs_equal_the_reference(family: str, conv_form: str) -> None:
     """Every op the family compiles to, in sequence, at 32x32 with random weights."""
     from fpga_serve.core.isa import quantize_input
     from fpga_serve.models import ZOO
@@ -593,6 +605,7 @@ def test_self_check_refuses_a_saturating_gemm(how: str, monkeypatch: pytest.Monk
 def test_a_cpu_whose_u8s8_gemm_saturates_gets_u8u8(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the u8 x s8 kernels saturate (x86 without VNNI), the self-check picks the u8 x u8
     form, the plan's GEMMs are made in it, and the native path stays exact and in use."""
+    monkeypatch.setattr(native, "VNNI", False)  # the GEMM path's CONVs
     gemm.exact_form.cache_clear()
     try:
         monkeypatch.setattr(gemm, "Int8Gemm", _saturating_in(("u8s8",), "call"))
@@ -636,7 +649,7 @@ def test_the_numpy_path_can_be_forced(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ServerSettings().twin_path == "native"
 
 
-def test_rounding_ties_go_up_in_every_requantiser(requant_form: bool) -> None:
+def test_rounding_ties_go_up_in_every_requantiser(conv_form: str) -> None:
     """M = 2^30 with S = 31 (x 0.5) and S = 32 (x 0.25) make exact halves common: the spec
     rounds them up (toward +inf), for positive and negative sums alike."""
     half, quarter = (1 << 30, 31), (1 << 30, 32)
@@ -824,6 +837,7 @@ def test_a_conv_requantises_in_float64_only_within_the_exact_shifts(
     one; both equal the reference."""
 
     monkeypatch.setattr(native, "FLOAT_REQUANT", True)
+    monkeypatch.setattr(native, "VNNI", False)  # the GEMM path's CONVs
     used = _kernels_called(monkeypatch, "requant_add", "requant_add_f64")
     program = _residual_program(9, 1 << 18, False)
     w = program.weights

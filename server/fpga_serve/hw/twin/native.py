@@ -1,8 +1,11 @@
 """The twin's native path: a program turned once into a list of compiled steps.
 
-At load, each CONV gets its int8 GEMM (twin/gemm.py, weights packed once) and each op its
-requantisation constants as int64 arrays (float64 scales for a CONV that FLOAT_REQUANT
-requantises in float64); at run time a CONV step is a patch gather (one strided
+At load, on a CPU where the fused VNNI kernel passes its self-check (twin/vnni.py, VNNI),
+each CONV becomes one call of it (GEMM and requantisation in registers, no int32 scratch, a
+1x1/1 CONV reading any channel slice in place; its patch gather as below); else each CONV
+gets its int8 GEMM (twin/gemm.py, weights packed once) and each op its requantisation
+constants as int64 arrays (float64 scales for a CONV that FLOAT_REQUANT requantises in
+float64); at run time a CONV step is a patch gather (one strided
 numpy copy of a window view into a scratch matrix; none for a 1x1/1 CONV, whose input rows are
 the GEMM's rows), the GEMM into a kept int32 scratch and one requantisation pass that also does
 a fused residual ADD (twin/kernels.py). Activations stay offset bytes (v + 128) from input to
@@ -71,6 +74,21 @@ kernels.FLOAT_MAX_SUM_SHIFT): None decides by the CPU (kernels.float_requant_pay
 it to run both forms."""
 
 
+VNNI: bool | None = None
+"""Whether CONVs run as the fused VNNI kernel (twin/vnni.py: GEMM and requantisation in one
+compiled pass) instead of the int8 GEMM and a requantisation pass: None decides by the CPU
+(vnni.available); tests set it to run both."""
+
+
+def fused_vnni() -> bool:
+    """VNNI, or whether this CPU runs the fused kernel exactly (vnni.available) when None."""
+    if VNNI is not None:
+        return VNNI
+    from fpga_serve.hw.twin import vnni
+
+    return vnni.available()
+
+
 def float_requant() -> bool:
     """FLOAT_REQUANT, or this CPU's answer (kernels.float_requant_pays) when it is None."""
     if FLOAT_REQUANT is not None:
@@ -78,6 +96,31 @@ def float_requant() -> bool:
     from fpga_serve.hw.twin import kernels
 
     return bool(kernels.float_requant_pays())
+
+
+def _kernel_threads() -> int | None:
+    """The threads vnni's kernels should use when that is not numba's default (the twin's
+    ``twin_threads`` setting), else None."""
+    import numba
+
+    from fpga_serve.hw.twin.gemm import twin_threads
+
+    default = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+    threads = min(twin_threads(), default)
+    return None if threads == default else threads
+
+
+def _on_threads(threads: int, kernel: Bound) -> None:
+    """kernel() with numba's threads set to ``threads`` for this call (numba keeps the setting
+    per calling thread: it is put back, so a later plan with the default finds the default)."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        kernel()
+    finally:
+        numba.set_num_threads(before)
 
 
 def _half(shift: np.ndarray) -> np.ndarray:
@@ -248,6 +291,8 @@ class NativePlan:
         self._scratch[key] = ((max(have, elements),), dtype)
 
     def _conv(self, instr: Instr) -> Bind:
+        if fused_vnni():
+            return self._conv_vnni(instr)
         from fpga_serve.hw.twin.gemm import Int8Gemm
 
         w = self.program.weights
@@ -306,6 +351,68 @@ class NativePlan:
 
         return bind
 
+    def _conv_vnni(self, instr: Instr) -> Bind:
+        """A CONV (and its fused ADD) as vnni.conv over the rows of its input
+        buffer (a 1x1/1 CONV, any channel slice) or of its patch matrix (the other CONVs,
+        gathered as in ``_conv``): one compiled call a block, its tiles shared over the
+        twin's threads inside the call."""
+        from fpga_serve.hw.twin import vnni
+
+        w = self.program.weights
+        weight = w[instr.weight]
+        kh, kw, cin, cout = weight.shape
+        packed = vnni.Packed(weight.reshape(-1, cout), w[instr.bias], w[instr.multiplier],
+                             w[instr.shift])  # fmt: skip
+        consts = (*packed.args(), np.int64(0 if instr.relu else -128), cout)
+        src, dst, res = instr.inputs[0], instr.output, instr.residual
+        add: tuple[Any, ...] = ()
+        if res is not None:
+            m, s2 = w[instr.add_multiplier], np.int64(w[instr.add_shift][0])
+            low2 = np.int64(0 if instr.add_relu else -128)
+            add = (np.int64(m[0]), np.int64(m[1]), np.int64(1) << (s2 - 1), s2, low2)
+        ho, wo = self._geometry(instr)
+        src_buf = self.program.buffer(src)
+        # A row is read four bytes at a time up to 4 * k4 bytes: direct only where that stays
+        # inside the row, so the buffer's last row is not read past its end.
+        direct = kh == kw == 1 and instr.stride == 1 and not any(instr.pad)
+        direct = direct and src.offset + 4 * packed.k4 <= src_buf.channels
+        gather = None if direct else self._im2col(instr, src_buf.height, src_buf.width)
+        threads = _kernel_threads()
+
+        def call(bufs: Buffers, a: np.ndarray, a_off: int, lda: int, rows: int, r0: int) -> Bound:
+            out = bufs[dst.buffer]
+            ldo = out.shape[-1]
+            head = (a, a_off, lda, rows, *consts, out.reshape(-1), r0 * ldo + dst.offset, ldo)
+            if res is None:
+                tail = (out.reshape(-1), 0, ldo, *vnni.NO_ADD, False)
+            else:
+                b = bufs[res.buffer]
+                ldb = b.shape[-1]
+                tail = (b.reshape(-1), r0 * ldb + res.offset, ldb, *add, True)
+            kernel = functools.partial(vnni.conv, *head, *tail)
+            return kernel if threads is None else functools.partial(_on_threads, threads, kernel)
+
+        def bind(bufs: Buffers) -> Bound:
+            if gather is None:
+                x = bufs[src.buffer]
+                return call(bufs, x.reshape(-1), src.offset, x.shape[-1], x.shape[0] * ho * wo, 0)
+            staging, blocks = gather(bufs)
+            flat = bufs[COLS].reshape(-1)
+            k = kh * kw * cin
+            calls = [(to, part, call(bufs, flat, 0, k, r1 - r0, r0))
+                     for to, part, _, r0, r1 in blocks]  # fmt: skip
+
+            def gather_step() -> None:
+                for to, part in staging:
+                    np.copyto(to, part)
+                for to, part, run in calls:
+                    np.copyto(to, part)
+                    run()
+
+            return gather_step
+
+        return bind
+
     def _im2col(self, instr: Instr, h: int, w: int) -> Gather:
         """A Gather (bufs -> staging copies, blocks): each block a (destination, source) copy
         that gathers some output rows' patches into the shared COLS scratch, the [rows,
@@ -323,7 +430,7 @@ class NativePlan:
         ho, wo = self._geometry(instr)
         k = kh * kw * c
         by = ho if ho * wo * k <= BLOCKED_BYTES else max(1, BLOCK_BYTES // (wo * k))
-        self._need(COLS, by * wo * k, np.uint8)
+        self._need(COLS, by * wo * k + 4, np.uint8)  # vnni.conv reads up to 3 bytes past K
         stage = None
         if any(instr.pad):
             stage = -3 - sum(1 for key in self._scratch if key <= -3)

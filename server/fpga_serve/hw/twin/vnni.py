@@ -1,0 +1,360 @@
+"""A CONV's int8 GEMM and requantisation in one compiled kernel, for x86 CPUs with AVX-512 VNNI.
+
+The native path's default CONV is ONNX Runtime's exact int8 GEMM (twin/gemm.py) into an int32
+scratch, then a requantisation pass (twin/kernels.py). Here each register tile of the output
+is multiplied with ``vpdpbusd`` (u8 x s8 products, four summed per int32 lane, no
+saturation) and requantised while it is still in registers, the spec's arithmetic on int64
+lanes: no int32 matrix is written or read again, and no runtime session is called per CONV.
+
+The tile kernel is LLVM IR made with llvmlite inside a numba intrinsic (numba compiles it
+for the host CPU with the rest of the kernel); the loops around it are numba, the tiles
+shared over the twin's threads with ``prange`` (OpenMP or TBB: a thread-safe layer only).
+
+Layout. The activations are offset bytes u = v + 128 in rows of K (a patch matrix, or an
+NHWC buffer's rows), read four bytes at a time; the weights are packed once per CONV as
+[n-block][K/4][NV vectors][16 lanes][4 bytes] with zeros past K and past Cout, so a read
+past a row's K bytes meets zero weights. The zero point folds into the bias: sum((u - 128)
+* w) = sum(u * w) - 128 * sum(w), taken modulo 2^32 like the spec's acc + bias (the sum the
+reference accepts fits int32, so the wrap is the spec's).
+
+``available()`` is True only where the CPU has AVX-512 VNNI and BW, a thread-safe threading
+layer loads, and a self-check against the reference's arithmetic passes;
+tests/hw/test_twin_vnni.py checks the kernel against the reference for exact equality.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Any
+
+import numba
+import numba.extending
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    # The twin's runs may come from several threads at once: never the workqueue layer,
+    # which aborts the process on concurrent use.
+    numba.config.THREADING_LAYER = "threadsafe"  # type: ignore[attr-defined]
+
+MR = 6
+"""Output rows of one register tile: MR x NV accumulators of 16 int32 lanes (24 of the 32
+zmm registers) plus NV weight vectors. 6 x 4 and 4 x 4 measured within 5% of each other on
+ResNet-50's shapes; 12 x 2 and 7 x 4 were slower (bench/README.md, issue 13)."""
+NV = 4
+"""16-lane vectors of output channels per tile: an n-block is NB = 16 * NV channels."""
+NB = 16 * NV
+LANES = 16
+
+
+def _ir() -> Any:
+    from llvmlite import ir
+
+    return ir
+
+
+ARGS = ("a", "a_off", "lda", "rows", "wp", "w_off", "k4", "bias", "mult", "half", "shift", "low",
+        "c0", "nvalid", "out", "o_off", "ldo", "b", "b_off", "ldb", "m0", "m1", "h2", "s2", "lo2",
+        "fused")  # fmt: skip
+"""The tile intrinsic's arguments: rows (1..MR) of the tile start at byte a_off of ``a``
+(stride lda); its n-block's weights at byte w_off of ``wp`` (k4 groups of four K); the
+per-channel constants from index c0; nvalid (1..NB) channels are stored at byte o_off of
+``out`` (stride ldo); with ``fused`` the residual is read at byte b_off of ``b`` (stride ldb)
+and added with m0, m1, h2 = 2^(s2-1), s2 and the low clamp lo2 (kernels.requant_add)."""
+
+
+class _Emit:
+    """The LLVM IR of one tile, written into the intrinsic's function by ``tile``."""
+
+    def __init__(self, context: Any, builder: Any, signature: Any, args: Any) -> None:
+        ir = _ir()
+        self.ir, self.b = ir, builder
+        self.i8, self.i32, self.i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+        self.v32, self.v64, self.vb = (
+            ir.VectorType(t, LANES) for t in (self.i32, self.i64, self.i8)
+        )
+        self.arg = dict(zip(ARGS, args, strict=True))
+        for name in ("a", "wp", "out", "bias", "mult", "half", "shift", "b"):
+            arr = context.make_array(signature.args[ARGS.index(name)])(context, builder,
+                                                                       self.arg[name])  # fmt: skip
+            self.arg[name] = builder.bitcast(arr.data, self.i8.as_pointer())
+        module = builder.module
+        vm = ir.VectorType(ir.IntType(1), LANES)
+        self.dot = self._declare(module, "llvm.x86.avx512.vpdpbusd.512", self.v32, [self.v32] * 3)
+        self.store = self._declare(module, "llvm.masked.store.v16i8.p0", ir.VoidType(),
+                                   [self.vb, self.i8.as_pointer(), self.i32, vm])  # fmt: skip
+        self.load = self._declare(module, "llvm.masked.load.v16i8.p0", self.vb,
+                                  [self.i8.as_pointer(), self.i32, vm, self.vb])  # fmt: skip
+
+    def _declare(self, module: Any, name: str, ret: Any, params: list[Any]) -> Any:
+        fn = module.globals.get(name)
+        if fn is None:
+            fn = self.ir.Function(module, self.ir.FunctionType(ret, params), name)
+        return fn
+
+    def const(self, value: int) -> Any:
+        return self.ir.Constant(self.i64, value)
+
+    def splat(self, value: Any, vtype: Any) -> Any:
+        ir, b = self.ir, self.b
+        one = b.insert_element(ir.Constant(vtype, ir.Undefined), value, ir.Constant(self.i32, 0))
+        return b.shuffle_vector(one, ir.Constant(vtype, ir.Undefined), ir.Constant(self.v32, None))
+
+    def clamp(self, v: Any, low: Any) -> Any:
+        hi = self.ir.Constant(self.v64, [127] * LANES)
+        v = self.b.select(self.b.icmp_signed("<", v, low), low, v)
+        return self.b.select(self.b.icmp_signed(">", v, hi), hi, v)
+
+    def at(self, base: str, offset: Any, row: int, stride: str, col: int) -> Any:
+        """A byte pointer: arg ``base`` + offset + row * arg ``stride`` + col."""
+        b = self.b
+        where = b.add(b.add(offset, b.mul(self.const(row), self.arg[stride])), self.const(col))
+        return b.gep(self.arg[base], [where])
+
+    def vector(self, name: str, elem: Any, index: Any) -> Any:
+        """16 elements of a per-channel constant array from ``index``."""
+        ptr = self.b.gep(self.b.bitcast(self.arg[name], elem.as_pointer()), [index])
+        return self.b.load(self.b.bitcast(ptr, self.ir.VectorType(elem, LANES).as_pointer()),
+                           align=1)  # fmt: skip
+
+    def tile(self) -> None:
+        """A switch on the tile's vector count nv = ceil(nvalid / 16), one body per nv."""
+        b = self.b
+        nv = b.ashr(b.add(self.arg["nvalid"], self.const(LANES - 1)), self.const(4))
+        end = b.append_basic_block("tile_end")
+        switch = b.switch(nv, end)
+        for width in range(1, NV + 1):
+            block = b.append_basic_block(f"tile_nv{width}")
+            switch.add_case(self.const(width), block)
+            b.position_at_end(block)
+            self.body(width)
+            b.branch(end)
+        b.position_at_end(end)
+
+    def body(self, nv: int) -> None:
+        """The K loop (accumulators as phis; nv weight vectors and MR broadcast quads per
+        group of four K), then each vector requantised and stored."""
+        ir, b, arg = self.ir, self.b, self.arg
+        rows, k4 = arg["rows"], arg["k4"]
+        last = b.sub(rows, self.const(1))
+        row_ptr = []  # rows past ``rows`` repeat the last one: computed, never stored
+        for i in range(MR):
+            r = b.select(b.icmp_signed("<", self.const(i), rows), self.const(i), last)
+            row_ptr.append(b.gep(arg["a"], [b.add(arg["a_off"], b.mul(r, arg["lda"]))]))
+        w0 = b.gep(arg["wp"], [arg["w_off"]])
+        entry = b.block
+        loop, done = b.append_basic_block("tile_k"), b.append_basic_block("tile_done")
+        zero = ir.Constant(self.v32, None)
+        b.cbranch(b.icmp_signed(">", k4, self.const(0)), loop, done)
+        b.position_at_end(loop)
+        k = b.phi(self.i64)
+        k.add_incoming(self.const(0), entry)
+        accs = [b.phi(self.v32) for _ in range(MR * nv)]
+        for phi in accs:
+            phi.add_incoming(zero, entry)
+        group = b.mul(k, self.const(NV * 64))  # every n-block is packed NV vectors wide
+        weights = [
+            b.load(b.bitcast(b.gep(w0, [b.add(group, self.const(j * 64))]),
+                             self.v32.as_pointer()), align=1)
+            for j in range(nv)
+        ]  # fmt: skip
+        summed = []
+        k_bytes = b.mul(k, self.const(4))
+        for i in range(MR):
+            ptr = b.bitcast(b.gep(row_ptr[i], [k_bytes]), self.i32.as_pointer())
+            quad = self.splat(b.load(ptr, align=1), self.v32)
+            summed += [b.call(self.dot, [accs[i * nv + j], quad, weights[j]]) for j in range(nv)]
+        k_next = b.add(k, self.const(1))
+        body = b.block
+        k.add_incoming(k_next, body)
+        for phi, value in zip(accs, summed, strict=True):
+            phi.add_incoming(value, body)
+        b.cbranch(b.icmp_signed("<", k_next, k4), loop, done)
+        b.position_at_end(done)
+        final = []
+        for value in summed:
+            phi = b.phi(self.v32)
+            phi.add_incoming(zero, entry)
+            phi.add_incoming(value, body)
+            final.append(phi)
+        for j in range(nv):
+            self.store_vector(j, [final[i * nv + j] for i in range(MR)])
+
+    def store_vector(self, j: int, accs: list[Any]) -> None:
+        """Vector j of every row: the spec's int64 requantisation (kernels.requant), the fused
+        ADD where ``fused`` (kernels.requant_add), stored under a mask of the valid channels."""
+        ir, b, arg = self.ir, self.b, self.arg
+        ch = b.add(arg["c0"], self.const(j * LANES))
+        bias = self.vector("bias", self.i32, ch)
+        mult, half, shift = (self.vector(n, self.i64, ch) for n in ("mult", "half", "shift"))
+        left = self.splat(b.sub(arg["nvalid"], self.const(j * LANES)), self.v64)
+        mask = b.icmp_signed("<", ir.Constant(self.v64, list(range(LANES))), left)
+        low, lo2 = self.splat(arg["low"], self.v64), self.splat(arg["lo2"], self.v64)
+        m0, m1, h2, s2 = (self.splat(arg[n], self.v64) for n in ("m0", "m1", "h2", "s2"))
+        offset = ir.Constant(self.v64, [128] * LANES)
+        align = ir.Constant(self.i32, 1)
+        fused = b.icmp_signed("!=", b.zext(arg["fused"], self.i64), self.const(0))
+        for i in range(MR):
+            with b.if_then(b.icmp_signed("<", self.const(i), arg["rows"])):
+                x = b.sext(b.add(accs[i], bias), self.v64)
+                v = self.clamp(b.ashr(b.add(b.mul(x, mult), half), shift), low)
+                before = b.block
+                with b.if_then(fused):
+                    rb = b.call(self.load, [self.at("b", arg["b_off"], i, "ldb", j * LANES),
+                                            align, mask, ir.Constant(self.vb, None)])  # fmt: skip
+                    r = b.sub(b.zext(rb, self.v64), offset)
+                    s = b.add(b.add(b.mul(v, m0), b.mul(r, m1)), h2)
+                    added = self.clamp(b.ashr(s, s2), lo2)
+                    inside = b.block
+                result = b.phi(self.v64)
+                result.add_incoming(v, before)
+                result.add_incoming(added, inside)
+                byte = b.trunc(b.add(result, offset), self.vb)
+                b.call(self.store, [byte, self.at("out", arg["o_off"], i, "ldo", j * LANES),
+                                    align, mask])  # fmt: skip
+
+
+def _tile_typer(ctx, a, a_off, lda, rows, wp, w_off, k4, bias, mult, half, shift, low, c0,  # type: ignore[no-untyped-def]
+                nvalid, out, o_off, ldo, b, b_off, ldb, m0, m1, h2, s2, lo2, fused):  # fmt: skip
+    """numba's intrinsic lowering needs the parameters named (ARGS), not *args."""
+    from numba import types
+
+    sig = types.void(a, a_off, lda, rows, wp, w_off, k4, bias, mult, half, shift, low, c0,
+                     nvalid, out, o_off, ldo, b, b_off, ldb, m0, m1, h2, s2, lo2,
+                     fused)  # fmt: skip
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        _Emit(context, builder, signature, args).tile()
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_tile: Any = numba.extending.intrinsic(_tile_typer)
+
+
+_jit: Any = numba.njit(parallel=True, nogil=True, cache=True, boundscheck=False)
+
+
+@_jit
+def conv(a, a_off, lda, rows, wp, k4, bias, mult, half, shift, low, cout, out, o_off, ldo,  # type: ignore[no-untyped-def]
+         b, b_off, ldb, m0, m1, h2, s2, lo2, fused):  # fmt: skip
+    """Output rows [0, rows) of a CONV at byte o_off of the flat ``out`` (stride ldo),
+    channels [0, cout): v = sat8(round_shift(((a - 128) @ w + bias) * M, S)) for the rows of
+    ``a`` at byte a_off (stride lda) and the packed weights ``wp`` (``Packed``); with
+    ``fused``, then sat8(round_shift(v * M0 + (b - 128) * M1, S2)) for the residual's offset
+    bytes b at byte b_off (stride ldb); stored as offset bytes. The tiles are shared over
+    numba's threads."""
+    mt = (rows + MR - 1) // MR
+    for t in numba.prange(((cout + NB - 1) // NB) * mt):
+        nb = t // mt
+        i0 = (t - nb * mt) * MR
+        c0 = nb * NB
+        _tile(a, a_off + i0 * lda, lda, min(MR, rows - i0), wp, nb * k4 * NB * 4, k4, bias, mult,
+              half, shift, low, c0, min(NB, cout - c0), out, o_off + i0 * ldo + c0, ldo, b,
+              b_off + i0 * ldb + c0, ldb, m0, m1, h2, s2, lo2, fused)  # fmt: skip
+
+
+NO_ADD = (np.int64(0),) * 5
+"""m0, m1, h2, s2, lo2 of a CONV without a fused ADD (``conv``'s b is then its out)."""
+
+
+class Packed:
+    """A CONV's weights [K, Cout] int8 packed for the tile kernel, with its per-channel
+    requantisation constants padded to whole n-blocks: the bias with the zero point folded in
+    (bias - 128 * sum_k w, modulo 2^32), M, 2^(S-1) and S as int64."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray):
+        k, cout = weight.shape
+        self.k, self.cout = k, cout
+        self.k4 = (k + 3) // 4
+        blocks = (cout + NB - 1) // NB
+        padded = np.zeros((self.k4 * 4, blocks * NB), np.int8)
+        padded[:k, :cout] = weight
+        tiles = padded.reshape(self.k4, 4, blocks, NV, LANES).transpose(2, 0, 3, 4, 1)
+        self.weights = np.ascontiguousarray(tiles).reshape(-1)
+        folded = bias.astype(np.int64) - 128 * weight.astype(np.int64).sum(axis=0)
+        wrapped = ((folded + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
+        s = shift.astype(np.int64)
+
+        def pad(values: np.ndarray, dtype: type) -> np.ndarray:
+            out: np.ndarray = np.zeros(blocks * NB, dtype)
+            out[:cout] = values
+            return out
+
+        self.bias = pad(wrapped, np.int32)
+        self.mult = pad(mult.astype(np.int64), np.int64)
+        self.half = pad(np.int64(1) << (s - 1), np.int64)
+        self.shift = pad(s, np.int64)
+
+    def args(self) -> tuple[Any, ...]:
+        """(wp, k4, bias, M, half, S): the arguments of ``conv`` after a's rows."""
+        return self.weights, self.k4, self.bias, self.mult, self.half, self.shift
+
+
+def _spec(u: np.ndarray, w: np.ndarray, bias: np.ndarray, mult: np.ndarray,
+          shift: np.ndarray, relu: bool) -> np.ndarray:  # fmt: skip
+    """The reference's CONV (the spec) on a patch matrix of offset bytes, as offset bytes."""
+    from fpga_serve.hw.twin import reference
+
+    x = (u.astype(np.int16) - 128).astype(np.int8)[None, :, None, :]
+    out = reference.conv(x, w[None, None], bias, mult, shift, 1, (0, 0, 0, 0), relu)
+    return (out[0, :, 0, :].astype(np.int16) + 128).astype(np.uint8)
+
+
+def _self_check() -> bool:
+    """The kernel against the reference's arithmetic on random shapes that cover every tile
+    width and row remainder, and the extremes (an accumulator that wraps int32 before the
+    bias folds back in)."""
+    rng = np.random.default_rng(5)
+    cases = [(m, k, c) for m, k, c in ((37, 20, 19), (13, 147, 100), (8, 64, 64), (5, 6, 200))]
+    for m, k, cout in cases:
+        u = rng.integers(0, 256, (m, k), dtype=np.uint8)
+        w = rng.integers(-128, 128, (k, cout), dtype=np.int8)
+        bias = rng.integers(-(1 << 20), 1 << 20, cout).astype(np.int32)
+        mult = rng.integers(1, 1 << 30, cout).astype(np.int32)
+        shift = rng.integers(20, 40, cout).astype(np.int32)
+        for relu in (False, True):
+            got = run(u, Packed(w, bias, mult, shift), relu)
+            if not np.array_equal(got, _spec(u, w, bias, mult, shift, relu)):
+                return False
+    k = 70000  # sum(u * w) = 255 * 127 * k > 2^31, the spec's sum 127 * 127 * k < 2^31
+    u, w = np.full((3, k), 255, np.uint8), np.full((k, 2), 127, np.int8)
+    bias, mult, shift = np.zeros(2, np.int32), np.ones(2, np.int32), np.full(2, 31, np.int32)
+    got = run(u, Packed(w, bias, mult, shift), False)
+    return bool(np.array_equal(got, _spec(u, w, bias, mult, shift, False)))
+
+
+def run(u: np.ndarray, packed: Packed, relu: bool) -> np.ndarray:
+    """``conv`` on a [M, K] patch matrix of offset bytes into a new [M, Cout] output."""
+    low = 0 if relu else -128
+    m, k = u.shape
+    a = np.zeros(m * k + 4, np.uint8)  # reads reach up to 3 bytes past a row's K
+    a[: m * k] = u.reshape(-1)
+    out = np.zeros((m, packed.cout), np.uint8)
+    flat = out.reshape(-1)
+    head = (a, 0, k, m, *packed.args(), np.int64(low), packed.cout, flat, 0, packed.cout)
+    conv(*head, flat, 0, packed.cout, *NO_ADD, False)
+    return out
+
+
+@functools.cache
+def available() -> bool:
+    """Whether the fused kernel runs, and is exact, on this CPU: AVX-512 VNNI and BW present,
+    a thread-safe threading layer, and the self-check passed."""
+    import llvmlite.binding as ll
+
+    features = ll.get_host_cpu_features()
+    if not (features.get("avx512vnni", False) and features.get("avx512bw", False)):
+        return False
+    try:
+        ok = _self_check()
+    except Exception as exc:  # no thread-safe threading layer, or the intrinsic refused
+        log.warning("fused VNNI CONV kernel unavailable (%s): using the GEMM path", exc)
+        return False
+    if not ok:
+        log.warning("fused VNNI CONV kernel is not exact on this CPU: using the GEMM path")
+    return ok
