@@ -886,3 +886,61 @@ def test_a_scale_shift_takes_the_float_kernel_only_within_its_exact_shift(
     x = i8(2, 3, 3, 8)
     assert np.array_equal(native.NativePlan(program).run(x), execute(program, x, reference))
     assert used == ["scale_shift_f64" if floating else "scale_shift"]
+
+
+def test_a_cpu_without_vnni_keeps_the_gemm_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    import llvmlite.binding as ll
+
+    features = dict(ll.get_host_cpu_features())
+    features["avx512vnni"] = False
+    monkeypatch.setattr(ll, "get_host_cpu_features", lambda: features)
+    vnni.available.cache_clear()
+    try:
+        assert vnni.available() is False
+        assert native.fused_vnni() is False
+        gemm.exact_form()  # its self-check's GEMMs are made before the recording starts
+        made: list[int] = []
+        real = gemm.Int8Gemm
+
+        class Recording(real):  # type: ignore[misc, valid-type]
+            def __init__(self, weight: np.ndarray, form: str | None = None) -> None:
+                super().__init__(weight, form)
+                made.append(weight.shape[1])
+
+        monkeypatch.setattr(gemm, "Int8Gemm", Recording)
+        program = _padded_conv_program()
+        x = i8(2, 4, 4, 8)
+        assert np.array_equal(native.NativePlan(program).run(x), execute(program, x, reference))
+        assert made == [8]
+    finally:
+        monkeypatch.undo()
+        vnni.available.cache_clear()
+
+
+@pytest.mark.skipif(not vnni.available(), reason="no AVX-512 VNNI here")
+def test_the_plan_uses_the_kernel_and_honours_the_twin_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With VNNI the plan's CONVs are vnni.conv calls (no GEMM made), on one thread when the
+    twin is set to one, and equal the reference."""
+    monkeypatch.setattr(native, "VNNI", None)
+    assert vnni.available()  # its self-check's calls are made before the counting starts
+    monkeypatch.setattr(gemm, "Int8Gemm", None)  # a GEMM made would fail
+    calls: list[int] = []
+    real = vnni.conv
+
+    def counted(*args: object) -> None:
+        import numba
+
+        calls.append(numba.get_num_threads())
+        real(*args)
+
+    monkeypatch.setattr(vnni, "conv", counted)
+    program = _padded_conv_program()
+    x = i8(2, 4, 4, 8)
+    for threads in (0, 1):
+        monkeypatch.setattr(gemm, "_THREADS", {"threads": threads})
+        assert np.array_equal(native.NativePlan(program).run(x), execute(program, x, reference))
+    import numba
+
+    assert calls == [numba.config.NUMBA_NUM_THREADS, 1]

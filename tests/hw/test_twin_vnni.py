@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fpga_serve.hw.twin import gemm, native, reference, vnni
-from fpga_serve.hw.twin.executor import execute
+from fpga_serve.hw.twin import native, reference, vnni
 
 RNG = np.random.default_rng(11)
 
@@ -138,77 +137,3 @@ def test_the_self_check_refuses_a_wrong_kernel(monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.undo()
         vnni.available.cache_clear()
     assert vnni.available() is True
-
-
-def test_a_cpu_without_vnni_keeps_the_gemm_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    import llvmlite.binding as ll
-
-    features = dict(ll.get_host_cpu_features())
-    features["avx512vnni"] = False
-    monkeypatch.setattr(ll, "get_host_cpu_features", lambda: features)
-    vnni.available.cache_clear()
-    try:
-        assert vnni.available() is False
-        assert native.fused_vnni() is False
-        gemm.exact_form()  # its self-check's GEMMs are made before the recording starts
-        made: list[int] = []
-        real = gemm.Int8Gemm
-
-        class Recording(real):  # type: ignore[misc, valid-type]
-            def __init__(self, weight: np.ndarray, form: str | None = None) -> None:
-                super().__init__(weight, form)
-                made.append(weight.shape[1])
-
-        monkeypatch.setattr(gemm, "Int8Gemm", Recording)
-        program = _conv_program()
-        x = RNG.integers(-128, 128, (2, 6, 6, 8), dtype=np.int8)
-        assert np.array_equal(native.NativePlan(program).run(x), execute(program, x, reference))
-        assert made == [8]
-    finally:
-        monkeypatch.undo()
-        vnni.available.cache_clear()
-
-
-@needs_vnni
-def test_the_plan_uses_the_kernel_and_honours_the_twin_threads(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """With VNNI the plan's CONVs are vnni.conv calls (no GEMM made), on one thread when the
-    twin is set to one, and equal the reference."""
-    monkeypatch.setattr(native, "VNNI", None)
-    assert vnni.available()  # its self-check's calls are made before the counting starts
-    monkeypatch.setattr(gemm, "Int8Gemm", None)  # a GEMM made would fail
-    calls: list[int] = []
-    real = vnni.conv
-
-    def counted(*args: object) -> None:
-        import numba
-
-        calls.append(numba.get_num_threads())
-        real(*args)
-
-    monkeypatch.setattr(vnni, "conv", counted)
-    program = _conv_program()
-    x = RNG.integers(-128, 128, (2, 6, 6, 8), dtype=np.int8)
-    for threads in (0, 1):
-        monkeypatch.setattr(gemm, "_THREADS", {"threads": threads})
-        assert np.array_equal(native.NativePlan(program).run(x), execute(program, x, reference))
-    import numba
-
-    assert calls == [numba.config.NUMBA_NUM_THREADS, 1]
-
-
-def _conv_program():  # type: ignore[no-untyped-def]
-    from fpga_serve.core.isa import Buffer, Instr, Opcode, Program, TensorRef
-
-    bias, mult, shift = constants(8)
-    weights = [RNG.integers(-127, 128, (3, 3, 8, 8), dtype=np.int8), bias, mult, shift]
-    conv = Instr(Opcode.CONV, (TensorRef(0, 0, 8),), TensorRef(1, 0, 8), kernel=(3, 3),
-                 pad=(1, 1, 1, 1), weight=0, bias=1, multiplier=2, shift=3)  # fmt: skip
-    return Program(
-        buffers=[Buffer(0, 6, 6, 8, 0.1), Buffer(1, 6, 6, 8, 0.1)],
-        instrs=[conv],
-        input=TensorRef(0, 0, 8),
-        output=TensorRef(1, 0, 8),
-        weights=weights,
-    )
