@@ -132,7 +132,9 @@ def test_conv(case: tuple, relu: bool, monkeypatch: pytest.MonkeyPatch, conv_for
 def test_conv_in_blocks_of_output_rows(case: tuple, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[type-arg]
     """Patch matrices made, multiplied and requantised block by block (BLOCK_BYTES small
     enough for a block of one or two output rows) equal the reference, at batch 2 and 3, with
-    and without a fused residual ADD."""
+    and without a fused residual ADD (the GEMM path's CONVs: the fused kernel reads these
+    patches in place)."""
+    monkeypatch.setattr(native, "VNNI", False)
     monkeypatch.setattr(native, "BLOCK_BYTES", 400)
     monkeypatch.setattr(native, "BLOCKED_BYTES", 800)
     _, h, w, cin, cout, k, stride, pad, _ = case
@@ -464,14 +466,20 @@ def test_a_batch_runs_in_passes_sized_by_its_scratch(
 ) -> None:
     """Images per pass: PASS_BYTES over the patch matrix and accumulator bytes an image needs
     (4x4x72 patches and 4 bytes of slack, + 4x4x8 int32 for the GEMM path's 3x3 CONV below:
-    1,668; the fused kernel needs no accumulators: 1,156). A batch above it runs in passes,
-    the last one shorter, on buffers kept for one pass; the result is the reference's."""
+    1,668). A batch above it runs in passes, the last one shorter, on buffers kept for one
+    pass; the result is the reference's. The fused kernel reads this CONV's patches in place:
+    no scratch, so any batch is one pass."""
     program = _padded_conv_program()
-    per_image = 1156 if conv_form == "fused vnni" else 1668
+    x = i8(5, 4, 4, 8)
+    if conv_form == "fused vnni":
+        plan = native.NativePlan(program)
+        assert plan.images_per_pass == native.PASS_BYTES
+        assert np.array_equal(plan.run(x), execute(program, x, reference))
+        return
+    per_image = 1668
     monkeypatch.setattr(native, "PASS_BYTES", 2 * per_image + per_image - 1)
     plan = native.NativePlan(program)
     assert plan.images_per_pass == 2
-    x = i8(5, 4, 4, 8)
     assert np.array_equal(plan.run(x), execute(program, x, reference))
     assert plan._kept_n == 2 and sorted(plan._bound) == [1, 2]
     monkeypatch.setattr(native, "PASS_BYTES", 1)

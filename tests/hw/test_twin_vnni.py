@@ -72,8 +72,9 @@ def test_the_kernel_writes_only_its_rows_and_channels_and_reads_a_slice() -> Non
     packed = vnni.Packed(w, bias, mult, shift)
     out = np.full((rows, 50), 7, np.uint8)
     flat = out.reshape(-1)
-    vnni.conv(x.reshape(-1), off, width, rows, *packed.args(), np.int64(-128), cout, flat, 5, 50,
-              flat, 0, 50, *vnni.NO_ADD, False)  # fmt: skip
+    rb, taps = vnni.rows_of(rows, width, off), vnni.one_tap()
+    vnni.conv(x.reshape(-1), rb, rows, taps, packed.k4, *packed.args(), np.int64(-128), cout,
+              flat, 5, 50, flat, 0, 50, *vnni.NO_ADD, False)  # fmt: skip
     assert np.array_equal(out[:, 5 : 5 + cout], spec_conv(x[:, off : off + k], w, bias, mult,
                                                          shift, False))  # fmt: skip
     assert (out[:, :5] == 7).all() and (out[:, 5 + cout :] == 7).all()
@@ -94,8 +95,9 @@ def test_the_fused_add_equals_the_spec(add_relu: bool) -> None:
     out = np.zeros((rows, cout), np.uint8)
     add = (np.int64(m[0]), np.int64(m[1]), np.int64(1) << (s2 - 1), np.int64(s2),
            np.int64(0 if add_relu else -128))  # fmt: skip
-    vnni.conv(a, 0, k, rows, *packed.args(), np.int64(0), cout, out.reshape(-1), 0, cout,
-              res.reshape(-1), 0, cout, *add, True)  # fmt: skip
+    rb, taps = vnni.rows_of(rows, k), vnni.one_tap()
+    vnni.conv(a, rb, rows, taps, packed.k4, *packed.args(), np.int64(0), cout, out.reshape(-1), 0,
+              cout, res.reshape(-1), 0, cout, *add, True)  # fmt: skip
     conv = (spec_conv(u, w, bias, mult, shift, True).astype(np.int16) - 128).astype(np.int8)
     want = reference.add(conv, (res.astype(np.int16) - 128).astype(np.int8), m,
                          np.array([s2], np.int32), add_relu)  # fmt: skip
@@ -123,9 +125,9 @@ def test_the_self_check_refuses_a_wrong_kernel(monkeypatch: pytest.MonkeyPatch) 
 
     def off_by_one(*args: object) -> None:
         real(*args)
-        out = args[12]
+        out = args[13]
         assert isinstance(out, np.ndarray)
-        out[int(args[13])] ^= 1  # type: ignore[call-overload]
+        out[int(args[14])] ^= 1  # type: ignore[call-overload]
 
     monkeypatch.setattr(vnni, "conv", off_by_one)
     vnni.available.cache_clear()

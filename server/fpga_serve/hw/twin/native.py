@@ -352,10 +352,10 @@ class NativePlan:
         return bind
 
     def _conv_vnni(self, instr: Instr) -> Bind:
-        """A CONV (and its fused ADD) as vnni.conv over the rows of its input
-        buffer (a 1x1/1 CONV, any channel slice) or of its patch matrix (the other CONVs,
-        gathered as in ``_conv``): one compiled call a block, its tiles shared over the
-        twin's threads inside the call."""
+        """A CONV (and its fused ADD) as vnni.conv: over the rows of its input buffer (a 1x1/1
+        CONV, any channel slice), over its patches read in place tap by tap (``_conv_taps``:
+        Cin a multiple of four), or over its patch matrix (the others, gathered as in
+        ``_conv``): one compiled call a block, its tiles shared over the twin's threads."""
         from fpga_serve.hw.twin import vnni
 
         w = self.program.weights
@@ -372,34 +372,43 @@ class NativePlan:
             add = (np.int64(m[0]), np.int64(m[1]), np.int64(1) << (s2 - 1), s2, low2)
         ho, wo = self._geometry(instr)
         src_buf = self.program.buffer(src)
-        # A row is read four bytes at a time up to 4 * k4 bytes: direct only where that stays
-        # inside the row, so the buffer's last row is not read past its end.
-        direct = kh == kw == 1 and instr.stride == 1 and not any(instr.pad)
-        direct = direct and src.offset + 4 * packed.k4 <= src_buf.channels
-        gather = None if direct else self._im2col(instr, src_buf.height, src_buf.width)
         threads = _kernel_threads()
 
-        def call(bufs: Buffers, a: np.ndarray, a_off: int, lda: int, rows: int, r0: int) -> Bound:
+        def call(bufs: Buffers, a: np.ndarray, rb: np.ndarray, taps: np.ndarray, cin4: int,
+                 r0: int) -> Bound:  # fmt: skip
             out = bufs[dst.buffer]
             ldo = out.shape[-1]
-            head = (a, a_off, lda, rows, *consts, out.reshape(-1), r0 * ldo + dst.offset, ldo)
+            head = (a, rb, len(rb), taps, cin4, *consts, out.reshape(-1), r0 * ldo + dst.offset)
             if res is None:
                 tail = (out.reshape(-1), 0, ldo, *vnni.NO_ADD, False)
             else:
                 b = bufs[res.buffer]
                 ldb = b.shape[-1]
                 tail = (b.reshape(-1), r0 * ldb + res.offset, ldb, *add, True)
-            kernel = functools.partial(vnni.conv, *head, *tail)
+            kernel = functools.partial(vnni.conv, *head, ldo, *tail)
             return kernel if threads is None else functools.partial(_on_threads, threads, kernel)
 
-        def bind(bufs: Buffers) -> Bound:
-            if gather is None:
+        # Rows are read four bytes at a time up to 4 * k4 bytes: in place only where that stays
+        # inside a row (or, in taps, a pixel), so no read passes a buffer's end.
+        pointwise = kh == kw == 1 and instr.stride == 1 and not any(instr.pad)
+        if pointwise and src.offset + 4 * packed.k4 <= src_buf.channels:
+
+            def bind_rows(bufs: Buffers) -> Bound:
                 x = bufs[src.buffer]
-                return call(bufs, x.reshape(-1), src.offset, x.shape[-1], x.shape[0] * ho * wo, 0)
+                rb = vnni.rows_of(x.shape[0] * ho * wo, x.shape[-1], src.offset)
+                return call(bufs, x.reshape(-1), rb, vnni.one_tap(), packed.k4, 0)
+
+            return bind_rows
+        if cin % 4 == 0:
+            return self._conv_taps(instr, src_buf.height, src_buf.width, call)
+        gather = self._im2col(instr, src_buf.height, src_buf.width)
+
+        def bind(bufs: Buffers) -> Bound:
             staging, blocks = gather(bufs)
             flat = bufs[COLS].reshape(-1)
             k = kh * kw * cin
-            calls = [(to, part, call(bufs, flat, 0, k, r1 - r0, r0))
+            calls = [(to, part, call(bufs, flat, vnni.rows_of(r1 - r0, k), vnni.one_tap(),
+                                     packed.k4, r0))
                      for to, part, _, r0, r1 in blocks]  # fmt: skip
 
             def gather_step() -> None:
@@ -412,6 +421,50 @@ class NativePlan:
             return gather_step
 
         return bind
+
+    def _conv_taps(self, instr: Instr, h: int, w: int, call: Callable[..., Bound]) -> Bind:
+        """A CONV whose patches vnni.conv reads in place, tap by tap (Cin a multiple of four):
+        from the input buffer, or from the zero-bordered staging copy of a padding CONV. No
+        patch matrix is made."""
+        src = instr.inputs[0]
+        kh, kw = instr.kernel
+        top, _, left, _ = instr.pad
+        ho, wo = self._geometry(instr)
+        stage = self._staging(instr, h, w, src.channels)
+        stride = instr.stride
+
+        def bind(bufs: Buffers) -> Bound:
+            x = bufs[src.buffer]
+            copies, image, offset = [], x, src.offset
+            if stage is not None:
+                image, offset = bufs[stage], 0
+                copies.append((image[:, top : top + h, left : left + w],
+                               x[..., src.offset : src.offset + src.channels]))  # fmt: skip
+            hs, ws, cs = image.shape[1:]
+            m = np.arange(x.shape[0] * ho * wo, dtype=np.int64)
+            n, y, xo = m // (ho * wo), m % (ho * wo) // wo, m % wo
+            rb = ((n * hs + y * stride) * ws + xo * stride) * cs + offset
+            taps = np.array([(i * ws + j) * cs for i in range(kh) for j in range(kw)] + [0])
+            run = call(bufs, image.reshape(-1), rb, taps.astype(np.int64), src.channels // 4, 0)
+
+            def taps_step() -> None:
+                for to, part in copies:
+                    np.copyto(to, part)
+                run()
+
+            return taps_step
+
+        return bind
+
+    def _staging(self, instr: Instr, h: int, w: int, c: int) -> int | None:
+        """The scratch key of a padding CONV's staging copy of its input (h x w x c inside
+        borders that stay ZERO, the spec's zero padding), or None without padding."""
+        if not any(instr.pad):
+            return None
+        top, bottom, left, right = instr.pad
+        stage = -3 - sum(1 for key in self._scratch if key <= -3)
+        self._scratch[stage] = ((h + top + bottom, w + left + right, c), np.uint8)
+        return stage
 
     def _im2col(self, instr: Instr, h: int, w: int) -> Gather:
         """A Gather (bufs -> staging copies, blocks): each block a (destination, source) copy
@@ -426,15 +479,12 @@ class NativePlan:
         src = instr.inputs[0]
         kh, kw = instr.kernel
         c = src.channels
-        top, bottom, left, right = instr.pad
+        top, _, left, _ = instr.pad
         ho, wo = self._geometry(instr)
         k = kh * kw * c
         by = ho if ho * wo * k <= BLOCKED_BYTES else max(1, BLOCK_BYTES // (wo * k))
         self._need(COLS, by * wo * k + 4, np.uint8)  # vnni.conv reads up to 3 bytes past K
-        stage = None
-        if any(instr.pad):
-            stage = -3 - sum(1 for key in self._scratch if key <= -3)
-            self._scratch[stage] = ((h + top + bottom, w + left + right, c), np.uint8)
+        stage = self._staging(instr, h, w, c)
 
         def views(bufs: Buffers) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[Any]]:
             x = bufs[src.buffer][..., src.offset : src.offset + c]

@@ -56,14 +56,17 @@ def _ir() -> Any:
     return ir
 
 
-ARGS = ("a", "a_off", "lda", "rows", "wp", "w_off", "k4", "bias", "mult", "half", "shift", "low",
-        "c0", "nvalid", "out", "o_off", "ldo", "b", "b_off", "ldb", "m0", "m1", "h2", "s2", "lo2",
-        "fused")  # fmt: skip
-"""The tile intrinsic's arguments: rows (1..MR) of the tile start at byte a_off of ``a``
-(stride lda); its n-block's weights at byte w_off of ``wp`` (k4 groups of four K); the
-per-channel constants from index c0; nvalid (1..NB) channels are stored at byte o_off of
-``out`` (stride ldo); with ``fused`` the residual is read at byte b_off of ``b`` (stride ldb)
-and added with m0, m1, h2 = 2^(s2-1), s2 and the low clamp lo2 (kernels.requant_add)."""
+ARGS = ("a", "rb", "i0", "rows", "taps", "cin4", "wp", "w_off", "k4", "bias", "mult", "half",
+        "shift", "low", "c0", "nvalid", "out", "o_off", "ldo", "b", "b_off", "ldb", "m0", "m1",
+        "h2", "s2", "lo2", "fused")  # fmt: skip
+"""The tile intrinsic's arguments. Its rows (1..MR) are output rows i0.. of the CONV; the
+patch of output row m is read in place from ``a``: tap t's four-byte groups g (cin4 of them)
+at byte rb[m] + taps[t] + 4 g, K ordered (tap, channel) like the weights (one tap of K bytes
+for a patch matrix's rows or a 1x1 CONV's input rows). Its n-block's weights start at byte
+w_off of ``wp`` (k4 groups of four K in all); the per-channel constants at index c0; nvalid
+(1..NB) channels are stored at byte o_off of ``out`` (stride ldo); with ``fused`` the
+residual is read at byte b_off of ``b`` (stride ldb) and added with m0, m1, h2 = 2^(s2-1),
+s2 and the low clamp lo2 (kernels.requant_add)."""
 
 
 class _Emit:
@@ -77,7 +80,7 @@ class _Emit:
             ir.VectorType(t, LANES) for t in (self.i32, self.i64, self.i8)
         )
         self.arg = dict(zip(ARGS, args, strict=True))
-        for name in ("a", "wp", "out", "bias", "mult", "half", "shift", "b"):
+        for name in ("a", "rb", "taps", "wp", "out", "bias", "mult", "half", "shift", "b"):
             arr = context.make_array(signature.args[ARGS.index(name)])(context, builder,
                                                                        self.arg[name])  # fmt: skip
             self.arg[name] = builder.bitcast(arr.data, self.i8.as_pointer())
@@ -136,22 +139,27 @@ class _Emit:
 
     def body(self, nv: int) -> None:
         """The K loop (accumulators as phis; nv weight vectors and MR broadcast quads per
-        group of four K), then each vector requantised and stored."""
+        group of four K, the quads' addresses stepping through the taps), then each vector
+        requantised and stored."""
         ir, b, arg = self.ir, self.b, self.arg
-        rows, k4 = arg["rows"], arg["k4"]
+        rows, k4, cin4 = arg["rows"], arg["k4"], arg["cin4"]
         last = b.sub(rows, self.const(1))
         row_ptr = []  # rows past ``rows`` repeat the last one: computed, never stored
         for i in range(MR):
             r = b.select(b.icmp_signed("<", self.const(i), rows), self.const(i), last)
-            row_ptr.append(b.gep(arg["a"], [b.add(arg["a_off"], b.mul(r, arg["lda"]))]))
+            base = self.element("rb", b.add(arg["i0"], r))
+            row_ptr.append(b.gep(arg["a"], [base]))
         w0 = b.gep(arg["wp"], [arg["w_off"]])
+        tap0 = self.element("taps", self.const(0))
         entry = b.block
         loop, done = b.append_basic_block("tile_k"), b.append_basic_block("tile_done")
         zero = ir.Constant(self.v32, None)
         b.cbranch(b.icmp_signed(">", k4, self.const(0)), loop, done)
         b.position_at_end(loop)
-        k = b.phi(self.i64)
-        k.add_incoming(self.const(0), entry)
+        k, g, t, tap = (b.phi(self.i64) for _ in range(4))  # group, in tap, tap, its offset
+        for phi, start in ((k, self.const(0)), (g, self.const(0)), (t, self.const(0)),
+                           (tap, tap0)):  # fmt: skip
+            phi.add_incoming(start, entry)
         accs = [b.phi(self.v32) for _ in range(MR * nv)]
         for phi in accs:
             phi.add_incoming(zero, entry)
@@ -162,15 +170,19 @@ class _Emit:
             for j in range(nv)
         ]  # fmt: skip
         summed = []
-        k_bytes = b.mul(k, self.const(4))
+        at = b.add(tap, b.mul(g, self.const(4)))
         for i in range(MR):
-            ptr = b.bitcast(b.gep(row_ptr[i], [k_bytes]), self.i32.as_pointer())
+            ptr = b.bitcast(b.gep(row_ptr[i], [at]), self.i32.as_pointer())
             quad = self.splat(b.load(ptr, align=1), self.v32)
             summed += [b.call(self.dot, [accs[i * nv + j], quad, weights[j]]) for j in range(nv)]
-        k_next = b.add(k, self.const(1))
+        k_next, g_next = b.add(k, self.const(1)), b.add(g, self.const(1))
+        wrap = b.icmp_signed("==", g_next, cin4)
+        t_next = b.add(t, b.zext(wrap, self.i64))
+        # taps has one entry past the last tap, so this read stays inside it.
+        tap_next = b.select(wrap, self.element("taps", t_next), tap)
         body = b.block
-        k.add_incoming(k_next, body)
-        for phi, value in zip(accs, summed, strict=True):
+        for phi, value in ((k, k_next), (g, b.select(wrap, self.const(0), g_next)), (t, t_next),
+                           (tap, tap_next), *zip(accs, summed, strict=True)):  # fmt: skip
             phi.add_incoming(value, body)
         b.cbranch(b.icmp_signed("<", k_next, k4), loop, done)
         b.position_at_end(done)
@@ -182,6 +194,11 @@ class _Emit:
             final.append(phi)
         for j in range(nv):
             self.store_vector(j, [final[i * nv + j] for i in range(MR)])
+
+    def element(self, name: str, index: Any) -> Any:
+        """Element ``index`` of the int64 array argument ``name``."""
+        ptr = self.b.bitcast(self.arg[name], self.i64.as_pointer())
+        return self.b.load(self.b.gep(ptr, [index]))
 
     def store_vector(self, j: int, accs: list[Any]) -> None:
         """Vector j of every row: the spec's int64 requantisation (kernels.requant), the fused
@@ -217,13 +234,14 @@ class _Emit:
                                     align, mask])  # fmt: skip
 
 
-def _tile_typer(ctx, a, a_off, lda, rows, wp, w_off, k4, bias, mult, half, shift, low, c0,  # type: ignore[no-untyped-def]
-                nvalid, out, o_off, ldo, b, b_off, ldb, m0, m1, h2, s2, lo2, fused):  # fmt: skip
+def _tile_typer(ctx, a, rb, i0, rows, taps, cin4, wp, w_off, k4, bias, mult, half, shift, low,  # type: ignore[no-untyped-def]
+                c0, nvalid, out, o_off, ldo, b, b_off, ldb, m0, m1, h2, s2, lo2,
+                fused):  # fmt: skip
     """numba's intrinsic lowering needs the parameters named (ARGS), not *args."""
     from numba import types
 
-    sig = types.void(a, a_off, lda, rows, wp, w_off, k4, bias, mult, half, shift, low, c0,
-                     nvalid, out, o_off, ldo, b, b_off, ldb, m0, m1, h2, s2, lo2,
+    sig = types.void(a, rb, i0, rows, taps, cin4, wp, w_off, k4, bias, mult, half, shift, low,
+                     c0, nvalid, out, o_off, ldo, b, b_off, ldb, m0, m1, h2, s2, lo2,
                      fused)  # fmt: skip
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
@@ -240,22 +258,32 @@ _jit: Any = numba.njit(parallel=True, nogil=True, cache=True, boundscheck=False)
 
 
 @_jit
-def conv(a, a_off, lda, rows, wp, k4, bias, mult, half, shift, low, cout, out, o_off, ldo,  # type: ignore[no-untyped-def]
+def conv(a, rb, rows, taps, cin4, wp, k4, bias, mult, half, shift, low, cout, out, o_off, ldo,  # type: ignore[no-untyped-def]
          b, b_off, ldb, m0, m1, h2, s2, lo2, fused):  # fmt: skip
     """Output rows [0, rows) of a CONV at byte o_off of the flat ``out`` (stride ldo),
-    channels [0, cout): v = sat8(round_shift(((a - 128) @ w + bias) * M, S)) for the rows of
-    ``a`` at byte a_off (stride lda) and the packed weights ``wp`` (``Packed``); with
-    ``fused``, then sat8(round_shift(v * M0 + (b - 128) * M1, S2)) for the residual's offset
-    bytes b at byte b_off (stride ldb); stored as offset bytes. The tiles are shared over
-    numba's threads."""
+    channels [0, cout): v = sat8(round_shift(((x - 128) @ w + bias) * M, S)) for each output
+    row's patch x, read in place from ``a`` at rb[m] + taps[t] + 4 g (``ARGS``), and the packed
+    weights ``wp`` (``Packed``); with ``fused``, then sat8(round_shift(v * M0 + (b - 128) * M1,
+    S2)) for the residual's offset bytes b at byte b_off (stride ldb); stored as offset bytes.
+    The tiles are shared over numba's threads."""
     mt = (rows + MR - 1) // MR
     for t in numba.prange(((cout + NB - 1) // NB) * mt):
         nb = t // mt
         i0 = (t - nb * mt) * MR
         c0 = nb * NB
-        _tile(a, a_off + i0 * lda, lda, min(MR, rows - i0), wp, nb * k4 * NB * 4, k4, bias, mult,
+        _tile(a, rb, i0, min(MR, rows - i0), taps, cin4, wp, nb * k4 * NB * 4, k4, bias, mult,
               half, shift, low, c0, min(NB, cout - c0), out, o_off + i0 * ldo + c0, ldo, b,
               b_off + i0 * ldb + c0, ldb, m0, m1, h2, s2, lo2, fused)  # fmt: skip
+
+
+def rows_of(count: int, stride: int, offset: int = 0) -> np.ndarray:
+    """Row bases for ``conv`` reading ``count`` rows of a matrix: offset + m * stride."""
+    return offset + stride * np.arange(count, dtype=np.int64)
+
+
+def one_tap() -> np.ndarray:
+    """``conv``'s taps for rows read as one run of K bytes (and the entry past the last)."""
+    return np.zeros(2, np.int64)
 
 
 NO_ADD = (np.int64(0),) * 5
@@ -291,7 +319,7 @@ class Packed:
         self.shift = pad(s, np.int64)
 
     def args(self) -> tuple[Any, ...]:
-        """(wp, k4, bias, M, half, S): the arguments of ``conv`` after a's rows."""
+        """(wp, k4, bias, M, half, S): the arguments of ``conv`` after the patches'."""
         return self.weights, self.k4, self.bias, self.mult, self.half, self.shift
 
 
@@ -336,8 +364,9 @@ def run(u: np.ndarray, packed: Packed, relu: bool) -> np.ndarray:
     a[: m * k] = u.reshape(-1)
     out = np.zeros((m, packed.cout), np.uint8)
     flat = out.reshape(-1)
-    head = (a, 0, k, m, *packed.args(), np.int64(low), packed.cout, flat, 0, packed.cout)
-    conv(*head, flat, 0, packed.cout, *NO_ADD, False)
+    rb, taps = rows_of(m, k), one_tap()
+    head = (a, rb, m, taps, packed.k4, *packed.args(), np.int64(low), packed.cout, flat, 0)
+    conv(*head, packed.cout, flat, 0, packed.cout, *NO_ADD, False)
     return out
 
 
