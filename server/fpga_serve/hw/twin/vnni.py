@@ -10,12 +10,13 @@ The tile kernel is LLVM IR made with llvmlite inside a numba intrinsic (numba co
 for the host CPU with the rest of the kernel); the loops around it are numba, the tiles
 shared over the twin's threads with ``prange`` (OpenMP or TBB: a thread-safe layer only).
 
-Layout. The activations are offset bytes u = v + 128 in rows of K (a patch matrix, or an
-NHWC buffer's rows), read four bytes at a time; the weights are packed once per CONV as
-[n-block][K/4][NV vectors][16 lanes][4 bytes] with zeros past K and past Cout, so a read
-past a row's K bytes meets zero weights. The zero point folds into the bias: sum((u - 128)
-* w) = sum(u * w) - 128 * sum(w), taken modulo 2^32 like the spec's acc + bias (the sum the
-reference accepts fits int32, so the wrap is the spec's).
+Layout. The activations are offset bytes u = v + 128, each output row's patch read in place
+four bytes at a time, tap by tap (a row base per output row and an offset per tap into an
+NHWC buffer; one tap of K bytes for a patch matrix's rows or a 1x1 CONV's); the weights are
+packed once per CONV as [n-block][K/4][NV vectors][16 lanes][4 bytes] with zeros past K and
+past Cout, so a read past a row's K bytes meets zero weights. The zero point folds into the
+bias: sum((u - 128) * w) = sum(u * w) - 128 * sum(w), taken modulo 2^32 like the spec's acc +
+bias (the sum the reference accepts fits int32, so the wrap is the spec's).
 
 ``available()`` is True only where the CPU has AVX-512 VNNI and BW, a thread-safe threading
 layer loads, and a self-check against the reference's arithmetic passes;
