@@ -426,12 +426,13 @@ class NativePlan:
         """A CONV whose patches vnni.conv reads in place, tap by tap (Cin a multiple of four):
         from the input buffer, or from the zero-bordered staging copy of a padding CONV. No
         patch matrix is made."""
+        from fpga_serve.hw.twin import vnni
+
         src = instr.inputs[0]
         kh, kw = instr.kernel
         top, _, left, _ = instr.pad
         ho, wo = self._geometry(instr)
         stage = self._staging(instr, h, w, src.channels)
-        stride = instr.stride
 
         def bind(bufs: Buffers) -> Bound:
             x = bufs[src.buffer]
@@ -440,12 +441,10 @@ class NativePlan:
                 image, offset = bufs[stage], 0
                 copies.append((image[:, top : top + h, left : left + w],
                                x[..., src.offset : src.offset + src.channels]))  # fmt: skip
-            hs, ws, cs = image.shape[1:]
-            m = np.arange(x.shape[0] * ho * wo, dtype=np.int64)
-            n, y, xo = m // (ho * wo), m % (ho * wo) // wo, m % wo
-            rb = ((n * hs + y * stride) * ws + xo * stride) * cs + offset
-            taps = np.array([(i * ws + j) * cs for i in range(kh) for j in range(kw)] + [0])
-            run = call(bufs, image.reshape(-1), rb, taps.astype(np.int64), src.channels // 4, 0)
+            _, hs, ws, cs = image.shape
+            rb, taps = vnni.window_rows(x.shape[0], ho, wo, instr.stride, (hs, ws, cs), offset,
+                                        (kh, kw))  # fmt: skip
+            run = call(bufs, image.reshape(-1), rb, taps, src.channels // 4, 0)
 
             def taps_step() -> None:
                 for to, part in copies:

@@ -282,6 +282,21 @@ def rows_of(count: int, stride: int, offset: int = 0) -> np.ndarray:
     return offset + stride * np.arange(count, dtype=np.int64)
 
 
+def window_rows(images: int, ho: int, wo: int, stride: int, image: tuple[int, int, int],
+                offset: int, kernel: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``conv``'s row bases and taps for a CONV's windows read in place from a flat NHWC
+    buffer of ``images`` images of ``image`` = (H, W, C) (the input, or a padding CONV's
+    zero-bordered copy), its channels from ``offset``: output (n, y, x) starts at pixel
+    (n, y * stride, x * stride), tap (i, j) is i rows and j pixels on."""
+    hs, ws, cs = image
+    m = np.arange(images * ho * wo, dtype=np.int64)
+    n, y, x = m // (ho * wo), m % (ho * wo) // wo, m % wo
+    rb = ((n * hs + y * stride) * ws + x * stride) * cs + offset
+    kh, kw = kernel
+    taps = [(i * ws + j) * cs for i in range(kh) for j in range(kw)] + [0]  # and one past
+    return rb, np.array(taps, np.int64)
+
+
 def one_tap() -> np.ndarray:
     """``conv``'s taps for rows read as one run of K bytes (and the entry past the last)."""
     return np.zeros(2, np.int64)
@@ -336,8 +351,8 @@ def _spec(u: np.ndarray, w: np.ndarray, bias: np.ndarray, mult: np.ndarray,
 
 def _self_check() -> bool:
     """The kernel against the reference's arithmetic on random shapes that cover every tile
-    width and row remainder, and the extremes (an accumulator that wraps int32 before the
-    bias folds back in)."""
+    width and row remainder, windows read in place (``_windows_exact``), and the extremes (an
+    accumulator that wraps int32 before the bias folds back in)."""
     rng = np.random.default_rng(5)
     cases = [(m, k, c) for m, k, c in ((37, 20, 19), (13, 147, 100), (8, 64, 64), (5, 6, 200))]
     for m, k, cout in cases:
@@ -350,11 +365,39 @@ def _self_check() -> bool:
             got = run(u, Packed(w, bias, mult, shift), relu)
             if not np.array_equal(got, _spec(u, w, bias, mult, shift, relu)):
                 return False
+    if not _windows_exact(rng):
+        return False
     k = 70000  # sum(u * w) = 255 * 127 * k > 2^31, the spec's sum 127 * 127 * k < 2^31
     u, w = np.full((3, k), 255, np.uint8), np.full((k, 2), 127, np.int8)
     bias, mult, shift = np.zeros(2, np.int32), np.ones(2, np.int32), np.full(2, 31, np.int32)
     got = run(u, Packed(w, bias, mult, shift), False)
     return bool(np.array_equal(got, _spec(u, w, bias, mult, shift, False)))
+
+
+def _windows_exact(rng: np.random.Generator) -> bool:
+    """3x3 CONVs with padding 1 at strides 1 and 2, their windows read in place tap by tap
+    from a zero-bordered copy of the input (``window_rows``), against ``reference.conv``."""
+    from fpga_serve.hw.twin import reference
+
+    x = rng.integers(-128, 128, (2, 5, 6, 8), dtype=np.int8)
+    w = rng.integers(-128, 128, (3, 3, 8, 19), dtype=np.int8)
+    bias = rng.integers(-(1 << 20), 1 << 20, 19).astype(np.int32)
+    mult = rng.integers(1, 1 << 30, 19).astype(np.int32)
+    shift = rng.integers(20, 40, 19).astype(np.int32)
+    staged = np.full((2, 7, 8, 8), 128, np.uint8)
+    staged[:, 1:6, 1:7] = (x.astype(np.int16) + 128).astype(np.uint8)
+    packed = Packed(w.reshape(-1, 19), bias, mult, shift)
+    for stride in (1, 2):
+        ho, wo = (5 - 1) // stride + 1, (6 - 1) // stride + 1
+        rb, taps = window_rows(2, ho, wo, stride, (7, 8, 8), 0, (3, 3))
+        out = np.zeros((2 * ho * wo, 19), np.uint8)
+        flat = out.reshape(-1)
+        conv(staged.reshape(-1), rb, len(rb), taps, 2, *packed.args(), np.int64(-128), 19, flat,
+             0, 19, flat, 0, 19, *NO_ADD, False)  # fmt: skip
+        want = reference.conv(x, w, bias, mult, shift, stride, (1, 1, 1, 1), False)
+        if not np.array_equal(out, (want.reshape(-1, 19).astype(np.int16) + 128).astype(np.uint8)):
+            return False
+    return True
 
 
 def run(u: np.ndarray, packed: Packed, relu: bool) -> np.ndarray:
