@@ -33,6 +33,7 @@ from typing import Any
 import numba
 import numba.extending
 import numpy as np
+from llvmlite import ir
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +50,6 @@ NV = 4
 """16-lane vectors of output channels per tile: an n-block is NB = 16 * NV channels."""
 NB = 16 * NV
 LANES = 16
-
-
-def _ir() -> Any:
-    from llvmlite import ir
-
-    return ir
 
 
 ARGS = ("a", "rb", "i0", "rows", "taps", "cin4", "wp", "w_off", "k4", "bias", "mult", "half",
@@ -74,7 +69,6 @@ class _Emit:
     """The LLVM IR of one tile, written into the intrinsic's function by ``tile``."""
 
     def __init__(self, context: Any, builder: Any, signature: Any, args: Any) -> None:
-        ir = _ir()
         self.ir, self.b = ir, builder
         self.i8, self.i32, self.i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
         self.v32, self.v64, self.vb = (
@@ -321,7 +315,7 @@ class Packed:
         tiles = padded.reshape(self.k4, 4, blocks, NV, LANES).transpose(2, 0, 3, 4, 1)
         self.weights = np.ascontiguousarray(tiles).reshape(-1)
         folded = bias.astype(np.int64) - 128 * weight.astype(np.int64).sum(axis=0)
-        wrapped = ((folded + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
+        wrapped = folded.astype(np.int32)  # an integer downcast wraps modulo 2^32
         s = shift.astype(np.int64)
 
         def pad(values: np.ndarray, dtype: type) -> np.ndarray:
@@ -354,8 +348,7 @@ def _self_check() -> bool:
     width and row remainder, windows read in place (``_windows_exact``), and the extremes (an
     accumulator that wraps int32 before the bias folds back in)."""
     rng = np.random.default_rng(5)
-    cases = [(m, k, c) for m, k, c in ((37, 20, 19), (13, 147, 100), (8, 64, 64), (5, 6, 200))]
-    for m, k, cout in cases:
+    for m, k, cout in ((37, 20, 19), (13, 147, 100), (8, 64, 64), (5, 6, 200)):
         u = rng.integers(0, 256, (m, k), dtype=np.uint8)
         w = rng.integers(-128, 128, (k, cout), dtype=np.int8)
         bias = rng.integers(-(1 << 20), 1 << 20, cout).astype(np.int32)
