@@ -182,13 +182,22 @@ def test_cut_requests_are_answered_before_grpc_cancels_however_late_their_thread
 
 
 def test_calls_made_during_the_grace_are_refused_unavailable_never_cancelled(
-    in_process: Any,
+    in_process: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """gRPC answers CANCELLED a call that reaches it while it shuts down: a client that saw
     NOT_SERVING and called again at once got CANCELLED when the server shut gRPC down at the
     start of the grace. gRPC now accepts through the grace and the server refuses new calls
-    itself, UNAVAILABLE."""
+    itself, UNAVAILABLE. The stopping thread runs late here (as on a loaded machine): health
+    said NOT_SERVING before the refusal began, and calls made in between were admitted, then
+    cut off at the grace behind the long batch (CI, stop 24)."""
     server = in_process
+    refuse = server.calls.refuse
+
+    def late(error: Exception) -> None:
+        time.sleep(0.5)  # the stopping thread scheduled late
+        refuse(error)
+
+    monkeypatch.setattr(server.calls, "refuse", late)
     with _held(server, OUTLASTS, 0) as (channel, running, _):  # the batch keeps the grace open
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         stopper = threading.Thread(target=server.stop, kwargs={"grace": 2.0})

@@ -278,17 +278,19 @@ class Server:
         self._stopped.set()
         grace = 0.0 if grace is None else max(0.0, grace)
         deadline = time.monotonic() + grace
-        self._loop.run(self.health.enter_graceful_shutdown())
         # New calls are answered UNAVAILABLE by the interceptor from now on, while gRPC still
         # accepts them: gRPC answers CANCELLED a call that reaches it as it shuts down (a
         # client that saw NOT_SERVING and called again at once got that), so it shuts down
-        # only at the end.
+        # only at the end. Refused first, NOT_SERVING second: a client that saw NOT_SERVING
+        # and called at once was admitted when this thread ran late between the two, and its
+        # call, queued behind a long batch, was cut off at the grace.
         self.calls.refuse(
             ShuttingDown(
                 "the server is shutting down and takes no new calls; retry (another replica "
                 "will answer)"
             )
         )
+        self._loop.run(self.health.enter_graceful_shutdown())
         # Every call admitted before the stop gets the grace (an inference request still being
         # converted has not reached the data plane yet); what is still in flight then, the
         # data plane cuts off.
