@@ -465,10 +465,10 @@ def test_a_batch_runs_in_passes_sized_by_its_scratch(
     monkeypatch: pytest.MonkeyPatch, conv_form: str
 ) -> None:
     """Images per pass: PASS_BYTES over the patch matrix and accumulator bytes an image needs
-    (4x4x72 patches and 4 bytes of slack, + 4x4x8 int32 for the GEMM path's 3x3 CONV below:
-    1,668). A batch above it runs in passes, the last one shorter, on buffers kept for one
-    pass; the result is the reference's. The fused kernel reads this CONV's patches in place:
-    no scratch, so any batch is one pass."""
+    (4x4x72 patches + 4x4x8 int32 for the GEMM path's 3x3 CONV below: 1,664). A batch above it
+    runs in passes, the last one shorter, on buffers kept for one pass; the result is the
+    reference's. The fused kernel reads this CONV's patches in place: no scratch, so any batch
+    is one pass."""
     program = _padded_conv_program()
     x = i8(5, 4, 4, 8)
     if conv_form == "fused vnni":
@@ -476,7 +476,7 @@ def test_a_batch_runs_in_passes_sized_by_its_scratch(
         assert plan.images_per_pass == native.PASS_BYTES
         assert np.array_equal(plan.run(x), execute(program, x, reference))
         return
-    per_image = 1668
+    per_image = 1664
     monkeypatch.setattr(native, "PASS_BYTES", 2 * per_image + per_image - 1)
     plan = native.NativePlan(program)
     assert plan.images_per_pass == 2

@@ -1,8 +1,8 @@
 """The twin's native path: a program turned once into a list of compiled steps.
 
 At load, on a CPU where the fused VNNI kernel passes its self-check (twin/vnni.py, VNNI),
-each CONV becomes one call of it (GEMM and requantisation in registers, no int32 scratch, a
-1x1/1 CONV reading any channel slice in place; its patch gather as below); else each CONV
+each CONV becomes one call of it (GEMM and requantisation in registers, no int32 scratch, its
+patches read in place: no gather); else each CONV
 gets its int8 GEMM (twin/gemm.py, weights packed once) and each op its requantisation
 constants as int64 arrays (float64 scales for a CONV that FLOAT_REQUANT requantises in
 float64); at run time a CONV step is a patch gather (one strided
@@ -352,15 +352,16 @@ class NativePlan:
         return bind
 
     def _conv_vnni(self, instr: Instr) -> Bind:
-        """A CONV (and its fused ADD) as vnni.conv: over the rows of its input buffer (a 1x1/1
-        CONV, any channel slice), over its patches read in place tap by tap (``_conv_taps``:
-        Cin a multiple of four), or over its patch matrix (the others, gathered as in
-        ``_conv``): one compiled call a block, its tiles shared over the twin's threads."""
+        """A CONV (and its fused ADD) as vnni.conv, its patches read in place: over the rows of
+        its input buffer (a 1x1/1 CONV, any channel slice), else tap by tap (``_conv_taps``).
+        One compiled call a CONV, its tiles shared over the twin's threads."""
         from fpga_serve.hw.twin import vnni
 
         w = self.program.weights
         weight = w[instr.weight]
         kh, kw, cin, cout = weight.shape
+        wide = -(-cin // 4) * 4  # each tap read as whole groups of four channels
+        weight = np.pad(weight, ((0, 0), (0, 0), (0, wide - cin), (0, 0)))  # zeros past Cin
         packed = vnni.Packed(weight.reshape(-1, cout), w[instr.bias], w[instr.multiplier],
                              w[instr.shift])  # fmt: skip
         consts = (*packed.args(), np.int64(0 if instr.relu else -128), cout)
@@ -374,77 +375,57 @@ class NativePlan:
         src_buf = self.program.buffer(src)
         threads = _kernel_threads()
 
-        def call(bufs: Buffers, a: np.ndarray, rb: np.ndarray, taps: np.ndarray, cin4: int,
-                 r0: int) -> Bound:  # fmt: skip
+        def call(bufs: Buffers, a: np.ndarray, rb: np.ndarray, taps: np.ndarray) -> Bound:
             out = bufs[dst.buffer]
             ldo = out.shape[-1]
-            head = (a, rb, len(rb), taps, cin4, *consts, out.reshape(-1), r0 * ldo + dst.offset)
+            head = (a, rb, len(rb), taps, wide // 4, *consts, out.reshape(-1), dst.offset)
             if res is None:
                 tail = (out.reshape(-1), 0, ldo, *vnni.NO_ADD, False)
             else:
                 b = bufs[res.buffer]
-                ldb = b.shape[-1]
-                tail = (b.reshape(-1), r0 * ldb + res.offset, ldb, *add, True)
+                tail = (b.reshape(-1), res.offset, b.shape[-1], *add, True)
             kernel = functools.partial(vnni.conv, *head, ldo, *tail)
             return kernel if threads is None else functools.partial(_on_threads, threads, kernel)
 
         # Rows are read four bytes at a time up to 4 * k4 bytes: in place only where that stays
         # inside a row (or, in taps, a pixel), so no read passes a buffer's end.
         pointwise = kh == kw == 1 and instr.stride == 1 and not any(instr.pad)
-        if pointwise and src.offset + 4 * packed.k4 <= src_buf.channels:
+        if pointwise and src.offset + wide <= src_buf.channels:
 
             def bind_rows(bufs: Buffers) -> Bound:
                 x = bufs[src.buffer]
                 rb = vnni.rows_of(x.shape[0] * ho * wo, x.shape[-1], src.offset)
-                return call(bufs, x.reshape(-1), rb, vnni.one_tap(), packed.k4, 0)
+                return call(bufs, x.reshape(-1), rb, vnni.one_tap())
 
             return bind_rows
-        if cin % 4 == 0:
-            return self._conv_taps(instr, src_buf.height, src_buf.width, call)
-        gather = self._im2col(instr, src_buf.height, src_buf.width)
+        return self._conv_taps(instr, src_buf.height, src_buf.width, wide, call)
 
-        def bind(bufs: Buffers) -> Bound:
-            staging, blocks = gather(bufs)
-            flat = bufs[COLS].reshape(-1)
-            k = kh * kw * cin
-            calls = [(to, part, call(bufs, flat, vnni.rows_of(r1 - r0, k), vnni.one_tap(),
-                                     packed.k4, r0))
-                     for to, part, _, r0, r1 in blocks]  # fmt: skip
-
-            def gather_step() -> None:
-                for to, part in staging:
-                    np.copyto(to, part)
-                for to, part, run in calls:
-                    np.copyto(to, part)
-                    run()
-
-            return gather_step
-
-        return bind
-
-    def _conv_taps(self, instr: Instr, h: int, w: int, call: Callable[..., Bound]) -> Bind:
-        """A CONV whose patches vnni.conv reads in place, tap by tap (Cin a multiple of four):
-        from the input buffer, or from the zero-bordered staging copy of a padding CONV. No
-        patch matrix is made."""
+    def _conv_taps(
+        self, instr: Instr, h: int, w: int, wide: int, call: Callable[..., Bound]
+    ) -> Bind:
+        """A CONV whose patches vnni.conv reads in place, tap by tap, ``wide`` channels a
+        pixel (Cin rounded up to a multiple of four): from the input buffer, or from a staging
+        copy of it with ZERO borders and ZERO channels past Cin (a padding CONV, or a Cin that
+        is not a multiple of four: the stem's 3). No patch matrix is made."""
         from fpga_serve.hw.twin import vnni
 
         src = instr.inputs[0]
         kh, kw = instr.kernel
         top, _, left, _ = instr.pad
         ho, wo = self._geometry(instr)
-        stage = self._staging(instr, h, w, src.channels)
+        stage = self._staging(instr, h, w, src.channels, wide)
 
         def bind(bufs: Buffers) -> Bound:
             x = bufs[src.buffer]
             copies, image, offset = [], x, src.offset
             if stage is not None:
                 image, offset = bufs[stage], 0
-                copies.append((image[:, top : top + h, left : left + w],
+                copies.append((image[:, top : top + h, left : left + w, : src.channels],
                                x[..., src.offset : src.offset + src.channels]))  # fmt: skip
             _, hs, ws, cs = image.shape
             rb, taps = vnni.window_rows(x.shape[0], ho, wo, instr.stride, (hs, ws, cs), offset,
                                         (kh, kw))  # fmt: skip
-            run = call(bufs, image.reshape(-1), rb, taps, src.channels // 4, 0)
+            run = call(bufs, image.reshape(-1), rb, taps)
 
             def taps_step() -> None:
                 for to, part in copies:
@@ -455,14 +436,16 @@ class NativePlan:
 
         return bind
 
-    def _staging(self, instr: Instr, h: int, w: int, c: int) -> int | None:
-        """The scratch key of a padding CONV's staging copy of its input (h x w x c inside
-        borders that stay ZERO, the spec's zero padding), or None without padding."""
-        if not any(instr.pad):
+    def _staging(self, instr: Instr, h: int, w: int, c: int, wide: int | None = None) -> int | None:
+        """The scratch key of a CONV's staging copy of its input: h x w x c inside borders that
+        stay ZERO (the spec's zero padding), ``wide`` channels a pixel (c unless given; those
+        past c stay ZERO too). None where the copy would be the input itself."""
+        wide = c if wide is None else wide
+        if not any(instr.pad) and wide == c:
             return None
         top, bottom, left, right = instr.pad
         stage = -3 - sum(1 for key in self._scratch if key <= -3)
-        self._scratch[stage] = ((h + top + bottom, w + left + right, c), np.uint8)
+        self._scratch[stage] = ((h + top + bottom, w + left + right, wide), np.uint8)
         return stage
 
     def _im2col(self, instr: Instr, h: int, w: int) -> Gather:
@@ -482,7 +465,7 @@ class NativePlan:
         ho, wo = self._geometry(instr)
         k = kh * kw * c
         by = ho if ho * wo * k <= BLOCKED_BYTES else max(1, BLOCK_BYTES // (wo * k))
-        self._need(COLS, by * wo * k + 4, np.uint8)  # vnni.conv reads up to 3 bytes past K
+        self._need(COLS, by * wo * k, np.uint8)
         stage = self._staging(instr, h, w, c)
 
         def views(bufs: Buffers) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[Any]]:
