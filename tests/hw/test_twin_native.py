@@ -97,35 +97,33 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("relu", [False, True])
-@pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
-def test_conv(case: tuple, relu: bool, monkeypatch: pytest.MonkeyPatch, conv_form: str) -> None:  # type: ignore[type-arg]
-    name, h, w, cin, cout, k, stride, pad, n = case
-    if "split" in name:
-        share_rows(monkeypatch)
+def _case_program(case: tuple, relu: bool, bias: int = 500) -> tuple[Program, tuple[int, int, int]]:  # type: ignore[type-arg]
+    """A one-CONV program of a CONV_CASES case (biases in [-bias, bias)), and its input's
+    (H, W, Cin)."""
+    _, h, w, cin, cout, k, stride, pad, _ = case
     ho = (h + pad[0] + pad[1] - k) // stride + 1
     wo = (w + pad[2] + pad[3] - k) // stride + 1
     m, s = requant(cout, k * k * cin)
     weights = [
         i8(k, k, cin, cout, low=-127),
-        RNG.integers(-5000, 5000, cout).astype(np.int32),
+        RNG.integers(-bias, bias, cout).astype(np.int32),
         m,
         s,
     ]
     instr = Instr(
-        Opcode.CONV,
-        (TensorRef(0, 0, cin),),
-        TensorRef(1, 0, cout),
-        kernel=(k, k),
-        stride=stride,
-        pad=pad,
-        relu=relu,
-        weight=0,
-        bias=1,
-        multiplier=2,
-        shift=3,
-    )
-    assert_native_equals_reference(one_op(instr, [(h, w, cin)], (ho, wo, cout), weights), n=n)
+        Opcode.CONV, (TensorRef(0, 0, cin),), TensorRef(1, 0, cout), kernel=(k, k),
+        stride=stride, pad=pad, relu=relu, weight=0, bias=1, multiplier=2, shift=3,
+    )  # fmt: skip
+    return one_op(instr, [(h, w, cin)], (ho, wo, cout), weights), (h, w, cin)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+def test_conv(case: tuple, relu: bool, monkeypatch: pytest.MonkeyPatch, conv_form: str) -> None:  # type: ignore[type-arg]
+    if "split" in case[0]:
+        share_rows(monkeypatch)
+    program, _ = _case_program(case, relu, bias=5000)
+    assert_native_equals_reference(program, n=case[-1])
 
 
 @pytest.mark.parametrize("case", CONV_CASES[:3], ids=[c[0] for c in CONV_CASES[:3]])
@@ -137,16 +135,8 @@ def test_conv_in_blocks_of_output_rows(case: tuple, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(native, "VNNI", False)
     monkeypatch.setattr(native, "BLOCK_BYTES", 400)
     monkeypatch.setattr(native, "BLOCKED_BYTES", 800)
-    _, h, w, cin, cout, k, stride, pad, _ = case
-    ho = (h + pad[0] + pad[1] - k) // stride + 1
-    wo = (w + pad[2] + pad[3] - k) // stride + 1
-    m, s = requant(cout, k * k * cin)
-    weights = [i8(k, k, cin, cout, low=-127), RNG.integers(-500, 500, cout).astype(np.int32), m, s]
-    instr = Instr(
-        Opcode.CONV, (TensorRef(0, 0, cin),), TensorRef(1, 0, cout), kernel=(k, k),
-        stride=stride, pad=pad, relu=True, weight=0, bias=1, multiplier=2, shift=3,
-    )  # fmt: skip
-    program = one_op(instr, [(h, w, cin)], (ho, wo, cout), weights)
+    program, (h, w, cin) = _case_program(case, relu=True)
+    ho = program.buffers[1].height
     plan = native.NativePlan(program)
     for n in (2, 3, 3):
         x = i8(n, h, w, cin)
@@ -952,3 +942,20 @@ def test_the_plan_uses_the_kernel_and_honours_the_twin_threads(
     import numba
 
     assert calls == [numba.config.NUMBA_NUM_THREADS, 1]
+
+
+@pytest.mark.skipif(not vnni.available(), reason="no AVX-512 VNNI here")
+@pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+def test_the_kernel_reads_every_conv_in_place(
+    case: tuple,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With VNNI no CONV gathers a patch matrix, whatever its Cin (the stem's 3 and a 5 read a
+    staging copy widened with zero channels): the plan has no patch gather and no COLS
+    scratch, and its result is the reference's."""
+    monkeypatch.setattr(native, "VNNI", True)
+    program, (h, w, cin) = _case_program(case, relu=False)
+    plan = native.NativePlan(program)
+    assert plan._gathers == [] and native.COLS not in plan._scratch
+    x = i8(case[-1], h, w, cin)
+    assert np.array_equal(plan.run(x), execute(program, x, reference))
