@@ -410,18 +410,24 @@ class NativePlan:
         from fpga_serve.hw.twin import vnni
 
         src = instr.inputs[0]
+        cin = src.channels
         kh, kw = instr.kernel
         top, _, left, _ = instr.pad
         ho, wo = self._geometry(instr)
-        stage = self._staging(instr, h, w, src.channels, wide)
+        stage = self._staging(instr, h, w, cin, wide)
 
         def bind(bufs: Buffers) -> Bound:
             x = bufs[src.buffer]
             copies, image, offset = [], x, src.offset
             if stage is not None:
                 image, offset = bufs[stage], 0
-                copies.append((image[:, top : top + h, left : left + w, : src.channels],
-                               x[..., src.offset : src.offset + src.channels]))  # fmt: skip
+                to = image[:, top : top + h, left : left + w]
+                part = x[..., src.offset : src.offset + cin]
+                # Widened, a channel at a time: numpy copies 3-byte pixels 5x slower than three
+                # strided planes (the stem: 0.43 ms against 0.09).
+                whole = [slice(None)]
+                planes = [slice(c, c + 1) for c in range(cin)] if wide > cin else whole
+                copies += [(to[..., p], part[..., p]) for p in planes]
             _, hs, ws, cs = image.shape
             rb, taps = vnni.window_rows(x.shape[0], ho, wo, instr.stride, (hs, ws, cs), offset,
                                         (kh, kw))  # fmt: skip
