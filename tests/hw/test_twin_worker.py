@@ -68,3 +68,24 @@ def test_the_setting_chooses_isolation(monkeypatch: pytest.MonkeyPatch) -> None:
         assert isinstance(isolated, TwinDevice) and isolated.worker is not None
     finally:
         isolated.close()
+
+
+def test_the_worker_sets_a_short_openmp_spin_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker sets GOMP_SPINCOUNT before its kernels' OpenMP runtime loads (libgomp's own
+    default spun ~7 ms of CPU a request beside the host's stages) and keeps an operator's."""
+    import os
+    from multiprocessing import Pipe
+
+    from fpga_serve.hw.twin import worker
+
+    host, child = Pipe()
+    for told, want in ((None, str(worker.WORKER_SPINCOUNT)), ("7", "7")):
+        if told is None:
+            monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+        else:
+            monkeypatch.setenv("GOMP_SPINCOUNT", told)
+        host.send(("end", 0, None))  # an op the worker does not know ends its loop
+        worker._serve(child, None, 0)
+        assert os.environ["GOMP_SPINCOUNT"] == want

@@ -17,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import multiprocessing
+import os
 import threading
 import time
+from collections.abc import MutableMapping
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -28,6 +30,14 @@ from fpga_serve.core.isa import Program
 
 RESTART_TIMEOUT_S = 5.0
 """How long ``restart`` lets the old worker exit before it kills it."""
+WORKER_SPINCOUNT = 50_000
+"""GOMP_SPINCOUNT in the twin's worker process, unless its environment sets one: how many
+``pause`` instructions an OpenMP thread of the fused VNNI kernel spins for more work before it
+sleeps. At libgomp's default (300,000 when OMP_WAIT_POLICY is unset; about 6-10 ms on the VMs
+measured) the worker's second thread spun after every run beside the host's TensorFlow stages:
+at 1 in flight the worker used 33-36 ms of CPU a request for a ~13 ms two-thread run, and
+26 ms with 50,000 (about 1 ms, still longer than the gaps between a run's parallel regions;
+bench/README.md, issue 13)."""
 STOP_TIMEOUT_S = 0.1
 """How long ``stop`` (at shutdown) waits for a run in progress to end and the worker to exit,
 in all, before it kills the process: work still running then was cut off already."""
@@ -49,11 +59,18 @@ def _rebuild(kind: str, status: str, message: str) -> FpgaServeError:
     return cls(f"twin worker: {message}", Status(status))
 
 
+def openmp_env(environ: MutableMapping[str, str]) -> None:
+    """The worker's OpenMP settings: GOMP_SPINCOUNT = WORKER_SPINCOUNT where ``environ`` has
+    none (an operator's own value is kept)."""
+    environ.setdefault("GOMP_SPINCOUNT", str(WORKER_SPINCOUNT))
+
+
 def _serve(
     conn: Connection, native: bool | None, threads: int
 ) -> None:  # pragma: no cover - child process
     """The worker's loop: (op, program id, payload) -> ("ok", value) | ("error", (class name,
     status, message))."""
+    openmp_env(os.environ)  # before the kernels' OpenMP runtime loads and reads it
     from fpga_serve.hw.twin.device import TwinDevice
     from fpga_serve.hw.twin.gemm import set_twin_threads
 
