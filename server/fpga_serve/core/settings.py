@@ -90,8 +90,9 @@ class ServerSettings(BaseSettings):
     twin_isolated: bool = True
     """Run the twin in a worker process of its own (as a board runs beside its host), so its
     compute does not contend with the RPC threads for the server's GIL. At 1 in flight the
-    worker costs 0.6-2.7 ms a request on the 2-core VM (bench/README.md, Table 3): a server
-    that takes one request at a time can turn it off."""
+    worker's pipe cost 0.6-2.7 ms a request on a 2-core VM; since the worker's OpenMP spin was
+    shortened, served requests were 1.2-2.4 ms faster with the worker than without it
+    (bench/README.md, Table 3)."""
 
     device_validate: bool = False
     """Validate mode: run every FPGA batch on the twin as well; mismatches are counted in
