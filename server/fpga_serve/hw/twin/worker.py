@@ -32,12 +32,12 @@ RESTART_TIMEOUT_S = 5.0
 """How long ``restart`` lets the old worker exit before it kills it."""
 WORKER_SPINCOUNT = 50_000
 """GOMP_SPINCOUNT in the twin's worker process, unless its environment sets one: how many
-``pause`` instructions an OpenMP thread of the fused VNNI kernel spins for more work before it
-sleeps. At libgomp's default (300,000 when OMP_WAIT_POLICY is unset; about 6-10 ms on the VMs
-measured) the worker's second thread spun after every run beside the host's TensorFlow stages:
-at 1 in flight the worker used 33-36 ms of CPU a request for a ~13 ms two-thread run, and
-26 ms with 50,000 (about 1 ms, still longer than the gaps between a run's parallel regions;
-bench/README.md, issue 13)."""
+times an OpenMP thread of the fused VNNI kernel polls for more work before it sleeps. At
+libgomp's default (300,000 when OMP_WAIT_POLICY is unset; the team was seen spinning ~10 ms
+after a run) the worker's second thread spun after every run beside the host's TensorFlow
+stages: at 1 in flight the worker used 33-36 ms of CPU a request for a ~13 ms two-thread run,
+and 26-31 ms with 50,000, which still spans the gaps between a run's parallel regions (Table
+3 within 1.15x; bench/README.md, issue 13)."""
 STOP_TIMEOUT_S = 0.1
 """How long ``stop`` (at shutdown) waits for a run in progress to end and the worker to exit,
 in all, before it kills the process: work still running then was cut off already."""
