@@ -79,6 +79,8 @@ class _Emit:
             arr = context.make_array(signature.args[ARGS.index(name)])(context, builder,
                                                                        self.arg[name])  # fmt: skip
             self.arg[name] = builder.bitcast(arr.data, self.i8.as_pointer())
+        # An offset byte's top bit: u ^ flip is u - 128 as int8, and v ^ flip is v + 128.
+        self.flip = ir.Constant(self.vb, [0x80] * LANES)
         module = builder.module
         vm = ir.VectorType(ir.IntType(1), LANES)
         self.dot = self._declare(module, "llvm.x86.avx512.vpdpbusd.512", self.v32, [self.v32] * 3)
@@ -101,10 +103,24 @@ class _Emit:
         one = b.insert_element(ir.Constant(vtype, ir.Undefined), value, ir.Constant(self.i32, 0))
         return b.shuffle_vector(one, ir.Constant(vtype, ir.Undefined), ir.Constant(self.v32, None))
 
-    def clamp(self, v: Any, low: Any) -> Any:
-        hi = self.ir.Constant(self.v64, [127] * LANES)
-        v = self.b.select(self.b.icmp_signed("<", v, low), low, v)
-        return self.b.select(self.b.icmp_signed(">", v, hi), hi, v)
+    def bound(self, v: Any, value: int | Any, above: bool) -> Any:
+        """max(v, value) (or min, with ``above``) in int64 lanes; value a constant or a vector."""
+        if isinstance(value, int):
+            value = self.ir.Constant(self.v64, [value] * LANES)
+        b = self.b
+        return b.select(b.icmp_signed(">" if above else "<", v, value), value, v)
+
+    def narrow(self, v: Any) -> Any:
+        """int64 lanes that hold int32 values, said so (sign-extended from their low halves):
+        LLVM then multiplies two such as 32 x 32 -> 64 bits (VPMULDQ), not 64 x 64."""
+        return self.b.sext(self.b.trunc(v, self.v32), self.v64)
+
+    def offset_bytes(self, v: Any) -> Any:
+        """v, already at least -128, clamped at 127 as offset bytes: a truncation with signed
+        saturation (LLVM's VPMOVSQB for the min with 127 and a max with -128 that v already
+        meets), then the 128 added as a flip of the top bit."""
+        byte = self.b.trunc(self.bound(self.bound(v, -128, False), 127, True), self.vb)
+        return self.b.xor(byte, self.flip)
 
     def at(self, base: str, offset: Any, row: int, stride: str, col: int) -> Any:
         """A byte pointer: arg ``base`` + offset + row * arg ``stride`` + col."""
@@ -197,34 +213,38 @@ class _Emit:
 
     def store_vector(self, j: int, accs: list[Any]) -> None:
         """Vector j of every row: the spec's int64 requantisation (kernels.requant), the fused
-        ADD where ``fused`` (kernels.requant_add), stored under a mask of the valid channels."""
+        ADD where ``fused`` (kernels.requant_add), stored under a mask of the valid channels.
+        Every product is of two int32 values (``narrow``); the last clamp at 127 is the store's
+        saturating truncation (``offset_bytes``)."""
         ir, b, arg = self.ir, self.b, self.arg
         ch = b.add(arg["c0"], self.const(j * LANES))
         bias = self.vector("bias", self.i32, ch)
         mult, half, shift = (self.vector(n, self.i64, ch) for n in ("mult", "half", "shift"))
+        mult = self.narrow(mult)
         left = self.splat(b.sub(arg["nvalid"], self.const(j * LANES)), self.v64)
         mask = b.icmp_signed("<", ir.Constant(self.v64, list(range(LANES))), left)
         low, lo2 = self.splat(arg["low"], self.v64), self.splat(arg["lo2"], self.v64)
         m0, m1, h2, s2 = (self.splat(arg[n], self.v64) for n in ("m0", "m1", "h2", "s2"))
-        offset = ir.Constant(self.v64, [128] * LANES)
+        m0, m1 = (self.narrow(m) for m in (m0, m1))
         align = ir.Constant(self.i32, 1)
         fused = b.icmp_signed("!=", b.zext(arg["fused"], self.i64), self.const(0))
         for i in range(MR):
             with b.if_then(b.icmp_signed("<", self.const(i), arg["rows"])):
                 x = b.sext(b.add(accs[i], bias), self.v64)
-                v = self.clamp(b.ashr(b.add(b.mul(x, mult), half), shift), low)
+                v = self.bound(b.ashr(b.add(b.mul(x, mult), half), shift), low, False)
                 before = b.block
                 with b.if_then(fused):
                     rb = b.call(self.load, [self.at("b", arg["b_off"], i, "ldb", j * LANES),
                                             align, mask, ir.Constant(self.vb, None)])  # fmt: skip
-                    r = b.sub(b.zext(rb, self.v64), offset)
-                    s = b.add(b.add(b.mul(v, m0), b.mul(r, m1)), h2)
-                    added = self.clamp(b.ashr(s, s2), lo2)
+                    r = b.sext(b.xor(rb, self.flip), self.v64)  # b - 128
+                    v127 = self.narrow(self.bound(v, 127, True))
+                    s = b.add(b.add(b.mul(v127, m0), b.mul(r, m1)), h2)
+                    added = self.bound(b.ashr(s, s2), lo2, False)
                     inside = b.block
                 result = b.phi(self.v64)
                 result.add_incoming(v, before)
                 result.add_incoming(added, inside)
-                byte = b.trunc(b.add(result, offset), self.vb)
+                byte = self.offset_bytes(result)
                 b.call(self.store, [byte, self.at("out", arg["o_off"], i, "ldo", j * LANES),
                                     align, mask])  # fmt: skip
 
