@@ -48,12 +48,15 @@ def median_ms(fn, reps: int) -> float:  # type: ignore[no-untyped-def]
     return interleaved_ms([fn], reps)[0]
 
 
-SETTLE_S = 0.05
-"""The pause before each timed call: ONNX Runtime's pools and the twin's OpenMP team spin for a
-few milliseconds after a call before they sleep, and a spinning thread from the call before
-takes a core from the next peer (in turns without it, ResNet-50's twin on the VNNI kernel took
-20-25 ms against 7-8 alone, and ONNX Runtime int8 8.3-8.9 against ~7): each call starts on a
-quiet machine, as a request at 1 in flight does."""
+SETTLE_S = 0.1
+"""The pause before each timed call: ONNX Runtime's pools and the twin's OpenMP team spin after
+a call before they sleep, and a spinning thread from the call before takes a core from the next
+peer (in turns without it, ResNet-50's twin on the VNNI kernel took 20-25 ms against 7-8 alone,
+and ONNX Runtime int8 8.3-8.9 against ~7): each call starts on a quiet machine, as a request at
+1 in flight does. On the Zen 4 VM the process used 8-13 ms of CPU in each 10 ms for 45-50 ms
+after an ONNX Runtime int8 call, and ~9 ms in the first 10 ms after the twin's, then nothing
+(process CPU time sampled every 10 ms, twice each): 0.05 s, the value before, let the next call
+start inside ONNX Runtime's spin."""
 
 
 def interleaved_ms(fns, reps: int, cpu: list[float] | None = None) -> list[float]:  # type: ignore[no-untyped-def]
