@@ -81,15 +81,34 @@ def test_the_kernel_writes_only_its_rows_and_channels_and_reads_a_slice() -> Non
 
 
 @needs_vnni
+@pytest.mark.parametrize("relu", [False, True])
+def test_results_past_the_int8_range_saturate_like_the_spec(relu: bool) -> None:
+    """Biases of +-2^30 put most results far past 127 and far below -128 (or the ReLU's 0):
+    the store's saturating truncation gives the spec's clamp, and both ends occur."""
+    rows, k, cout = 13, 8, 48
+    u = RNG.integers(0, 256, (rows, k), dtype=np.uint8)
+    w = RNG.integers(-128, 128, (k, cout), dtype=np.int8)
+    bias = np.where(np.arange(cout) % 2 == 0, 1 << 30, -(1 << 30)).astype(np.int32)
+    mult, shift = np.full(cout, (1 << 31) - 1, np.int32), np.full(cout, 40, np.int32)
+    got = vnni.run(u, vnni.Packed(w, bias, mult, shift), relu)
+    assert np.array_equal(got, spec_conv(u, w, bias, mult, shift, relu))
+    assert {int(got.min()), int(got.max())} == {128 if relu else 0, 255}
+
+
+@needs_vnni
 @pytest.mark.parametrize("add_relu", [False, True])
-def test_the_fused_add_equals_the_spec(add_relu: bool) -> None:
+@pytest.mark.parametrize(
+    ("m0", "m1", "s2"), [(1 << 29, -(1 << 28), 30), ((1 << 31) - 1, -(1 << 31), 29)]
+)
+def test_the_fused_add_equals_the_spec(add_relu: bool, m0: int, m1: int, s2: int) -> None:
+    """The ADD's multipliers up to int32's ends (the second set saturates both ways)."""
     rows, k, cout = 9, 40, 70
     u = RNG.integers(0, 256, (rows, k), dtype=np.uint8)
     w = RNG.integers(-128, 128, (k, cout), dtype=np.int8)
     bias, mult, shift = constants(cout)
     packed = vnni.Packed(w, bias, mult, shift)
     res = RNG.integers(0, 256, (rows, cout), dtype=np.uint8)
-    m, s2 = np.array([1 << 29, -(1 << 28)], np.int32), 30
+    m = np.array([m0, m1], np.int32)
     a = np.zeros(rows * k + 4, np.uint8)
     a[: rows * k] = u.reshape(-1)
     out = np.zeros((rows, cout), np.uint8)
