@@ -425,8 +425,7 @@ class NativePlan:
                 part = x[..., src.offset : src.offset + cin]
                 # Widened, a channel at a time: numpy copies 3-byte pixels 5x slower than three
                 # strided planes (the stem: 0.43 ms against 0.09).
-                whole = [slice(None)]
-                planes = [slice(c, c + 1) for c in range(cin)] if wide > cin else whole
+                planes = [slice(c, c + 1) for c in range(cin)] if wide > cin else [slice(None)]
                 copies += [(to[..., p], part[..., p]) for p in planes]
             _, hs, ws, cs = image.shape
             rb, taps = vnni.window_rows(x.shape[0], ho, wo, instr.stride, (hs, ws, cs), offset,
