@@ -116,8 +116,9 @@ class ServerSettings(BaseSettings):
     per call here, more than a small model's run: bench/README.md); slower models run on RPC
     threads. 0: never on the loop. A run on the loop that takes this long or longer (the model
     became slow, or waits on a device for less than 10x this) holds up the other calls for its
-    length, then sends the model's next runs to threads: 16 of them, twice as many each time it
-    happens again."""
+    length; a second one within 16 runs on the loop sends the model's next runs to threads: 16
+    of them, twice as many each time it happens again (a lone long run, the machine's pause, is
+    forgiven)."""
 
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     """Largest gRPC message accepted or sent (default 64 MiB, room for a batch of JPEGs)."""

@@ -16,8 +16,13 @@ WAIT_FACTOR = 10
 time: no wait for the GIL is that long (an interpreter holding it is made to let go every
 5 ms), a wait on a device or on other threads is."""
 FIRST_COOLDOWN = 16
-"""Runs a model stays off the loop after a run on the loop took the bound or longer (doubled
-each time that happens again before a run on the loop is short)."""
+"""Runs a model stays off the loop after a second run on the loop took the bound or longer
+(doubled each time that happens again before a run on the loop is short)."""
+STRIKE_WINDOW = 16
+"""A run on the loop that took the bound or longer is forgiven (the model stays on the loop)
+unless another one did within this many runs on the loop before it: a lone long run is the
+machine's (the loop's thread descheduled, a collection, another thread holding the GIL), a
+model that waits on every run is caught at its second."""
 
 
 class RunTime:
@@ -31,15 +36,16 @@ class RunTime:
 
     CPU time misses what a run waits for (a device, other threads doing its work): a run on a
     thread that took ``WAIT_FACTOR`` times the bound or longer counts its wall time, and a
-    run on the loop that took ``bound`` or longer also keeps the model off the loop for the next
+    run on the loop that took ``bound`` or longer, when another did within the last
+    ``STRIKE_WINDOW`` runs on the loop, also keeps the model off the loop for the next
     ``FIRST_COOLDOWN`` runs, twice as many each time it happens again, until a run on the loop
     is short again: a model that only looks short from a thread holds the loop ever more rarely,
-    and one hit once by a pause (the loop's thread descheduled) is back after a few runs.
+    and one hit once by a pause (the loop's thread descheduled, a collection) stays on it.
 
     Updated by whichever thread ran, without a lock: a lost update only shifts one decision.
     """
 
-    __slots__ = ("_cooldown", "_off", "bound", "seconds")
+    __slots__ = ("_cooldown", "_off", "_since_long", "bound", "seconds")
 
     def __init__(self, bound: float = 0.0) -> None:
         self.bound = bound
@@ -47,6 +53,7 @@ class RunTime:
         self.seconds = math.inf
         self._cooldown = FIRST_COOLDOWN
         self._off = 0  # runs still to go off the loop
+        self._since_long = STRIKE_WINDOW  # short runs on the loop since its last long one
 
     def inline(self) -> bool:
         """Whether the next run may hold the loop that received it."""
@@ -67,7 +74,10 @@ class RunTime:
             if not on_loop:
                 self._off = max(0, self._off - 1)
             elif took >= self.bound:
-                self._off = self._cooldown
-                self._cooldown *= 2
+                if self._since_long < STRIKE_WINDOW:
+                    self._off = self._cooldown
+                    self._cooldown *= 2
+                self._since_long = 0
             else:
+                self._since_long += 1
                 self._cooldown = FIRST_COOLDOWN
