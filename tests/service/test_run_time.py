@@ -72,7 +72,7 @@ def test_a_run_on_the_loop_counts_its_wall_time() -> None:
 def _off_runs(rt: RunTime) -> int:
     """Runs on a thread (short) until the model may hold the loop again."""
     runs = 0
-    while not rt.inline():
+    while not rt.inline() and runs < 1000:  # bounded: a model never let back fails, not hangs
         _on_thread(rt, _sleep(0))
         runs += 1
     return runs
