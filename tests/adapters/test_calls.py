@@ -157,3 +157,25 @@ def test_a_refused_message_is_answered_by_the_interceptor(
     code, _ = code_of(raw, b"\xff\xff\xff\xff", timeout=30)
     assert code == "INVALID_ARGUMENT"
     assert _requests(server, "_unknown", "", "tfserving", "INVALID_ARGUMENT") - before == 1
+
+
+def test_every_call_is_counted_open_until_grpc_finishes_it_and_no_longer(
+    server: Any, channel: grpc.Channel
+) -> None:
+    """The gate behind wait_admitted and wait_answered (shutdown): answered calls of every kind
+    (inference OK and failed, a plain method, a refused message) leave nothing open."""
+    kserve = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+    kserve.ModelInfer(_row(3), timeout=30)
+    assert code_of(kserve.ModelInfer, infer("nope", [("x", "FP32", [1, 1])]), timeout=30)[0] == (
+        "NOT_FOUND"
+    )
+    assert kserve.ServerReady(v2.ServerReadyRequest(), timeout=30).ready
+    raw = channel.unary_unary(
+        "/inference.GRPCInferenceService/ModelInfer",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+    assert code_of(raw, b"\xff\xff\xff\xff", timeout=30)[0] == "INVALID_ARGUMENT"
+    # gRPC ends a call's task just after its client has the answer: a moment to get there.
+    assert server.calls.wait_answered(lambda: 0, timeout=5.0)
+    assert server.calls.wait_admitted(timeout=5.0)

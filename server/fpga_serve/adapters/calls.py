@@ -15,8 +15,10 @@ request at once (no thread hand-off: a hand-off per call costs more than a small
 else on an RPC thread of the pool, so a long run never holds the loop. Every other method is a
 plain function, which grpc.aio runs on an RPC thread of the same pool.
 
-Each call is counted from gRPC queueing it for an RPC thread (or starting its coroutine) until
-gRPC has finished it (the context's done callback). At shutdown (``refuse``) a call that
+Each call is counted from its wait for a slot (``Calls._slot``, before gRPC reads its request)
+until gRPC has finished it (the call's task ends: its answer sent, or the call cancelled), by
+the slot's own done callback; an inference call's errors and its count are one coroutine
+(``_counted``): the hot path has no layer it does not need. At shutdown (``refuse``) a call that
 arrives is answered UNAVAILABLE here while gRPC still accepts calls (a gRPC server shutting
 down answers CANCELLED), and the server waits for the calls it admitted (``wait_admitted``) and
 for the answers to the requests it cut off (``wait_answered``) before it stops gRPC.
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import inspect
 import logging
 import threading
@@ -206,34 +207,53 @@ def _answered(behaviour: Behaviour, method: str) -> Behaviour:
     return call
 
 
+def _counted(behaviour: Behaviour, recorder: _Recorder, method: str) -> Behaviour:
+    """``behaviour`` (an inference method: a coroutine function) with its exceptions answered
+    by status, as ``_answered``, and the request counted under the code its outcome is answered
+    with: one coroutine, not two (each layer is a frame more on every call of the hot path)."""
+    if not inspect.iscoroutinefunction(behaviour):
+        raise TypeError("inference methods are coroutine functions (see Runner)")
+    run: Callable[[Any, Any], Awaitable[Any]] = behaviour
+    perf = time.perf_counter
+    ok = grpc.StatusCode.OK
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        tracked = _Call()
+        token = _CURRENT.set(tracked)
+        start = perf()
+        try:
+            result = await run(request, context)
+        except Exception as exc:
+            # Counted before abort, which sends the status: the client never sees an answer
+            # that is not counted yet.
+            _CURRENT.reset(token)
+            recorder.count(tracked, code_of(exc), perf() - start)
+            await context.abort(*answer(exc, method))
+            raise  # unreachable: abort raises
+        except BaseException:  # cancelled: counted as before, under OK
+            _CURRENT.reset(token)
+            recorder.count(tracked, ok, perf() - start)
+            raise
+        _CURRENT.reset(token)
+        recorder.count(tracked, ok, perf() - start)
+        return result
+
+    return call
+
+
 class _Gate:
-    """Where each call to our services is counted, from gRPC queueing it for an RPC thread to
-    gRPC finishing it (its answer sent, or the call cancelled: ``add_callback``); a call that
-    arrived before ``refusal`` was set (shutdown) is admitted, one that arrived after is
-    answered with it."""
+    """Where each call to our services is counted, from taking its slot (``Calls._slot``, before
+    gRPC reads its request) to gRPC finishing it (its answer sent, or the call cancelled: the
+    call's task ends); a call that arrived before ``refusal`` was set (shutdown) is admitted, one
+    that arrived after is answered with it."""
 
     def __init__(self) -> None:
         self.changed = threading.Condition(threading.Lock())
-        self.queued = 0  # calls waiting for an RPC thread (gRPC runs every call it queues)
-        self.open = 0  # calls started in an RPC thread and not finished by gRPC
+        self.queued = 0  # calls waiting for a slot or an RPC thread
+        self.open = 0  # calls holding a slot, not finished by gRPC
         self.admitted = 0  # of those, the ones admitted
         self.refusal: FpgaServeError | None = None
         self._watched = False  # someone waits (shutdown): tell them of every change
-
-    def wrap(self, behaviour: Behaviour, admitted: bool) -> Behaviour:
-        if inspect.iscoroutinefunction(behaviour):
-
-            async def acall(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                self._start(context, admitted)
-                return await behaviour(request, context)
-
-            return acall
-
-        def call(request: Any, context: grpc.ServicerContext) -> Any:
-            self._start(context, admitted)
-            return behaviour(request, context)
-
-        return call
 
     def refused(self, request: Any, context: AnyContext) -> Any:
         raise self.refusal or AssertionError("refused before a refusal")
@@ -248,18 +268,15 @@ class _Gate:
             if self._watched:
                 self.changed.notify_all()
 
-    def _start(self, context: Any, admitted: bool) -> None:
+    def start(self) -> bool:
+        """A call has its slot: counted open, and admitted unless refusing (returned)."""
         with self.changed:
+            admitted = self.refusal is None
             self.open += 1
             self.admitted += admitted
-        finished = functools.partial(self._finished, admitted)
-        add = getattr(context, "add_callback", None)  # a plain function's context
-        if add is None:  # a coroutine's: called with the context when gRPC has finished
-            context.add_done_callback(lambda _: finished())
-        elif add(finished) is False:  # gRPC had finished the call already (grpc.aio: None)
-            finished()
+        return admitted
 
-    def _finished(self, admitted: bool) -> None:
+    def finished(self, admitted: bool) -> None:
         with self.changed:
             self.open -= 1
             self.admitted -= admitted
@@ -287,30 +304,6 @@ class _Pool(futures.ThreadPoolExecutor):
             return fn(*args, **kwargs)
 
         return super().submit(run)
-
-
-def _counted(behaviour: Behaviour, recorder: _Recorder) -> Behaviour:
-    """``behaviour`` (an inference method: a coroutine function) with the request counted
-    under the code its outcome is answered with."""
-    if not inspect.iscoroutinefunction(behaviour):
-        raise TypeError("inference methods are coroutine functions (see Runner)")
-    run: Callable[[Any, Any], Awaitable[Any]] = behaviour
-
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        tracked = _Call()
-        token = _CURRENT.set(tracked)
-        start = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
-            return await run(request, context)
-        except Exception as exc:
-            code = code_of(exc)
-            raise
-        finally:
-            _CURRENT.reset(token)
-            recorder.count(tracked, code, time.perf_counter() - start)
-
-    return call
 
 
 class Calls(grpc.aio.ServerInterceptor):
@@ -365,16 +358,16 @@ class Calls(grpc.aio.ServerInterceptor):
             if not method.startswith(_PREFIXES):
                 return handler
             cached = self._wrapped[method] = (handler, self._wrap(method, handler))
-        await self._slot()
         admitted, refused = cached[1]
-        return admitted if self._gate.refusal is None else refused
+        return admitted if await self._slot() else refused
 
-    async def _slot(self) -> None:
+    async def _slot(self) -> bool:
         """Wait for one of the ``concurrency`` slots of our services' calls, held until the
         call's task ends (answered, or cancelled before it started): gRPC reads a call's
         request only after this, so at most that many requests are in memory at a time (a
         thread-pool server reads it in its RPC thread). Waiting calls count as queued (a free
-        slot is taken at once, with no await in between: nothing to count)."""
+        slot is taken at once, with no await in between: nothing to count). The call is
+        counted open (``_Gate``) from here to the task's end; True when it is admitted."""
         if self._slots.locked():
             gate = self._gate
             gate.queue(1)
@@ -386,10 +379,17 @@ class Calls(grpc.aio.ServerInterceptor):
             await self._slots.acquire()
         task = asyncio.current_task()
         assert task is not None
-        task.add_done_callback(self._free)
+        admitted = self._gate.start()
+        task.add_done_callback(self._free_admitted if admitted else self._free_refused)
+        return admitted
 
-    def _free(self, task: asyncio.Task[Any]) -> None:
+    def _free_admitted(self, task: asyncio.Task[Any]) -> None:
         self._slots.release()
+        self._gate.finished(True)
+
+    def _free_refused(self, task: asyncio.Task[Any]) -> None:
+        self._slots.release()
+        self._gate.finished(False)
 
     def _refused(self, behaviour: Behaviour) -> Behaviour:
         """The refusal of the same kind as ``behaviour`` (coroutine or plain function)."""
@@ -406,22 +406,22 @@ class Calls(grpc.aio.ServerInterceptor):
             stream_unary = handler.stream_unary
             made = [
                 grpc.stream_unary_rpc_method_handler(
-                    _answered(self._gate.wrap(behaviour, admit), method),
+                    _answered(behaviour, method),
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer,
                 )
-                for behaviour, admit in ((stream_unary, True), (self._refused(stream_unary), False))
+                for behaviour in (stream_unary, self._refused(stream_unary))
             ]
             return made[0], made[1]
         unary = handler.unary_unary
         assert unary is not None
         made = []
-        for behaviour, admit in ((unary, True), (self._refused(unary), False)):
-            gated = self._gate.wrap(behaviour, admit)
-            counted = gated if recorder is None else _counted(gated, recorder)
+        for behaviour in (unary, self._refused(unary)):
             made.append(
                 grpc.unary_unary_rpc_method_handler(
-                    _answered(counted, method),
+                    _answered(behaviour, method)
+                    if recorder is None
+                    else _counted(behaviour, recorder, method),
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer,
                 )
