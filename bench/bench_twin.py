@@ -171,7 +171,8 @@ def native_forms() -> str:
     if native.fused_vnni():
         return "twin native path: CONVs as the fused VNNI kernel (GEMM and int64 requantisation)"
     requant = "float64 where exact" if native.float_requant() else "int64"
-    return f"twin native path: int8 GEMM form {gemm.exact_form()}; requantisation {requant}"
+    plain = f" ({gemm.PLAIN} on inputs proven >= 0)" if native.plain_gemm() else ""
+    return f"twin native path: int8 GEMM form {gemm.exact_form()}{plain}; requantisation {requant}"
 
 
 def main() -> None:

@@ -61,19 +61,23 @@ def assert_native_equals_reference(program: Program, *extra_inputs: np.ndarray, 
     assert np.array_equal(got, want)
 
 
-CONV_FORMS = ["int64 requant", "float64 requant", "fused vnni"]
+CONV_FORMS = ["int64 requant", "float64 requant", "plain gemm", "fused vnni"]
 
 
 @pytest.fixture(params=CONV_FORMS)
 def conv_form(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The test runs with CONVs as the int8 GEMM and the int64 requantisers, then with the
-    float64 ones wherever those are exact (native.FLOAT_REQUANT), whichever this CPU would
-    choose, then as the fused VNNI kernel (native.VNNI; skipped on a CPU without it)."""
+    float64 ones wherever those are exact (native.FLOAT_REQUANT), then with the GEMMs of CONVs
+    on non-negative inputs in the plain form (native.PLAIN_GEMM; the requantisers this CPU
+    would choose), whichever form this CPU would choose, then as the fused VNNI kernel
+    (native.VNNI; skipped on a CPU without it)."""
     form = str(request.param)
     if form == "fused vnni" and not vnni.available():
         pytest.skip("no AVX-512 VNNI here (or its self-check failed)")
     monkeypatch.setattr(native, "VNNI", form == "fused vnni")
-    monkeypatch.setattr(native, "FLOAT_REQUANT", form == "float64 requant")
+    monkeypatch.setattr(native, "PLAIN_GEMM", form == "plain gemm")
+    floating = None if form == "plain gemm" else form == "float64 requant"
+    monkeypatch.setattr(native, "FLOAT_REQUANT", floating)
     return form
 
 
@@ -537,6 +541,123 @@ def _saturating_gemm(cols: np.ndarray, weight: np.ndarray) -> np.ndarray:
     rest = prod[:, k:].sum(axis=1)
     zero_point = 128 * weight.astype(np.int64).sum(axis=0)
     return (pairs + rest - zero_point).astype(np.int32)
+
+
+def _chain_program() -> tuple[Program, set[int]]:
+    """CONVs whose inputs come from every kind of producer, and the indices of those whose
+    inputs are all >= 0 on every run: after a ReLU or a fused ADD's ReLU (direct 1x1, padded
+    3x3 with a fused ADD, strided 1x1, a channel slice), a MAXPOOL padding with 0 and an
+    AVGPOOL or GLOBAL_AVGPOOL (M >= 0) of such values, channels no op has written (zeros).
+    Not: the program's input, a CONV without ReLU, a fused ADD without ReLU, a MAXPOOL padding
+    with -128, a slice of which part was written without ReLU."""
+    weights: list[np.ndarray] = []
+
+    def const(*arrays: np.ndarray) -> list[int]:
+        weights.extend(arrays)
+        return list(range(len(weights) - len(arrays), len(weights)))
+
+    def conv(
+        src: TensorRef,
+        dst: TensorRef,
+        k: int = 1,
+        relu: bool = True,
+        res: TensorRef | None = None,
+        add_relu: bool = False,
+        stride: int = 1,
+    ) -> Instr:
+        m, s = requant(dst.channels, k * k * src.channels)
+        bias = RNG.integers(-500, 500, dst.channels).astype(np.int32)
+        wi, bi, mi, si = const(i8(k, k, src.channels, dst.channels, low=-127), bias, m, s)
+        am, ash = const(i32(1_100_000_000, 900_000_000), i32(31)) if res else (-1, -1)
+        return Instr(
+            Opcode.CONV, (src,), dst, kernel=(k, k), stride=stride,
+            pad=(1, 1, 1, 1) if k == 3 else (0, 0, 0, 0), relu=relu, weight=wi, bias=bi,
+            multiplier=mi, shift=si, residual=res, add_multiplier=am, add_shift=ash,
+            add_relu=add_relu,
+        )  # fmt: skip
+
+    def pool(op: Opcode, src: TensorRef, dst: TensorRef, pad_value: int = 0) -> Instr:
+        m, s = const(*(i32(v) for v in quantize_multiplier(1 / 9)))
+        return Instr(op, (src,), dst, kernel=(3, 3), pad=(1, 1, 1, 1), pad_value=pad_value,
+                     multiplier=m, shift=s)  # fmt: skip
+
+    def ref(b: int, c: int, off: int = 0) -> TensorRef:
+        return TensorRef(b, off, c)
+
+    shapes = [(6, 6, 8), (6, 6, 16), (6, 6, 16), (6, 6, 16), (3, 3, 16), (3, 3, 16),
+              (3, 3, 32), (3, 3, 8), (3, 3, 8), (3, 3, 8), (3, 3, 8), (3, 3, 8), (3, 3, 8),
+              (1, 1, 8), (1, 1, 8)]  # fmt: skip
+    gap_m, gap_s = const(*(i32(v) for v in quantize_multiplier(1 / 9)))
+    instrs = [
+        conv(ref(0, 8), ref(1, 16), k=3),  # 0: reads the program's input
+        conv(ref(1, 16), ref(2, 16), relu=False),  # 1: direct 1x1 on a ReLU's output
+        conv(ref(1, 16), ref(3, 16), k=3, res=ref(2, 16)),  # 2: padded 3x3, ADD without ReLU
+        conv(ref(3, 16), ref(2, 16), res=ref(1, 16), add_relu=True),  # 3: reads 2's output
+        conv(ref(2, 16), ref(4, 16), stride=2),  # 4: strided, on 3's ADD + ReLU
+        pool(Opcode.MAXPOOL, ref(4, 16), ref(5, 16), pad_value=-128),
+        conv(ref(5, 16), ref(7, 8)),  # 6: a MAXPOOL that pads with -128
+        pool(Opcode.MAXPOOL, ref(4, 16), ref(6, 16)),
+        pool(Opcode.AVGPOOL, ref(4, 16), ref(6, 16, 16)),
+        conv(ref(6, 32), ref(8, 8), k=3, relu=False),  # 9: the two pools' channels
+        conv(ref(6, 16, 8), ref(10, 8)),  # 10: a slice across both pools
+        conv(ref(9, 8), ref(11, 8)),  # 11: a buffer no op writes
+        conv(
+            ref(8, 8), ref(6, 8, 24), relu=False
+        ),  # 12: on 9's output (no ReLU); rewrites 6[24:32]
+        conv(ref(6, 16, 16), ref(12, 8)),  # 13: half of it now from 12
+        conv(ref(6, 16), ref(7, 8)),  # 14: the MAXPOOL's half, still >= 0
+        Instr(Opcode.GLOBAL_AVGPOOL, (ref(7, 8),), ref(13, 8), multiplier=gap_m, shift=gap_s),
+        conv(ref(13, 8), ref(14, 8)),  # 16: on a GLOBAL_AVGPOOL of a ReLU's output
+    ]
+    program = Program(
+        buffers=[Buffer(i, *shape, 0.1) for i, shape in enumerate(shapes)],
+        instrs=instrs,
+        input=ref(0, 8),
+        output=ref(14, 8),
+        weights=weights,
+    )
+    return program, {1, 2, 4, 9, 10, 11, 14, 16}
+
+
+def test_nonnegative_inputs_are_proven_only_where_every_channel_read_is_clamped() -> None:
+    program, proven = _chain_program()
+    assert native.nonnegative_inputs(program) == proven
+
+
+def test_convs_on_nonnegative_inputs_take_the_plain_gemm_and_equal_the_spec(
+    conv_form: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every CONV's output of the chain program (each in turn the program's output) equals
+    the reference's; with the plain form, exactly the proven CONVs' GEMMs are made in it."""
+    program, proven = _chain_program()
+    gemm.exact_form()  # the self-checks' GEMMs are made before the recording starts
+    gemm.plain_form()
+    forms: list[str] = []
+    real = gemm.Int8Gemm
+
+    class Recording(real):  # type: ignore[misc, valid-type]
+        def __init__(self, weight: np.ndarray, form: str | None = None) -> None:
+            super().__init__(weight, form)
+            forms.append(self.form)
+
+    monkeypatch.setattr(gemm, "Int8Gemm", Recording)
+    x = i8(2, 6, 6, 8)
+    for index, instr in enumerate(program.instrs):
+        if instr.op is not Opcode.CONV:
+            continue
+        one = Program(program.buffers, program.instrs, program.input, instr.output,
+                      program.weights)  # fmt: skip
+        forms.clear()
+        got = native.NativePlan(one).run(x)
+        assert np.array_equal(got, execute(one, x, reference)), index
+        plain = [i for i, form in enumerate(forms) if form == gemm.PLAIN]
+        conv_indices = [i for i, ins in enumerate(program.instrs) if ins.op is Opcode.CONV]
+        want = (
+            [n for n, i in enumerate(conv_indices) if i in proven]
+            if conv_form == "plain gemm"
+            else []
+        )
+        assert plain == want
 
 
 def test_a_bound_gemm_reads_its_input_at_each_call_and_refuses_copies() -> None:

@@ -16,6 +16,15 @@ native path uses the first that passes:
   as u8 x u8 widened to int16 (``vpmaddwd``: no pair sum can saturate) — the exact form on
   AVX2 CPUs without VNNI, where ``u8s8`` fails the check.
 
+Where ``u8u8`` is the exact form, a third serves the CONVs whose inputs are proven
+non-negative (an earlier op's ReLU: twin/native.py, nonnegative_inputs):
+
+- ``v8s8`` (:data:`PLAIN`): plain bytes v in [0, 127] (the offset bytes with their top bit
+  cleared) times int8 weights, no zero points. ``vpmaddubsw``'s pair sums are then at most
+  2 * 127 * 128 < 2^15, so the u8 x s8 kernels cannot saturate, and they take about 0.6-0.8x
+  the u8 x u8 form's time on ResNet-50's shapes (bench/README.md, issue 13).
+  :func:`plain_form` checks it like the others, on inputs in its range.
+
 If neither passes, the twin keeps its float32-BLAS path (twin/numpy_path.py).
 """
 
@@ -76,11 +85,14 @@ def _session_options():  # type: ignore[no-untyped-def]
 
 
 FORMS = ("u8s8", "u8u8")  # in the order the self-check tries them (the first is faster with VNNI)
+PLAIN = "v8s8"
+"""The form for plain bytes in [0, 127] (module docstring): acc = cols @ weight."""
 
 
 class Int8Gemm:
     """acc int32 [M, Cout] = (cols uint8 [M, K] - 128) @ weight int8 [K, Cout], exactly, in
-    one of :data:`FORMS` (module docstring); by default the one the self-check chose here."""
+    one of :data:`FORMS` (module docstring); by default the one the self-check chose here. In
+    the :data:`PLAIN` form, acc = cols @ weight for cols in [0, 127]."""
 
     def __init__(self, weight: np.ndarray, form: str | None = None) -> None:
         import onnxruntime as ort
@@ -89,12 +101,14 @@ class Int8Gemm:
         if weight.dtype != np.int8 or weight.ndim != 2:
             raise ValueError("Int8Gemm needs an int8 [K, Cout] weight matrix")
         form = form or exact_form() or FORMS[0]
-        if form not in FORMS:
-            raise ValueError(f"Int8Gemm form {form!r} is not one of {FORMS}")
+        if form not in (*FORMS, PLAIN):
+            raise ValueError(f"Int8Gemm form {form!r} is not one of {(*FORMS, PLAIN)}")
         k, cout = weight.shape
         self.k = k
         self.form = form
-        if form == "u8s8":
+        if form == PLAIN:
+            stored, inputs = np.ascontiguousarray(weight), ["a", "w"]
+        elif form == "u8s8":
             stored, inputs = np.ascontiguousarray(weight), ["a", "w", "zp"]
         else:  # the same values as offset bytes, with the activations' zero point
             stored = (weight.astype(np.int16) + 128).astype(np.uint8)
@@ -142,29 +156,32 @@ class Int8Gemm:
         return call
 
 
-def _check_cases() -> list[tuple[np.ndarray, np.ndarray]]:
+def _check_cases(plain: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Random products and the extremes that saturate int16 pair sums: 255*(-128)*2 and
+    255*127*2 overflow int16, as do the offset forms of int8 -128 (u = 0) against -128. With
+    ``plain``, the activations in the plain form's range [0, 127] and its extremes."""
     rng = np.random.default_rng(0)
+    top = 127 if plain else 255
     cases = [
         (
-            rng.integers(0, 256, (67, 300), dtype=np.uint8),
+            rng.integers(0, top + 1, (67, 300), dtype=np.uint8),
             rng.integers(-128, 128, (300, 19), dtype=np.int8),
         )
     ]
-    # int16 pair-sum saturation bait: 255*(-128)*2 and 255*127*2 overflow int16, as do the
-    # offset forms of int8 -128 (u = 0) against -128.
-    for u, w in ((255, -128), (255, 127), (0, -128), (0, 127), (255, -127)):
+    for u, w in ((top, -128), (top, 127), (0, -128), (0, 127), (top, -127)):
         cases.append((np.full((33, 1056), u, np.uint8), np.full((1056, 17), w, np.int8)))
-    mixed_u = np.tile(np.array([255, 0], np.uint8), (9, 64))
+    mixed_u = np.tile(np.array([top, 0], np.uint8), (9, 64))
     mixed_w = np.tile(np.array([[-128], [127]], np.int8), (64, 5))
     cases.append((mixed_u, mixed_w))
     return cases
 
 
 def _exact_in(form: str) -> bool:
-    """Whether ``form`` gives the exact product on every check case, both as a call and bound
-    in place (the native plan's form)."""
-    for cols, weight in _check_cases():
-        want = (cols.astype(np.int64) - 128) @ weight.astype(np.int64)
+    """Whether ``form`` gives the exact product on every check case (in its input range),
+    both as a call and bound in place (the native plan's form)."""
+    plain = form == PLAIN
+    for cols, weight in _check_cases(plain):
+        want = (cols.astype(np.int64) - (0 if plain else 128)) @ weight.astype(np.int64)
         gemm = Int8Gemm(weight, form)
         out = np.full(want.shape, -1, np.int32)
         gemm.bind(np.ascontiguousarray(cols), out)()
@@ -193,3 +210,20 @@ def exact_form() -> str | None:
 def exact_here() -> bool:
     """Whether ONNX Runtime is installed and one form of its int8 GEMM is exact on this CPU."""
     return exact_form() is not None
+
+
+@functools.lru_cache(maxsize=1)
+def plain_form() -> str | None:
+    """:data:`PLAIN` where it pays and is exact: where the exact form is ``u8u8`` (x86
+    without VNNI: elsewhere ``u8s8`` already runs the fast kernels, and the plain form would
+    only add a copy) and its own self-check passes; else None."""
+    if exact_form() != "u8u8":
+        return None
+    try:
+        if _exact_in(PLAIN):
+            return PLAIN
+    except Exception as exc:  # the runtime refuses the graph here
+        log.warning("int8 GEMM form %s unavailable (%s)", PLAIN, exc)
+        return None
+    log.info("int8 GEMM: %s is not exact on this CPU; non-negative inputs use u8u8", PLAIN)
+    return None

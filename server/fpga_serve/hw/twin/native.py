@@ -1,21 +1,23 @@
 """The twin's native path: a program turned once into a list of compiled steps.
 
-At load, on a CPU where the fused VNNI kernel passes its self-check (twin/vnni.py, VNNI),
-each CONV becomes one call of it (GEMM and requantisation in registers, no int32 scratch, its
-patches read in place: no gather); else each CONV
-gets its int8 GEMM (twin/gemm.py, weights packed once) and each op its requantisation
-constants as int64 arrays (float64 scales for a CONV that FLOAT_REQUANT requantises in
-float64); at run time a CONV step is a patch gather (one strided
+At load, on a CPU where the fused VNNI kernel passes its self-check (twin/vnni.py, VNNI), each
+CONV becomes one call of it (GEMM and requantisation in registers, no int32 scratch, its patches
+read in place: no gather); else each CONV gets its int8 GEMM (twin/gemm.py, weights packed once)
+and each op its requantisation constants as int64 arrays (float64 scales for a CONV that
+FLOAT_REQUANT requantises in float64); at run time a CONV step is a patch gather (one strided
 numpy copy of a window view into a scratch matrix; none for a 1x1/1 CONV, whose input rows are
 the GEMM's rows), the GEMM into a kept int32 scratch and one requantisation pass that also does
-a fused residual ADD (twin/kernels.py). Activations stay offset bytes (v + 128) from input to
-output, in buffers kept from run to run; only the buffers a run reads before writing are reset.
-Each step is *bound* to the buffers of a run (every view, kernel argument and GEMM I/O binding
-made once), and a plan's kept buffers keep their bound steps, so a run on them is one call per
-step with no per-run allocation or view building. A batch runs in passes of as many images as
-keep a CONV's scratch within PASS_BYTES. Element-wise passes above share.SPLIT_ELEMENTS
-are split over the CPU's cores by output rows. The result equals the reference (the spec) bit
-for bit: tests/hw/test_twin_native.py checks it op by op and on whole programs.
+a fused residual ADD (twin/kernels.py). Where the GEMM's exact form is the slow u8 x u8 one, a
+CONV whose inputs are proven >= 0 (nonnegative_inputs) multiplies them as plain bytes in
+gemm.PLAIN's form, gathered or copied with their top bit cleared (PLAIN_GEMM). Activations stay
+offset bytes (v + 128) from input to output, in buffers kept from run to run; only the buffers a
+run reads before writing are reset. Each step is *bound* to the buffers of a run (every view,
+kernel argument and GEMM I/O binding made once), and a plan's kept buffers keep their bound
+steps, so a run on them is one call per step with no per-run allocation or view building. A
+batch runs in passes of as many images as keep a CONV's scratch within PASS_BYTES. Element-wise
+passes above share.SPLIT_ELEMENTS are split over the CPU's cores by output rows. The result
+equals the reference (the spec) bit for bit: tests/hw/test_twin_native.py checks it op by op and
+on whole programs.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from fpga_serve.core.isa import Instr, Program, TensorRef
+from fpga_serve.core.isa import Instr, Opcode, Program, TensorRef
 from fpga_serve.core.windows import windows
 from fpga_serve.hw.twin.executor import KERNELS
 from fpga_serve.hw.twin.share import bind as share
@@ -80,6 +82,12 @@ compiled pass) instead of the int8 GEMM and a requantisation pass: None decides 
 (vnni.available); tests set it to run both."""
 
 
+PLAIN_GEMM: bool | None = None
+"""Whether the GEMM path's CONVs whose inputs are proven non-negative (nonnegative_inputs)
+multiply plain bytes in gemm.PLAIN's form: None decides by the CPU (gemm.plain_form); tests
+set it to run both."""
+
+
 def fused_vnni() -> bool:
     """VNNI, or whether this CPU runs the fused kernel exactly (vnni.available) when None."""
     if VNNI is not None:
@@ -96,6 +104,15 @@ def float_requant() -> bool:
     from fpga_serve.hw.twin import kernels
 
     return bool(kernels.float_requant_pays())
+
+
+def plain_gemm() -> bool:
+    """PLAIN_GEMM, or whether gemm.plain_form is exact and pays here when it is None."""
+    if PLAIN_GEMM is not None:
+        return PLAIN_GEMM
+    from fpga_serve.hw.twin.gemm import plain_form
+
+    return plain_form() is not None
 
 
 def _kernel_threads() -> int | None:
@@ -123,6 +140,26 @@ def _on_threads(threads: int, kernel: Bound) -> None:
         numba.set_num_threads(before)
 
 
+_OFFSET = np.uint8(0x80)
+"""An offset byte's top bit: u ^ _OFFSET is u - 128 where u >= 128 (a value v >= 0)."""
+
+
+def _copy(to: np.ndarray, part: np.ndarray) -> Bound:
+    return functools.partial(np.copyto, to, part)
+
+
+def _plain_copy(to: np.ndarray, part: np.ndarray, cols: np.ndarray) -> Bound:
+    """A gather of offset bytes >= 128 into ``to`` as plain bytes (gemm.PLAIN) in ``cols``,
+    the contiguous matrix ``to`` views: a strided copy, then the top bits cleared in place
+    (one XOR of the strided source into ``to`` took 1.9x the time on ResNet-50's 3x3 CONVs)."""
+
+    def gather() -> None:
+        np.copyto(to, part)
+        np.bitwise_xor(cols, _OFFSET, out=cols)
+
+    return gather
+
+
 def _half(shift: np.ndarray) -> np.ndarray:
     s = shift.astype(np.int64)
     return np.int64(1) << (s - 1)
@@ -146,6 +183,45 @@ def reset_buffers(program: Program) -> set[int]:
         written[instr.output.buffer][instr.output.offset :][: instr.output.channels] = True
     read(program.output)
     return reset
+
+
+def _clamps(instr: Instr, w: list[np.ndarray], inputs_nonnegative: bool) -> bool:
+    """Whether every value ``instr`` writes is >= 0: after a ReLU, or (pools) a max or a
+    non-negative multiple of non-negative inputs (MAXPOOL padding with a value >= 0; the
+    average pools pad with zeros)."""
+    if instr.op is Opcode.CONV and instr.residual is not None:
+        return instr.add_relu  # the fused ADD comes last
+    if instr.relu:
+        return True
+    if not inputs_nonnegative:
+        return False
+    if instr.op is Opcode.MAXPOOL:
+        return not any(instr.pad) or instr.pad_value >= 0
+    if instr.op in (Opcode.AVGPOOL, Opcode.GLOBAL_AVGPOOL):
+        return bool(np.all(w[instr.multiplier] >= 0))
+    return False
+
+
+def nonnegative_inputs(program: Program) -> set[int]:
+    """The indices of the CONVs whose every input value is >= 0 on every run: each channel
+    they read was last written by an op that clamps at 0 (``_clamps``), or not yet written in
+    the run (the spec's zeros; reset_buffers). The program's input may be negative."""
+    nonneg = {i: np.ones(b.channels, bool) for i, b in enumerate(program.buffers)}
+    inp = program.input
+    nonneg[inp.buffer][inp.offset : inp.offset + inp.channels] = False
+
+    def proven(ref: TensorRef) -> bool:
+        return bool(nonneg[ref.buffer][ref.offset : ref.offset + ref.channels].all())
+
+    found = set()
+    for index, instr in enumerate(program.instrs):
+        reads = all(proven(ref) for ref in instr.inputs)
+        if instr.op is Opcode.CONV and reads:
+            found.add(index)
+        out = instr.output
+        clamped = _clamps(instr, program.weights, reads)
+        nonneg[out.buffer][out.offset : out.offset + out.channels] = clamped
+    return found
 
 
 def available() -> bool:
@@ -184,6 +260,12 @@ class NativePlan:
         # their dtypes; the staging borders stay ZERO.
         self._scratch: dict[int, tuple[tuple[int, ...], type]] = {}
         self._gathers: list[Gather] = []  # the gathering CONVs' patch gathers, in order
+        # The CONVs (by identity) whose GEMMs multiply plain bytes (gemm.PLAIN): inputs >= 0.
+        self._plain = (
+            {id(program.instrs[i]) for i in nonnegative_inputs(program)}
+            if not fused_vnni() and plain_gemm()
+            else set()
+        )
         self._binds: list[Bind] = [self._step(i) for i in program.instrs]
         self.steps: list[tuple[Instr, Step]] = [
             (i, _unbound(b)) for i, b in zip(program.instrs, self._binds, strict=True)
@@ -293,12 +375,13 @@ class NativePlan:
     def _conv(self, instr: Instr) -> Bind:
         if fused_vnni():
             return self._conv_vnni(instr)
-        from fpga_serve.hw.twin.gemm import Int8Gemm
+        from fpga_serve.hw.twin.gemm import PLAIN, Int8Gemm
 
         w = self.program.weights
         weight = w[instr.weight]
         kh, kw, cin, cout = weight.shape
-        gemm = Int8Gemm(weight.reshape(kh * kw * cin, cout))
+        plain = id(instr) in self._plain  # multiplies v = u ^ 0x80, copied into COLS
+        gemm = Int8Gemm(weight.reshape(kh * kw * cin, cout), PLAIN if plain else None)
         floating = self._floating(instr)
         requant = self._conv_requant(instr, floating)
         src, dst = instr.inputs[0], instr.output
@@ -307,6 +390,8 @@ class NativePlan:
         whole = src.offset == 0 and src.channels == src_buf.channels
         direct = kh == kw == 1 and instr.stride == 1 and whole and not any(instr.pad)
         gather = None if direct else self._im2col(instr, src_buf.height, src_buf.width)
+        if direct and plain:
+            self._need(COLS, ho * wo * cin, np.uint8)
         self._need(ACC, (ho * wo if gather is None else gather.rows) * cout, np.int32)
         k = self._k
         fused = self._fused_add(instr, floating) if instr.residual is not None else None
@@ -326,7 +411,18 @@ class NativePlan:
                 x = bufs[src.buffer]
                 rows = x.shape[0] * ho * wo
                 acc = acc_flat[: rows * cout].reshape(rows, cout)
-                multiply, done = gemm.bind(x.reshape(rows, cin), acc), finish(bufs, acc, 0, rows)
+                x_rows = x.reshape(rows, cin)
+                if plain:
+                    cols = bufs[COLS].reshape(-1)[: rows * cin].reshape(rows, cin)
+                    multiply, done = gemm.bind(cols, acc), finish(bufs, acc, 0, rows)
+
+                    def plain_step() -> None:
+                        np.bitwise_xor(x_rows, _OFFSET, out=cols)
+                        multiply()
+                        done()
+
+                    return plain_step
+                multiply, done = gemm.bind(x_rows, acc), finish(bufs, acc, 0, rows)
 
                 def direct_step() -> None:
                     multiply()
@@ -337,13 +433,14 @@ class NativePlan:
             calls = []
             for to, part, cols, r0, r1 in blocks:  # gathered, multiplied, requantised in turn
                 acc = acc_flat[: (r1 - r0) * cout].reshape(r1 - r0, cout)
-                calls.append((to, part, gemm.bind(cols, acc), finish(bufs, acc, r0, r1)))
+                gathered = _plain_copy(to, part, cols) if plain else _copy(to, part)
+                calls.append((gathered, gemm.bind(cols, acc), finish(bufs, acc, r0, r1)))
 
             def gather_step() -> None:
                 for to, part in staging:
                     np.copyto(to, part)
-                for to, part, multiply, done in calls:
-                    np.copyto(to, part)
+                for gathered, multiply, done in calls:
+                    gathered()
                     multiply()
                     done()
 
