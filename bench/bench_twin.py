@@ -20,6 +20,11 @@ timed in turns, rep by rep, so machine noise hits all alike; ONNX Runtime and th
 one process-wide intra-op pool of one thread per core (the twin's, hw/twin/gemm.py). Random
 weights: speed does not depend on weight values.
 
+With --forms, a table per model of the native path in each CONV form this CPU runs exactly
+(the AMX and VNNI kernels, the VNNI kernel alone, the int8 GEMM, and its plain form where the
+CPU would use it: native.AMX, VNNI, PLAIN_GEMM), timed in turns with ONNX Runtime int8 again,
+each form's output compared with the reference's at --exact-size.
+
 With --kinds, a second table per model: the twin's native-path steps grouped by kind (opcode;
 for a CONV its kernel, stride and whether it has a fused ADD), the number of steps and the sum of
 each step's median time over --reps runs of the native plan (timed after the table above, one
@@ -162,12 +167,58 @@ def onnx_peers(model, calib: np.ndarray, folder: Path):  # type: ignore[no-untyp
     ]
 
 
+def conv_forms() -> list[tuple[str, dict[str, bool]]]:
+    """The CONV forms this CPU runs exactly, as native's switches (most specialised first)."""
+    from fpga_serve.hw.twin import amx, gemm, vnni
+
+    forms: list[tuple[str, dict[str, bool]]] = []
+    if amx.available():
+        forms.append(("AMX + VNNI kernels", {"VNNI": True, "AMX": True}))
+    if vnni.available():
+        forms.append(("VNNI kernel", {"VNNI": True, "AMX": False}))
+    forms.append(("int8 GEMM", {"VNNI": False, "PLAIN_GEMM": False}))
+    if gemm.plain_form() is not None:
+        forms.append(("int8 GEMM, plain form", {"VNNI": False, "PLAIN_GEMM": True}))
+    return forms
+
+
+def load_in(settings: dict[str, bool], program):  # type: ignore[no-untyped-def]
+    """program loaded on the twin's native path with native's switches set (plans read them
+    when they are built), the switches put back after."""
+    from fpga_serve.hw.twin import native
+    from fpga_serve.hw.twin.device import TwinDevice
+
+    before = {name: getattr(native, name) for name in settings}
+    try:
+        for name, value in settings.items():
+            setattr(native, name, value)
+        return TwinDevice().load(program)
+    finally:
+        for name, value in before.items():
+            setattr(native, name, value)
+
+
+def form_rows(program, small_prog, q, xq, spec, ort_int8, x, reps):  # type: ignore[no-untyped-def]
+    """(form, ms, ms / ONNX Runtime int8's, exact) for each of conv_forms, in turns."""
+    forms = conv_forms()
+    plans = [load_in(settings, program) for _, settings in forms]
+    fns = [lambda p=plan: p.run(q) for plan in plans]
+    *ms, int8_ms = interleaved_ms([*fns, lambda: ort_int8.run(None, {"x": x})], reps)
+    exact = [np.array_equal(load_in(s, small_prog).run(xq), spec) for _, s in forms]
+    return [(name, t, t / int8_ms, ok) for (name, _), t, ok in zip(forms, ms, exact, strict=True)]
+
+
 def native_forms() -> str:
     """Which exact forms the twin's native path chose on this CPU (twin/gemm.py, kernels.py)."""
     from fpga_serve.hw.twin import gemm, native
 
     if not native.available():
         return "twin native path: not available here (numpy path)"
+    if native.fused_amx():
+        return (
+            "twin native path: CONVs on AMX tiles where they fit (stride 1 or 1x1, Cin >= 64), "
+            "the rest as the fused VNNI kernel; int64 requantisation in registers"
+        )
     if native.fused_vnni():
         return "twin native path: CONVs as the fused VNNI kernel (GEMM and int64 requantisation)"
     requant = "float64 where exact" if native.float_requant() else "int64"
@@ -185,6 +236,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--models", default="resnet50,resnet152,densenet121,vgg16")
     parser.add_argument("--kinds", action="store_true", help="the twin's time by step kind")
+    parser.add_argument("--forms", action="store_true", help="the twin in each CONV form")
     ns = parser.parse_args()
 
     import tensorflow as tf
@@ -231,7 +283,14 @@ def main() -> None:
         times = (tf_ms, fp32_ms, int8_ms, native_ms, numpy_ms)
         at = os.getloadavg()[0]
         kinds = step_kinds(native.plan, q, ns.reps) if ns.kinds and native.plan else []
-        rows.append((family, macs / 1e9, times, (cpu[2], cpu[3]), exact, native.path, at, kinds))
+        forms = (
+            form_rows(compiled.program, small_prog, q, xq, spec, ort_int8, x, ns.reps)
+            if ns.forms
+            else []
+        )
+        rows.append(
+            (family, macs / 1e9, times, (cpu[2], cpu[3]), exact, native.path, at, kinds, forms)
+        )
     load = os.getloadavg()[0]
     print(
         f"\nbatch 1, {ns.size}x{ns.size}, median of {ns.reps}; {os.cpu_count()} cores; "
@@ -244,7 +303,7 @@ def main() -> None:
         f"{'exact @' + str(ns.exact_size):>10} {'load':>5}  |  {'CPU ms: ORT int8':>16} "
         f"{'twin':>6} {'twin/ORT int8':>14}"
     )
-    for family, gmac, walls, (int8_cpu, twin_cpu), exact, path, at, _ in rows:
+    for family, gmac, walls, (int8_cpu, twin_cpu), exact, path, at, *_ in rows:
         tf_ms, fp32_ms, int8_ms, native_ms, numpy_ms = walls
         label = "" if path == "native" else f" (twin ran the {path} path)"
         print(
@@ -254,7 +313,15 @@ def main() -> None:
             f"{int8_cpu:16.1f} {twin_cpu:6.1f} {twin_cpu / int8_cpu:14.2f}{label}"
         )
 
-    for family, *_, kinds in rows:
+    for family, *_, forms in rows:
+        if not forms:
+            continue
+        print(f"\n{family}: the twin's native path in each CONV form, in turns with ORT int8")
+        print(f"{'form':24} {'ms':>7} {'/ORT int8':>10} {'exact':>6}")
+        for name, ms, ratio, ok in forms:
+            print(f"{name:24} {ms:7.1f} {ratio:10.2f} {'yes' if ok else 'NO':>6}")
+
+    for family, *_, kinds, _ in rows:
         if not kinds:
             continue
         total = sum(ms for _, _, ms in kinds)

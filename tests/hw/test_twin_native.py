@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from fpga_serve.core.isa import Buffer, Instr, Opcode, Program, TensorRef, quantize_multiplier
-from fpga_serve.hw.twin import gemm, native, reference, share, vnni
+from fpga_serve.hw.twin import amx, gemm, native, reference, share, vnni
 from fpga_serve.hw.twin.device import TwinDevice
 from fpga_serve.hw.twin.executor import execute
 
@@ -61,7 +61,7 @@ def assert_native_equals_reference(program: Program, *extra_inputs: np.ndarray, 
     assert np.array_equal(got, want)
 
 
-CONV_FORMS = ["int64 requant", "float64 requant", "plain gemm", "fused vnni"]
+CONV_FORMS = ["int64 requant", "float64 requant", "plain gemm", "fused vnni", "fused amx"]
 
 
 @pytest.fixture(params=CONV_FORMS)
@@ -70,11 +70,15 @@ def conv_form(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     float64 ones wherever those are exact (native.FLOAT_REQUANT), then with the GEMMs of CONVs
     on non-negative inputs in the plain form (native.PLAIN_GEMM; the requantisers this CPU
     would choose), whichever form this CPU would choose, then as the fused VNNI kernel
-    (native.VNNI; skipped on a CPU without it)."""
+    (native.VNNI; skipped on a CPU without it), then with the CONVs it fits as the AMX kernel
+    (native.AMX; skipped on a CPU without AMX-INT8)."""
     form = str(request.param)
     if form == "fused vnni" and not vnni.available():
         pytest.skip("no AVX-512 VNNI here (or its self-check failed)")
-    monkeypatch.setattr(native, "VNNI", form == "fused vnni")
+    if form == "fused amx" and not amx.available():
+        pytest.skip("no AMX-INT8 here (or its self-check failed)")
+    monkeypatch.setattr(native, "VNNI", form in ("fused vnni", "fused amx"))
+    monkeypatch.setattr(native, "AMX", form == "fused amx")
     monkeypatch.setattr(native, "PLAIN_GEMM", form == "plain gemm")
     floating = None if form == "plain gemm" else form == "float64 requant"
     monkeypatch.setattr(native, "FLOAT_REQUANT", floating)
@@ -98,6 +102,8 @@ CONV_CASES = [
     ("rows split over threads", 48, 48, 8, 16, 3, 1, (1, 1, 1, 1), 1),
     ("5x5/2 a different pad on every side, odd sizes", 11, 13, 5, 7, 5, 2, (2, 1, 0, 3), 3),
     ("1x1/1 direct, odd sizes, batch 3", 5, 3, 3, 5, 1, 1, (0, 0, 0, 0), 3),
+    ("3x3/1 pad 1, Cin 64 (AMX's virtual rows)", 9, 9, 64, 40, 3, 1, (1, 1, 1, 1), 2),
+    ("1x1/1 Cin 128, one image (AMX)", 6, 6, 128, 48, 1, 1, (0, 0, 0, 0), 1),
 ]
 
 
@@ -461,11 +467,11 @@ def test_a_batch_runs_in_passes_sized_by_its_scratch(
     """Images per pass: PASS_BYTES over the patch matrix and accumulator bytes an image needs
     (4x4x72 patches + 4x4x8 int32 for the GEMM path's 3x3 CONV below: 1,664). A batch above it
     runs in passes, the last one shorter, on buffers kept for one pass; the result is the
-    reference's. The fused kernel reads this CONV's patches in place: no scratch, so any batch
+    reference's. The fused kernels read this CONV's patches in place: no scratch, so any batch
     is one pass."""
     program = _padded_conv_program()
     x = i8(5, 4, 4, 8)
-    if conv_form == "fused vnni":
+    if conv_form in ("fused vnni", "fused amx"):
         plan = native.NativePlan(program)
         assert plan.images_per_pass == native.PASS_BYTES
         assert np.array_equal(plan.run(x), execute(program, x, reference))

@@ -88,6 +88,23 @@ multiply plain bytes in gemm.PLAIN's form: None decides by the CPU (gemm.plain_f
 set it to run both."""
 
 
+AMX: bool | None = None
+"""Whether the stride-1 CONVs with Cin a multiple of 64 run as the AMX kernel (twin/amx.py)
+where the fused VNNI kernel runs: None decides by the CPU (amx.available); tests set it."""
+
+
+def fused_amx() -> bool:
+    """AMX, or whether this CPU runs the AMX kernel exactly (amx.available) when None; never
+    without the VNNI kernel, whose emitter requantises the tiles."""
+    if not fused_vnni():
+        return False
+    if AMX is not None:
+        return AMX
+    from fpga_serve.hw.twin import amx
+
+    return amx.available()
+
+
 def fused_vnni() -> bool:
     """VNNI, or whether this CPU runs the fused kernel exactly (vnni.available) when None."""
     if VNNI is not None:
@@ -457,17 +474,15 @@ class NativePlan:
         w = self.program.weights
         weight = w[instr.weight]
         kh, kw, cin, cout = weight.shape
+        if self._amx_fits(instr):
+            return self._conv_amx(instr)
         wide = -(-cin // 4) * 4  # each tap read as whole groups of four channels
         weight = np.pad(weight, ((0, 0), (0, 0), (0, wide - cin), (0, 0)))  # zeros past Cin
         packed = vnni.Packed(weight.reshape(-1, cout), w[instr.bias], w[instr.multiplier],
                              w[instr.shift])  # fmt: skip
         consts = (*packed.args(), np.int64(0 if instr.relu else -128), cout)
         src, dst, res = instr.inputs[0], instr.output, instr.residual
-        add: tuple[Any, ...] = ()
-        if res is not None:
-            m, s2 = w[instr.add_multiplier], np.int64(w[instr.add_shift][0])
-            low2 = np.int64(0 if instr.add_relu else -128)
-            add = (np.int64(m[0]), np.int64(m[1]), np.int64(1) << (s2 - 1), s2, low2)
+        add = self._kernel_add(instr)
         ho, wo = self._geometry(instr)
         src_buf = self.program.buffer(src)
         threads = _kernel_threads()
@@ -496,6 +511,107 @@ class NativePlan:
 
             return bind_rows
         return self._conv_taps(instr, src_buf.height, src_buf.width, wide, call)
+
+    def _kernel_add(self, instr: Instr) -> tuple[Any, ...]:
+        """The fused ADD's (m0, m1, 2^(S2-1), S2, low) for the compiled kernels, or ()."""
+        if instr.residual is None:
+            return ()
+        w = self.program.weights
+        m, s2 = w[instr.add_multiplier], np.int64(w[instr.add_shift][0])
+        low2 = np.int64(0 if instr.add_relu else -128)
+        return (np.int64(m[0]), np.int64(m[1]), np.int64(1) << (s2 - 1), s2, low2)
+
+    def _amx_fits(self, instr: Instr) -> bool:
+        """Whether a CONV runs as the AMX kernel: where it is chosen (fused_amx), stride 1 (or
+        a 1x1 without padding, on a subsampled copy of its input), Cin at most 1.5x past whole
+        tiles of K (``_amx_wide``: 96 and 160, not the stem's 3) and at least one block of 32
+        virtual rows in an image (amx.virtual_rows)."""
+        from fpga_serve.hw.twin import amx
+
+        cin = self.program.weights[instr.weight].shape[2]
+        if not fused_amx() or 2 * self._amx_wide(cin) > 3 * cin:
+            return False
+        ho, wo = self._geometry(instr)
+        if instr.stride != 1:
+            if instr.kernel != (1, 1) or any(instr.pad):
+                return False
+            return ho * wo >= amx.ROWS
+        src_buf = self.program.buffer(instr.inputs[0])
+        top, bottom, left, right = instr.pad
+        image = (src_buf.height + top + bottom, src_buf.width + left + right)
+        return amx.virtual_rows(1, ho, wo, image)[0] >= amx.ROWS
+
+    @staticmethod
+    def _amx_wide(cin: int) -> int:
+        """The bytes of a tap the AMX kernel reads: Cin rounded up to whole tiles of K (64)."""
+        from fpga_serve.hw.twin import amx
+
+        return -(-cin // amx.CHUNK) * amx.CHUNK
+
+    def _conv_amx(self, instr: Instr) -> Bind:
+        """A CONV (and its fused ADD) that ``_amx_fits``, as amx.conv: its windows read in place
+        through virtual rows, from the input buffer when each tap's ``wide`` bytes stay in its
+        pixel, else from a staging copy with ZERO borders and ZERO channels past Cin; a strided
+        1x1 reads a copy of the pixels it samples (a strided view copied: ResNet-50's
+        projections, 0.05-0.2 MB). The weights are zero past Cin, so the bytes read there add
+        nothing. One compiled call a CONV, its blocks shared over the twin's threads."""
+        from fpga_serve.hw.twin import amx, vnni
+
+        w = self.program.weights
+        weight = w[instr.weight]
+        kh, kw, cin, cout = weight.shape
+        wide = self._amx_wide(cin)
+        weight = np.pad(weight, ((0, 0), (0, 0), (0, wide - cin), (0, 0)))  # zeros past Cin
+        packed = amx.Packed(weight.reshape(-1, cout), w[instr.bias], w[instr.multiplier],
+                            w[instr.shift])  # fmt: skip
+        consts = (*packed.args(), np.int64(0 if instr.relu else -128), cout)
+        src, dst, res = instr.inputs[0], instr.output, instr.residual
+        add = self._kernel_add(instr)
+        ho, wo = self._geometry(instr)
+        src_buf = self.program.buffer(src)
+        h, wd = src_buf.height, src_buf.width
+        top, _, left, _ = instr.pad
+        step = instr.stride
+        stage: int | None = None
+        if step != 1 or any(instr.pad) or src.offset + wide > src_buf.channels:
+            if step != 1:  # a 1x1 without padding: the sampled pixels, as many as outputs
+                h, wd = ho, wo
+            stage = -3 - sum(1 for key in self._scratch if key <= -3)
+            self._scratch[stage] = ((h + sum(instr.pad[:2]), wd + sum(instr.pad[2:]), wide),
+                                    np.uint8)  # fmt: skip
+        threads = _kernel_threads()
+        cfg = amx.tile_config()
+
+        def bind(bufs: Buffers) -> Bound:
+            x = bufs[src.buffer]
+            copies, image, offset = [], x, src.offset
+            if stage is not None:
+                image, offset = bufs[stage], 0
+                part = x[:, ::step, ::step, src.offset : src.offset + cin]
+                copies.append((image[:, top : top + h, left : left + wd, :cin], part))
+            _, hs, ws, cs = image.shape
+            count, pix = amx.virtual_rows(x.shape[0], ho, wo, (hs, ws))
+            taps = vnni.window_taps(ws, cs, (kh, kw))
+            out = bufs[dst.buffer]
+            ldo = out.shape[-1]
+            if res is None:
+                tail = (out.reshape(-1), 0, ldo, *vnni.NO_ADD, False)
+            else:
+                b = bufs[res.buffer]
+                tail = (b.reshape(-1), res.offset, b.shape[-1], *add, True)
+            kernel = functools.partial(amx.conv, cfg, image.reshape(-1), offset, cs, count, taps,
+                                       wide // amx.CHUNK, *consts, pix, out.reshape(-1),
+                                       dst.offset, ldo, *tail)  # fmt: skip
+            run = kernel if threads is None else functools.partial(_on_threads, threads, kernel)
+
+            def amx_step() -> None:
+                for to, part in copies:
+                    np.copyto(to, part)
+                run()
+
+            return amx_step
+
+        return bind
 
     def _conv_taps(
         self, instr: Instr, h: int, w: int, wide: int, call: Callable[..., Bound]

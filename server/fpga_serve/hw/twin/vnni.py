@@ -68,17 +68,20 @@ s2 and the low clamp lo2 (kernels.requant_add)."""
 class _Emit:
     """The LLVM IR of one tile, written into the intrinsic's function by ``tile``."""
 
-    def __init__(self, context: Any, builder: Any, signature: Any, args: Any) -> None:
+    def __init__(self, context: Any, builder: Any, signature: Any, args: Any,
+                 names: tuple[str, ...] = ARGS) -> None:  # fmt: skip
+        from numba.core import types
+
         self.ir, self.b = ir, builder
         self.i8, self.i32, self.i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
         self.v32, self.v64, self.vb = (
             ir.VectorType(t, LANES) for t in (self.i32, self.i64, self.i8)
         )
-        self.arg = dict(zip(ARGS, args, strict=True))
-        for name in ("a", "rb", "taps", "wp", "out", "bias", "mult", "half", "shift", "b"):
-            arr = context.make_array(signature.args[ARGS.index(name)])(context, builder,
-                                                                       self.arg[name])  # fmt: skip
-            self.arg[name] = builder.bitcast(arr.data, self.i8.as_pointer())
+        self.arg = dict(zip(names, args, strict=True))
+        for name, kind in zip(names, signature.args, strict=True):
+            if isinstance(kind, types.Array):  # every array argument as a byte pointer
+                arr = context.make_array(kind)(context, builder, self.arg[name])
+                self.arg[name] = builder.bitcast(arr.data, self.i8.as_pointer())
         # An offset byte's top bit: u ^ flip is u - 128 as int8, and v ^ flip is v + 128.
         self.flip = ir.Constant(self.vb, [0x80] * LANES)
         module = builder.module
@@ -212,41 +215,64 @@ class _Emit:
         return self.b.load(self.b.gep(ptr, [index]))
 
     def store_vector(self, j: int, accs: list[Any]) -> None:
-        """Vector j of every row: the spec's int64 requantisation (kernels.requant), the fused
-        ADD where ``fused`` (kernels.requant_add), stored under a mask of the valid channels.
-        Every product is of two int32 values (``narrow``); the last clamp at 127 is the store's
-        saturating truncation (``offset_bytes``)."""
+        """Vector j of every row (``requant_store``): row i's output at byte o_off + i * ldo
+        of ``out`` and its residual at b_off + i * ldb of ``b``."""
+        b, arg = self.b, self.arg
+        consts = self.channel_constants(j)
+        for i in range(MR):
+            with b.if_then(b.icmp_signed("<", self.const(i), arg["rows"])):
+                out = self.at("out", arg["o_off"], i, "ldo", j * LANES)
+                res = self.at("b", arg["b_off"], i, "ldb", j * LANES)
+                self.requant_store(consts, accs[i], out, res)
+
+    def channel_constants(self, j: int) -> tuple[Any, ...]:
+        """The per-channel constants of vector j (channels c0 + 16 j..) and the tile's: bias,
+        M, 2^(S-1), S, the store mask of the valid channels, low, and the fused ADD's."""
         ir, b, arg = self.ir, self.b, self.arg
         ch = b.add(arg["c0"], self.const(j * LANES))
         bias = self.vector("bias", self.i32, ch)
         mult, half, shift = (self.vector(n, self.i64, ch) for n in ("mult", "half", "shift"))
-        mult = self.narrow(mult)
         left = self.splat(b.sub(arg["nvalid"], self.const(j * LANES)), self.v64)
         mask = b.icmp_signed("<", ir.Constant(self.v64, list(range(LANES))), left)
         low, lo2 = self.splat(arg["low"], self.v64), self.splat(arg["lo2"], self.v64)
         m0, m1, h2, s2 = (self.splat(arg[n], self.v64) for n in ("m0", "m1", "h2", "s2"))
-        m0, m1 = (self.narrow(m) for m in (m0, m1))
+        return (
+            bias,
+            self.narrow(mult),
+            half,
+            shift,
+            mask,
+            low,
+            lo2,
+            *map(self.narrow, (m0, m1)),
+            h2,
+            s2,
+        )
+
+    def requant_store(self, consts: tuple[Any, ...], acc: Any, out: Any, res: Any) -> None:
+        """One vector of accumulators: the spec's int64 requantisation (kernels.requant), the
+        fused ADD where ``fused`` (kernels.requant_add) with the residual's offset bytes at
+        ``res``, stored at ``out`` under a mask of the valid channels. Every product is of two
+        int32 values (``narrow``); the last clamp at 127 is the store's saturating truncation
+        (``offset_bytes``)."""
+        ir, b, arg = self.ir, self.b, self.arg
+        bias, mult, half, shift, mask, low, lo2, m0, m1, h2, s2 = consts
         align = ir.Constant(self.i32, 1)
         fused = b.icmp_signed("!=", b.zext(arg["fused"], self.i64), self.const(0))
-        for i in range(MR):
-            with b.if_then(b.icmp_signed("<", self.const(i), arg["rows"])):
-                x = b.sext(b.add(accs[i], bias), self.v64)
-                v = self.bound(b.ashr(b.add(b.mul(x, mult), half), shift), low, False)
-                before = b.block
-                with b.if_then(fused):
-                    rb = b.call(self.load, [self.at("b", arg["b_off"], i, "ldb", j * LANES),
-                                            align, mask, ir.Constant(self.vb, None)])  # fmt: skip
-                    r = b.sext(b.xor(rb, self.flip), self.v64)  # b - 128
-                    v127 = self.narrow(self.bound(v, 127, True))
-                    s = b.add(b.add(b.mul(v127, m0), b.mul(r, m1)), h2)
-                    added = self.bound(b.ashr(s, s2), lo2, False)
-                    inside = b.block
-                result = b.phi(self.v64)
-                result.add_incoming(v, before)
-                result.add_incoming(added, inside)
-                byte = self.offset_bytes(result)
-                b.call(self.store, [byte, self.at("out", arg["o_off"], i, "ldo", j * LANES),
-                                    align, mask])  # fmt: skip
+        x = b.sext(b.add(acc, bias), self.v64)
+        v = self.bound(b.ashr(b.add(b.mul(x, mult), half), shift), low, False)
+        before = b.block
+        with b.if_then(fused):
+            rb = b.call(self.load, [res, align, mask, ir.Constant(self.vb, None)])
+            r = b.sext(b.xor(rb, self.flip), self.v64)  # b - 128
+            v127 = self.narrow(self.bound(v, 127, True))
+            total = b.add(b.add(b.mul(v127, m0), b.mul(r, m1)), h2)
+            added = self.bound(b.ashr(total, s2), lo2, False)
+            inside = b.block
+        result = b.phi(self.v64)
+        result.add_incoming(v, before)
+        result.add_incoming(added, inside)
+        b.call(self.store, [self.offset_bytes(result), out, align, mask])
 
 
 def _tile_typer(ctx, a, rb, i0, rows, taps, cin4, wp, w_off, k4, bias, mult, half, shift, low,  # type: ignore[no-untyped-def]
@@ -306,9 +332,15 @@ def window_rows(images: int, ho: int, wo: int, stride: int, image: tuple[int, in
     m = np.arange(images * ho * wo, dtype=np.int64)
     n, y, x = m // (ho * wo), m % (ho * wo) // wo, m % wo
     rb = ((n * hs + y * stride) * ws + x * stride) * cs + offset
+    return rb, window_taps(ws, cs, kernel)
+
+
+def window_taps(ws: int, cs: int, kernel: tuple[int, int]) -> np.ndarray:
+    """The byte offsets of a window's taps (i, j) in an NHWC image ``ws`` pixels of ``cs``
+    bytes wide, i rows and j pixels on, and one entry past the last (0)."""
     kh, kw = kernel
-    taps = [(i * ws + j) * cs for i in range(kh) for j in range(kw)] + [0]  # and one past
-    return rb, np.array(taps, np.int64)
+    taps = [(i * ws + j) * cs for i in range(kh) for j in range(kw)] + [0]
+    return np.array(taps, np.int64)
 
 
 def one_tap() -> np.ndarray:
