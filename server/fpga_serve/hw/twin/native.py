@@ -2,22 +2,23 @@
 
 At load, on a CPU where the fused VNNI kernel passes its self-check (twin/vnni.py, VNNI), each
 CONV becomes one call of it (GEMM and requantisation in registers, no int32 scratch, its patches
-read in place: no gather); else each CONV gets its int8 GEMM (twin/gemm.py, weights packed once)
-and each op its requantisation constants as int64 arrays (float64 scales for a CONV that
-FLOAT_REQUANT requantises in float64); at run time a CONV step is a patch gather (one strided
-numpy copy of a window view into a scratch matrix; none for a 1x1/1 CONV, whose input rows are
-the GEMM's rows), the GEMM into a kept int32 scratch and one requantisation pass that also does
-a fused residual ADD (twin/kernels.py). Where the GEMM's exact form is the slow u8 x u8 one, a
-CONV whose inputs are proven >= 0 (nonnegative_inputs) multiplies them as plain bytes in
-gemm.PLAIN's form, gathered or copied with their top bit cleared (PLAIN_GEMM). Activations stay
-offset bytes (v + 128) from input to output, in buffers kept from run to run; only the buffers a
-run reads before writing are reset. Each step is *bound* to the buffers of a run (every view,
-kernel argument and GEMM I/O binding made once), and a plan's kept buffers keep their bound
-steps, so a run on them is one call per step with no per-run allocation or view building. A
-batch runs in passes of as many images as keep a CONV's scratch within PASS_BYTES. Element-wise
-passes above share.SPLIT_ELEMENTS are split over the CPU's cores by output rows. The result
-equals the reference (the spec) bit for bit: tests/hw/test_twin_native.py checks it op by op and
-on whole programs.
+read in place: no gather), and where the CPU has AMX-INT8 and the AMX kernel passes its
+self-check too (twin/amx.py, AMX), the CONVs it fits run on AMX tiles instead; else each CONV
+gets its int8 GEMM (twin/gemm.py, weights packed once) and each op its requantisation constants
+as int64 arrays (float64 scales for a CONV that FLOAT_REQUANT requantises in float64); at run
+time a CONV step is a patch gather (one strided numpy copy of a window view into a scratch
+matrix; none for a 1x1/1 CONV, whose input rows are the GEMM's rows), the GEMM into a kept int32
+scratch and one requantisation pass that also does a fused residual ADD (twin/kernels.py). Where
+the GEMM's exact form is the slow u8 x u8 one, a CONV whose inputs are proven >= 0
+(nonnegative_inputs) multiplies them as plain bytes in gemm.PLAIN's form, gathered or copied
+with their top bit cleared (PLAIN_GEMM). Activations stay offset bytes (v + 128) from input to
+output, in buffers kept from run to run; only the buffers a run reads before writing are reset.
+Each step is *bound* to the buffers of a run (every view, kernel argument and GEMM I/O binding
+made once), and a plan's kept buffers keep their bound steps, so a run on them is one call per
+step with no per-run allocation or view building. A batch runs in passes of as many images as
+keep a CONV's scratch within PASS_BYTES. Element-wise passes above share.SPLIT_ELEMENTS are
+split over the CPU's cores by output rows. The result equals the reference (the spec) bit for
+bit: tests/hw/test_twin_native.py checks it op by op and on whole programs.
 """
 
 from __future__ import annotations
@@ -89,8 +90,8 @@ set it to run both."""
 
 
 AMX: bool | None = None
-"""Whether the stride-1 CONVs with Cin a multiple of 64 run as the AMX kernel (twin/amx.py)
-where the fused VNNI kernel runs: None decides by the CPU (amx.available); tests set it."""
+"""Whether the CONVs that fit (NativePlan._amx_fits) run as the AMX kernel (twin/amx.py) where
+the fused VNNI kernel runs: None decides by the CPU (amx.available); tests set it."""
 
 
 def fused_amx() -> bool:
@@ -471,32 +472,19 @@ class NativePlan:
         One compiled call a CONV, its tiles shared over the twin's threads."""
         from fpga_serve.hw.twin import vnni
 
-        w = self.program.weights
-        weight = w[instr.weight]
-        kh, kw, cin, cout = weight.shape
         if self._amx_fits(instr):
             return self._conv_amx(instr)
+        kh, kw, cin, _ = self.program.weights[instr.weight].shape
         wide = -(-cin // 4) * 4  # each tap read as whole groups of four channels
-        weight = np.pad(weight, ((0, 0), (0, 0), (0, wide - cin), (0, 0)))  # zeros past Cin
-        packed = vnni.Packed(weight.reshape(-1, cout), w[instr.bias], w[instr.multiplier],
-                             w[instr.shift])  # fmt: skip
-        consts = (*packed.args(), np.int64(0 if instr.relu else -128), cout)
-        src, dst, res = instr.inputs[0], instr.output, instr.residual
-        add = self._kernel_add(instr)
+        consts = self._kernel_consts(instr, wide, vnni.Packed)
+        src = instr.inputs[0]
         ho, wo = self._geometry(instr)
         src_buf = self.program.buffer(src)
         threads = _kernel_threads()
 
         def call(bufs: Buffers, a: np.ndarray, rb: np.ndarray, taps: np.ndarray) -> Bound:
-            out = bufs[dst.buffer]
-            ldo = out.shape[-1]
-            head = (a, rb, len(rb), taps, wide // 4, *consts, out.reshape(-1), dst.offset)
-            if res is None:
-                tail = (out.reshape(-1), 0, ldo, *vnni.NO_ADD, False)
-            else:
-                b = bufs[res.buffer]
-                tail = (b.reshape(-1), res.offset, b.shape[-1], *add, True)
-            kernel = functools.partial(vnni.conv, *head, ldo, *tail)
+            head = (a, rb, len(rb), taps, wide // 4, *consts)
+            kernel = functools.partial(vnni.conv, *head, *self._kernel_outputs(bufs, instr))
             return kernel if threads is None else functools.partial(_on_threads, threads, kernel)
 
         # Rows are read four bytes at a time up to 4 * k4 bytes: in place only where that stays
@@ -512,14 +500,35 @@ class NativePlan:
             return bind_rows
         return self._conv_taps(instr, src_buf.height, src_buf.width, wide, call)
 
-    def _kernel_add(self, instr: Instr) -> tuple[Any, ...]:
-        """The fused ADD's (m0, m1, 2^(S2-1), S2, low) for the compiled kernels, or ()."""
-        if instr.residual is None:
-            return ()
+    def _kernel_consts(self, instr: Instr, wide: int, pack: Callable[..., Any]) -> tuple[Any, ...]:
+        """A compiled kernel's arguments after its patches': the weights with ZERO channels
+        past Cin up to ``wide`` a tap, packed by ``pack`` (vnni.Packed or amx.Packed) with the
+        requantisation constants, then the low clamp and Cout."""
+        w = self.program.weights
+        weight = w[instr.weight]
+        cin, cout = weight.shape[2:]
+        weight = np.pad(weight, ((0, 0), (0, 0), (0, wide - cin), (0, 0)))
+        packed = pack(weight.reshape(-1, cout), w[instr.bias], w[instr.multiplier],
+                      w[instr.shift])  # fmt: skip
+        return (*packed.args(), np.int64(0 if instr.relu else -128), cout)
+
+    def _kernel_outputs(self, bufs: Buffers, instr: Instr) -> tuple[Any, ...]:
+        """A compiled kernel's last arguments: its output (flat, offset, stride) and the fused
+        ADD's residual (flat, offset, stride), m0, m1, 2^(S2-1), S2, low and the flag; without
+        an ADD the output again and vnni.NO_ADD."""
+        from fpga_serve.hw.twin import vnni
+
+        dst, res = instr.output, instr.residual
+        out = bufs[dst.buffer]
+        head = (out.reshape(-1), dst.offset, out.shape[-1])
+        if res is None:
+            return (*head, out.reshape(-1), 0, out.shape[-1], *vnni.NO_ADD, False)
         w = self.program.weights
         m, s2 = w[instr.add_multiplier], np.int64(w[instr.add_shift][0])
         low2 = np.int64(0 if instr.add_relu else -128)
-        return (np.int64(m[0]), np.int64(m[1]), np.int64(1) << (s2 - 1), s2, low2)
+        add = (np.int64(m[0]), np.int64(m[1]), np.int64(1) << (s2 - 1), s2, low2)
+        b = bufs[res.buffer]
+        return (*head, b.reshape(-1), res.offset, b.shape[-1], *add, True)
 
     def _amx_fits(self, instr: Instr) -> bool:
         """Whether a CONV runs as the AMX kernel: where it is chosen (fused_amx), stride 1 (or
@@ -557,16 +566,10 @@ class NativePlan:
         nothing. One compiled call a CONV, its blocks shared over the twin's threads."""
         from fpga_serve.hw.twin import amx, vnni
 
-        w = self.program.weights
-        weight = w[instr.weight]
-        kh, kw, cin, cout = weight.shape
+        kh, kw, cin, _ = self.program.weights[instr.weight].shape
         wide = self._amx_wide(cin)
-        weight = np.pad(weight, ((0, 0), (0, 0), (0, wide - cin), (0, 0)))  # zeros past Cin
-        packed = amx.Packed(weight.reshape(-1, cout), w[instr.bias], w[instr.multiplier],
-                            w[instr.shift])  # fmt: skip
-        consts = (*packed.args(), np.int64(0 if instr.relu else -128), cout)
-        src, dst, res = instr.inputs[0], instr.output, instr.residual
-        add = self._kernel_add(instr)
+        consts = self._kernel_consts(instr, wide, amx.Packed)
+        src = instr.inputs[0]
         ho, wo = self._geometry(instr)
         src_buf = self.program.buffer(src)
         h, wd = src_buf.height, src_buf.width
@@ -592,16 +595,8 @@ class NativePlan:
             _, hs, ws, cs = image.shape
             count, pix = amx.virtual_rows(x.shape[0], ho, wo, (hs, ws))
             taps = vnni.window_taps(ws, cs, (kh, kw))
-            out = bufs[dst.buffer]
-            ldo = out.shape[-1]
-            if res is None:
-                tail = (out.reshape(-1), 0, ldo, *vnni.NO_ADD, False)
-            else:
-                b = bufs[res.buffer]
-                tail = (b.reshape(-1), res.offset, b.shape[-1], *add, True)
-            kernel = functools.partial(amx.conv, cfg, image.reshape(-1), offset, cs, count, taps,
-                                       wide // amx.CHUNK, *consts, pix, out.reshape(-1),
-                                       dst.offset, ldo, *tail)  # fmt: skip
+            head = (cfg, image.reshape(-1), offset, cs, count, taps, wide // amx.CHUNK, *consts)
+            kernel = functools.partial(amx.conv, *head, pix, *self._kernel_outputs(bufs, instr))
             run = kernel if threads is None else functools.partial(_on_threads, threads, kernel)
 
             def amx_step() -> None:
