@@ -229,9 +229,10 @@ def virtual_rows(images: int, ho: int, wo: int, image: tuple[int, int]) -> tuple
 
 
 class Packed:
-    """A CONV's weights [K, Cout] int8 (K a multiple of 64) packed for the tiles, with its
-    per-channel constants padded to whole 32-channel blocks (as vnni.Packed: the zero point
-    folded into the bias modulo 2^32, M, 2^(S-1) and S as int64)."""
+    """A CONV's weights [K, Cout] int8 (K a multiple of 64) packed for the tiles, zeros past
+    Cout to whole 32-channel blocks, with its per-channel constants as vnni.Packed makes them
+    (padded past Cout; the zero point folded into the bias over all K, modulo 2^32; M, 2^(S-1)
+    and S as int64)."""
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray):
         k, cout = weight.shape
