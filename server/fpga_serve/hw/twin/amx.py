@@ -230,9 +230,8 @@ def virtual_rows(images: int, ho: int, wo: int, image: tuple[int, int]) -> tuple
 
 class Packed:
     """A CONV's weights [K, Cout] int8 (K a multiple of 64) packed for the tiles, zeros past
-    Cout to whole 32-channel blocks, with its per-channel constants as vnni.Packed makes them
-    (padded past Cout; the zero point folded into the bias over all K, modulo 2^32; M, 2^(S-1)
-    and S as int64)."""
+    Cout to whole 32-channel blocks, with its per-channel constants to the same width
+    (vnni.channel_constants)."""
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray):
         k, cout = weight.shape
@@ -244,14 +243,11 @@ class Packed:
         padded[:, :cout] = weight
         tiles = padded.reshape(self.k4, 4, blocks, 16).transpose(2, 0, 3, 1)
         self.weights = np.ascontiguousarray(tiles).reshape(-1)
-        self.consts = vnni.Packed(weight[:4], bias, mult, shift)  # the constants only
-        folded = bias.astype(np.int64) - 128 * weight.astype(np.int64).sum(axis=0)
-        self.consts.bias[:cout] = folded.astype(np.int32)
+        self.consts = vnni.channel_constants(weight, bias, mult, shift, blocks * 16)
 
     def args(self) -> tuple[Any, ...]:
         """(wp, k4, bias, M, half, S): the arguments of ``conv`` after the taps'."""
-        c = self.consts
-        return self.weights, self.k4, c.bias, c.mult, c.half, c.shift
+        return (self.weights, self.k4, *self.consts)
 
 
 def run(u: np.ndarray, packed: Packed, relu: bool) -> np.ndarray:

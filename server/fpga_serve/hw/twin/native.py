@@ -178,6 +178,17 @@ def _plain_copy(to: np.ndarray, part: np.ndarray, cols: np.ndarray) -> Bound:
     return gather
 
 
+def _after_copies(copies: list[tuple[np.ndarray, np.ndarray]], run: Bound) -> Bound:
+    """A step that makes its staging copies (destination, source), then runs."""
+
+    def step() -> None:
+        for to, part in copies:
+            np.copyto(to, part)
+        run()
+
+    return step
+
+
 def _half(shift: np.ndarray) -> np.ndarray:
     s = shift.astype(np.int64)
     return np.int64(1) << (s - 1)
@@ -579,9 +590,7 @@ class NativePlan:
         if step != 1 or any(instr.pad) or src.offset + wide > src_buf.channels:
             if step != 1:  # a 1x1 without padding: the sampled pixels, as many as outputs
                 h, wd = ho, wo
-            stage = -3 - sum(1 for key in self._scratch if key <= -3)
-            self._scratch[stage] = ((h + sum(instr.pad[:2]), wd + sum(instr.pad[2:]), wide),
-                                    np.uint8)  # fmt: skip
+            stage = self._stage(instr, h, wd, wide)
         threads = _kernel_threads()
         cfg = amx.tile_config()
 
@@ -598,13 +607,7 @@ class NativePlan:
             head = (cfg, image.reshape(-1), offset, cs, count, taps, wide // amx.CHUNK, *consts)
             kernel = functools.partial(amx.conv, *head, pix, *self._kernel_outputs(bufs, instr))
             run = kernel if threads is None else functools.partial(_on_threads, threads, kernel)
-
-            def amx_step() -> None:
-                for to, part in copies:
-                    np.copyto(to, part)
-                run()
-
-            return amx_step
+            return _after_copies(copies, run)
 
         return bind
 
@@ -638,14 +641,7 @@ class NativePlan:
             _, hs, ws, cs = image.shape
             rb, taps = vnni.window_rows(x.shape[0], ho, wo, instr.stride, (hs, ws, cs), offset,
                                         (kh, kw))  # fmt: skip
-            run = call(bufs, image.reshape(-1), rb, taps)
-
-            def taps_step() -> None:
-                for to, part in copies:
-                    np.copyto(to, part)
-                run()
-
-            return taps_step
+            return _after_copies(copies, call(bufs, image.reshape(-1), rb, taps))
 
         return bind
 
@@ -656,6 +652,11 @@ class NativePlan:
         wide = c if wide is None else wide
         if not any(instr.pad) and wide == c:
             return None
+        return self._stage(instr, h, w, wide)
+
+    def _stage(self, instr: Instr, h: int, w: int, wide: int) -> int:
+        """A new staging scratch for an h x w image of ``wide`` channels inside ``instr``'s
+        padding (all of it staying ZERO until copied into), and its key."""
         top, bottom, left, right = instr.pad
         stage = -3 - sum(1 for key in self._scratch if key <= -3)
         self._scratch[stage] = ((h + top + bottom, w + left + right, wide), np.uint8)

@@ -352,6 +352,28 @@ NO_ADD = (np.int64(0),) * 5
 """m0, m1, h2, s2, lo2 of a CONV without a fused ADD (``conv``'s b is then its out)."""
 
 
+def channel_constants(weight: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
+                      width: int) -> tuple[np.ndarray, ...]:  # fmt: skip
+    """A CONV's per-channel requantisation constants for the compiled kernels, zeros past Cout
+    up to ``width`` channels: the bias with the zero point of the weights [K, Cout] folded in
+    (bias - 128 * sum_k w, modulo 2^32) as int32, M, 2^(S-1) and S as int64."""
+    cout = weight.shape[1]
+    folded = bias.astype(np.int64) - 128 * weight.astype(np.int64).sum(axis=0)
+    s = shift.astype(np.int64)
+    values = [
+        (folded.astype(np.int32), np.int32),  # an integer downcast wraps modulo 2^32
+        (mult.astype(np.int64), np.int64),
+        (np.int64(1) << (s - 1), np.int64),
+        (s, np.int64),
+    ]
+    padded = []
+    for value, dtype in values:
+        out: np.ndarray = np.zeros(width, dtype)
+        out[:cout] = value
+        padded.append(out)
+    return tuple(padded)
+
+
 class Packed:
     """A CONV's weights [K, Cout] int8 packed for the tile kernel, with its per-channel
     requantisation constants padded to whole n-blocks: the bias with the zero point folded in
@@ -366,19 +388,9 @@ class Packed:
         padded[:k, :cout] = weight
         tiles = padded.reshape(self.k4, 4, blocks, NV, LANES).transpose(2, 0, 3, 4, 1)
         self.weights = np.ascontiguousarray(tiles).reshape(-1)
-        folded = bias.astype(np.int64) - 128 * weight.astype(np.int64).sum(axis=0)
-        wrapped = folded.astype(np.int32)  # an integer downcast wraps modulo 2^32
-        s = shift.astype(np.int64)
-
-        def pad(values: np.ndarray, dtype: type) -> np.ndarray:
-            out: np.ndarray = np.zeros(blocks * NB, dtype)
-            out[:cout] = values
-            return out
-
-        self.bias = pad(wrapped, np.int32)
-        self.mult = pad(mult.astype(np.int64), np.int64)
-        self.half = pad(np.int64(1) << (s - 1), np.int64)
-        self.shift = pad(s, np.int64)
+        self.bias, self.mult, self.half, self.shift = channel_constants(
+            weight, bias, mult, shift, blocks * NB
+        )
 
     def args(self) -> tuple[Any, ...]:
         """(wp, k4, bias, M, half, S): the arguments of ``conv`` after the patches'."""
